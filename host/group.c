@@ -1,0 +1,230 @@
+/*
+** group.c -- structured concurrency: loom.group(fn) and the <close> form.
+**
+** A group owns child tasks. The owner's body runs inside a cancel scope of
+** the group, so when a child fails the body's pending wait is interrupted;
+** the other children are cancelled, the group waits for all of them
+** (shielded from further interrupts) and raises the first error.
+*/
+#include <string.h>
+#include "internal.h"
+
+static const char *GROUP_MT = "loom.Group";
+
+struct group {
+  scope_t scope;   /* on the owner while the body runs */
+  task_t *owner;
+  tlist_t done;    /* the owner, waiting for the children */
+  int nchildren;
+  int err_set, err_ref, ref, closed;
+};
+
+static group_t *check_group(lua_State *L, int idx) {
+  return (group_t *)luaL_checkudata(L, idx, GROUP_MT);
+}
+
+/* Push the group's uservalue table of children: lightuserdata -> Task. */
+static void push_children(lua_State *L, group_t *g) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->ref);
+  lua_getiuservalue(L, -1, 1);
+  lua_remove(L, -2);
+}
+
+/* Cancel every child still running. */
+static void cancel_children(loom_t *rt, group_t *g) {
+  lua_State *L = rt->L;
+  int i, n = 0;
+  if (g->nchildren == 0) return;
+  push_children(L, g);
+  lua_createtable(L, g->nchildren, 0);
+  lua_pushnil(L);
+  while (lua_next(L, -3)) lua_rawseti(L, -3, ++n);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    task_cancel(rt, (task_t *)lua_touserdata(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+}
+
+/* Record the error at idx of L as the group's first (if none yet), cancel
+** the children and interrupt the body. */
+static void group_fail(loom_t *rt, lua_State *L, group_t *g, int idx) {
+  if (g->err_set) return;
+  g->err_set = 1;
+  lua_pushvalue(L, idx);
+  g->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  cancel_children(rt, g);
+  scope_expire(rt, &g->scope);
+}
+
+/* A child finished (called from task_finish). */
+void group_child_done(loom_t *rt, task_t *t) {
+  group_t *g = t->group;
+  lua_State *L = rt->L;
+  t->group = NULL;
+  push_children(L, g);
+  lua_pushlightuserdata(L, t);
+  lua_pushnil(L);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  g->nchildren--;
+  if (t->status == T_FAILED) {
+    lua_pushvalue(t->co, 1);
+    lua_xmove(t->co, L, 1);
+    group_fail(rt, L, g, -1);
+    lua_pop(L, 1);
+  }
+  if (g->nchildren == 0) {
+    tlist_wake_all(rt, &g->done);
+    luaL_unref(L, LUA_REGISTRYINDEX, g->ref);
+    g->ref = LUA_NOREF;
+  }
+}
+
+static int group_wait(lua_State *L, group_t *g);
+
+static int group_wait_k(lua_State *L, int status, lua_KContext ctx) {
+  task_t *t = task_current(L);
+  group_t *g = (group_t *)ctx;
+  (void)status;
+  if (t->wake == WAKE_INTERRUPT) {
+    t->wake = WAKE_VALUES;
+    if (task_push_interrupt(L, t)) {
+      group_fail(rt_get(L), L, g, -1);
+      lua_pop(L, 1);
+    }
+  }
+  return group_wait(L, g);
+}
+
+/* Wait until every child is done; then raise the first error or return
+** what is above the group at index 1. Once the group is failing the wait is
+** shielded: children are being cancelled and must be waited for. */
+static int group_wait(lua_State *L, group_t *g) {
+  task_t *t = task_current(L);
+  if (g->nchildren == 0) {
+    g->closed = 1;
+    if (g->err_set) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
+      luaL_unref(L, LUA_REGISTRYINDEX, g->err_ref);
+      g->err_ref = LUA_NOREF;
+      g->err_set = 0;
+      return lua_error(L);
+    }
+    return lua_gettop(L) - 1;
+  }
+  if (!g->err_set && task_push_interrupt(L, t)) {
+    group_fail(rt_get(L), L, g, -1);
+    lua_pop(L, 1);
+  }
+  tlist_push(&g->done, t);
+  if (g->err_set) t->flags |= TF_SHIELD;
+  return task_wait(L, t, tlist_cancel, g, "loom.group (children)",
+                   (lua_KContext)g, group_wait_k);
+}
+
+/* [g, results or error] after the body. */
+static int group_body_k(lua_State *L, int status, lua_KContext ctx) {
+  group_t *g = (group_t *)lua_touserdata(L, 1);
+  loom_t *rt = rt_get(L);
+  (void)ctx;
+  if (status != LUA_OK && status != LUA_YIELD) {
+    if (!scope_owns_error(L, &g->scope, -1)) group_fail(rt, L, g, -1);
+    lua_settop(L, 1);
+  }
+  scope_pop(rt, &g->scope);
+  return group_wait(L, g);
+}
+
+static group_t *new_group(lua_State *L, task_t *owner) {
+  group_t *g = (group_t *)lua_newuserdatauv(L, sizeof *g, 1);
+  memset(g, 0, sizeof *g);
+  luaL_setmetatable(L, GROUP_MT);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 1);
+  g->owner = owner;
+  g->err_ref = g->ref = LUA_NOREF;
+  g->scope.kind = SCOPE_GROUP;
+  scope_push(owner, &g->scope);
+  return g;
+}
+
+/* loom.group(fn) -> fn's results; loom.group() -> a group for <close>. */
+static int l_group(lua_State *L) {
+  task_t *t = task_check_current(L, "loom.group");
+  int st;
+  if (lua_isnoneornil(L, 1)) {
+    new_group(L, t);
+    return 1;
+  }
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  lua_settop(L, 1);
+  new_group(L, t);
+  lua_insert(L, 1);
+  lua_pushvalue(L, 1);
+  st = lua_pcallk(L, 1, LUA_MULTRET, 0, 0, group_body_k);
+  return group_body_k(L, st, 0);
+}
+
+/* g:spawn(fn, ...) -> Task */
+static int g_spawn(lua_State *L) {
+  group_t *g = check_group(L, 1);
+  loom_t *rt = rt_get(L);
+  task_t *t;
+  if (g->closed) return luaL_error(L, "group:spawn: the group is closed");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (g->nchildren == 0) {
+    lua_pushvalue(L, 1);
+    g->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  t = task_spawn(L, lua_gettop(L) - 2);
+  t->group = g;
+  g->nchildren++;
+  lua_getiuservalue(L, 1, 1);
+  lua_pushlightuserdata(L, t);
+  lua_pushvalue(L, -3);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  if (g->err_set) task_cancel(rt, t);
+  return 1;
+}
+
+/* g:cancel(): cancel every child. */
+static int g_cancel(lua_State *L) {
+  cancel_children(rt_get(L), check_group(L, 1));
+  return 0;
+}
+
+/* __close(g, err) for `local g <close> = loom.group()`. */
+static int g_close(lua_State *L) {
+  group_t *g = check_group(L, 1);
+  loom_t *rt = rt_get(L);
+  if (g->closed) return 0;
+  if (!lua_isnoneornil(L, 2) && !scope_owns_error(L, &g->scope, 2))
+    group_fail(rt, L, g, 2);
+  scope_pop(rt, &g->scope);
+  lua_settop(L, 1);
+  if (!lua_isyieldable(L) || task_current(L) != g->owner) {
+    /* closed while a dead coroutine unwinds: cancel, cannot wait */
+    cancel_children(rt, g);
+    g->closed = 1;
+    return 0;
+  }
+  return group_wait(L, g);
+}
+
+void group_open(lua_State *L) {
+  static const luaL_Reg methods[] = {{"spawn", g_spawn}, {"cancel", g_cancel},
+                                     {"close", g_close}, {NULL, NULL}};
+  if (luaL_newmetatable(L, GROUP_MT)) {
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, g_close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_group);
+  lua_setfield(L, -2, "group");
+}

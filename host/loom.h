@@ -1,0 +1,95 @@
+/*
+** loom.h -- the embedding API of the loom runtime.
+**
+** One loom_t is one Lua 5.4 state plus one libuv loop. Every Lua coroutine
+** run by it is a task that can wait on timers, I/O and other tasks without
+** blocking the loop. A loom_t is used from one thread; only loom_wakeup may
+** be called from another.
+*/
+#ifndef LOOM_H
+#define LOOM_H
+
+#include <stddef.h>
+#include <lua.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LOOM_VERSION "0.1.0"
+
+/* Bits of loom_options.libs: which bundled modules scripts may require. */
+#define LOOM_LIB_CORE    0x0001u /* loom, loom.test (always on) */
+#define LOOM_LIB_NET     0x0002u /* loom.net */
+#define LOOM_LIB_HTTP    0x0004u /* loom.http */
+#define LOOM_LIB_FS      0x0008u /* loom.fs */
+#define LOOM_LIB_PROCESS 0x0010u /* loom.process */
+#define LOOM_LIB_JSON    0x0020u /* loom.json */
+#define LOOM_LIB_SQLITE  0x0040u /* loom.sqlite */
+#define LOOM_LIB_WORKER  0x0080u /* loom.worker */
+#define LOOM_LIB_LPEG    0x0100u /* lpeg, re */
+#define LOOM_LIBS_ALL    0xffffu
+
+typedef struct loom loom_t;
+
+typedef struct loom_options {
+  uv_loop_t *loop;     /* NULL: loom creates and owns its loop; else the host's */
+  int argc;            /* script arguments, for `arg` (argv[0] is the script) */
+  char **argv;
+  unsigned libs;       /* LOOM_LIBS_ALL, or a mask of LOOM_LIB_* (0 = all) */
+  size_t memory_limit; /* bytes the Lua state may hold; 0 = no limit */
+} loom_options;
+
+/* Create a runtime. NULL opts: own loop, all libraries, no memory limit.
+** Returns NULL when memory or the loop cannot be had. */
+loom_t *loom_new(const loom_options *opts);
+
+lua_State *loom_state(loom_t *rt);
+uv_loop_t *loom_loop(loom_t *rt);
+
+/* Load a file ("-" or NULL: stdin) or a string and spawn it as the main
+** task. Returns 0, or non-zero after a syntax or I/O error (see loom_error). */
+int loom_dofile(loom_t *rt, const char *path);
+int loom_dostring(loom_t *rt, const char *code, const char *chunkname);
+
+/* Pop a function and nargs arguments from loom_state() and spawn a task for
+** them; the task is left on the stack. Returns 0. */
+int loom_spawn(loom_t *rt, int nargs);
+
+/* Run until no task is pending and nothing keeps the loop alive. Returns the
+** exit status: 0, 1 after an unhandled error or deadlock, or the status given
+** to process.exit. */
+int loom_run(loom_t *rt);
+
+/* One bounded loop turn: never blocks with timeout_ms 0, blocks at most
+** timeout_ms otherwise (negative: until something happens). Returns 1 while
+** work is pending (ready tasks, active handles or timers), else 0. */
+int loom_step(loom_t *rt, int timeout_ms);
+
+/* Thread-safe: make a loom_step blocked in another thread return. */
+void loom_wakeup(loom_t *rt);
+
+/* The last error message with its traceback, or NULL. */
+const char *loom_error(loom_t *rt);
+
+/* For programs like the loom command: Ctrl-C stops the runtime with exit
+** status 130 (unless a script installs its own SIGINT handler). NULL restores
+** the default disposition. */
+void loom_catch_sigint(loom_t *rt);
+
+/* Cancel what is left, close every handle, free everything. */
+void loom_free(loom_t *rt);
+
+/* Awaitables settled by the host. loom_future_new pushes the awaitable on L
+** (any thread of the runtime); scripts call :await() on it. */
+typedef struct loom_future loom_future_t;
+loom_future_t *loom_future_new(lua_State *L);
+/* Pop nvalues from loom_state()'s stack and settle the future with them. */
+void loom_future_resolve(loom_future_t *f, int nvalues);
+void loom_future_reject(loom_future_t *f, const char *message);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

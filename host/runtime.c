@@ -1,0 +1,341 @@
+/*
+** runtime.c -- one runtime: a Lua state, a libuv loop and the handles that
+** drive the scheduler (idle/prepare/check/timer/async). The public API of
+** loom.h lives here.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lualib.h>
+#include "internal.h"
+
+loom_t *rt_get(lua_State *L) { return *(loom_t **)lua_getextraspace(L); }
+
+void rt_set_error(loom_t *rt, const char *msg) {
+  free(rt->errmsg);
+  rt->errmsg = msg ? strdup(msg) : NULL;
+}
+
+static void idle_cb(uv_idle_t *h) { (void)h; }
+
+/* Tasks are ready: make sure poll does not block until they have run. */
+void rt_ensure_running(loom_t *rt) { uv_idle_start(&rt->idle, idle_cb); }
+
+static void drain_prepare_cb(uv_prepare_t *h) {
+  task_drain((loom_t *)h->data);
+}
+
+static void drain_check_cb(uv_check_t *h) { task_drain((loom_t *)h->data); }
+
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted!");
+}
+
+/* Woken by loom_wakeup, or by SIGINT: stop the loop with status 130. */
+static void async_cb(uv_async_t *h) {
+  loom_t *rt = (loom_t *)h->data;
+  if (rt->interrupted) {
+    rt->exiting = 1;
+    rt->exit_status = rt->interrupt_status;
+    uv_stop(rt->loop);
+  }
+}
+
+/* Counting allocator: enforces memory_limit. */
+static void *rt_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  loom_t *rt = (loom_t *)ud;
+  size_t old = ptr ? osize : 0;
+  void *p;
+  if (nsize == 0) {
+    free(ptr);
+    rt->mem_used -= old;
+    return NULL;
+  }
+  if (rt->mem_limit && nsize > old && rt->mem_used + (nsize - old) > rt->mem_limit)
+    return NULL;
+  p = realloc(ptr, nsize);
+  if (!p) return NULL;
+  rt->mem_used = rt->mem_used - old + nsize;
+  return p;
+}
+
+static int rt_panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  fprintf(stderr, "loom: PANIC: unprotected error in call to Lua API (%s)\n",
+          msg ? msg : "error object is not a string");
+  return 0;
+}
+
+static void rt_warn(void *ud, const char *msg, int tocont) {
+  (void)ud;
+  fputs(msg, stderr);
+  if (!tocont) fputs("\n", stderr);
+}
+
+/* Open the standard libraries and the bundled modules, protected. */
+static int rt_init_lua(lua_State *L) {
+  loom_t *rt = (loom_t *)lua_touserdata(L, 1);
+  luaL_openlibs(L);
+  modules_preload(L, rt->libs);
+  luaL_requiref(L, "loom", luaopen_loom, 1);
+  return 0;
+}
+
+static void init_handle(loom_t *rt, uv_handle_t *h, int ref) {
+  h->data = rt;
+  if (!ref) uv_unref(h);
+}
+
+loom_t *loom_new(const loom_options *opts) {
+  loom_t *rt = (loom_t *)calloc(1, sizeof *rt);
+  if (!rt) return NULL;
+  rt->libs = (opts && opts->libs) ? (opts->libs | LOOM_LIB_CORE) : LOOM_LIBS_ALL;
+  rt->mem_limit = opts ? opts->memory_limit : 0;
+  rt->main_ref = LUA_NOREF;
+  if (opts && opts->loop) rt->loop = opts->loop;
+  else {
+    if (uv_loop_init(&rt->own_loop) != 0) {
+      free(rt);
+      return NULL;
+    }
+    rt->loop = &rt->own_loop;
+    rt->own = 1;
+  }
+  if (opts) {
+    rt->argc = opts->argc;
+    rt->argv = opts->argv;
+  }
+  uv_idle_init(rt->loop, &rt->idle);
+  init_handle(rt, (uv_handle_t *)&rt->idle, 1);
+  uv_prepare_init(rt->loop, &rt->prepare);
+  init_handle(rt, (uv_handle_t *)&rt->prepare, 0);
+  uv_prepare_start(&rt->prepare, drain_prepare_cb);
+  uv_check_init(rt->loop, &rt->check);
+  init_handle(rt, (uv_handle_t *)&rt->check, 0);
+  uv_check_start(&rt->check, drain_check_cb);
+  uv_timer_init(rt->loop, &rt->timer);
+  init_handle(rt, (uv_handle_t *)&rt->timer, 1);
+  uv_timer_init(rt->loop, &rt->step_timer);
+  init_handle(rt, (uv_handle_t *)&rt->step_timer, 1);
+  uv_async_init(rt->loop, &rt->async, async_cb);
+  init_handle(rt, (uv_handle_t *)&rt->async, 0);
+  rt->L = lua_newstate(rt_alloc, rt);
+  if (!rt->L) {
+    rt->mem_limit = 0;
+    loom_free(rt);
+    return NULL;
+  }
+  *(loom_t **)lua_getextraspace(rt->L) = rt;
+  lua_atpanic(rt->L, rt_panic);
+  lua_setwarnf(rt->L, rt_warn, rt);
+  lua_pushcfunction(rt->L, rt_init_lua);
+  lua_pushlightuserdata(rt->L, rt);
+  if (lua_pcall(rt->L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "loom: cannot start: %s\n", lua_tostring(rt->L, -1));
+    loom_free(rt);
+    return NULL;
+  }
+  return rt;
+}
+
+lua_State *loom_state(loom_t *rt) { return rt->L; }
+uv_loop_t *loom_loop(loom_t *rt) { return rt->loop; }
+const char *loom_error(loom_t *rt) { return rt->errmsg; }
+
+/* Set the global `arg` as lua.c does: arg[0] the script, arg[1..] args. */
+static void set_arg(loom_t *rt, const char *script) {
+  lua_State *L = rt->L;
+  int i;
+  lua_createtable(L, rt->argc, 1);
+  lua_pushstring(L, script ? script : "-");
+  lua_rawseti(L, -2, 0);
+  for (i = 1; i < rt->argc; i++) {
+    lua_pushstring(L, rt->argv[i]);
+    lua_rawseti(L, -2, i);
+  }
+  lua_setglobal(L, "arg");
+}
+
+/* Put the script's directory first on package.path and package.cpath. */
+static void add_script_dir(lua_State *L, const char *path) {
+  const char *slash = path ? strrchr(path, '/') : NULL;
+  int n = slash ? (int)(slash - path) : 0;
+  const char *dir = slash ? lua_pushlstring(L, path, (size_t)(n ? n : 1))
+                          : lua_pushliteral(L, ".");
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "cpath");
+  lua_pushfstring(L, "%s/?.so;%s", dir, lua_tostring(L, -1));
+  lua_setfield(L, -3, "cpath");
+  lua_pop(L, 3);
+}
+
+/* Spawn the loaded chunk at top (plus script args) as the main task. */
+static int spawn_main(loom_t *rt) {
+  lua_State *L = rt->L;
+  int i, n = 0;
+  task_t *t;
+  for (i = 1; i < rt->argc; i++, n++) lua_pushstring(L, rt->argv[i]);
+  t = task_spawn(L, n);
+  t->flags |= TF_MAIN;
+  rt->main_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+int loom_dofile(loom_t *rt, const char *path) {
+  lua_State *L = rt->L;
+  if (path && strcmp(path, "-") == 0) path = NULL;
+  set_arg(rt, path);
+  add_script_dir(L, path);
+  if (luaL_loadfile(L, path) != LUA_OK) {
+    rt_set_error(rt, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 1;
+  }
+  return spawn_main(rt);
+}
+
+int loom_dostring(loom_t *rt, const char *code, const char *chunkname) {
+  lua_State *L = rt->L;
+  if (luaL_loadbuffer(L, code, strlen(code), chunkname ? chunkname : "=(loom)")
+      != LUA_OK) {
+    rt_set_error(rt, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 1;
+  }
+  return spawn_main(rt);
+}
+
+int loom_spawn(loom_t *rt, int nargs) {
+  task_spawn(rt->L, nargs);
+  return 0;
+}
+
+int loom_run(loom_t *rt) {
+  for (;;) {
+    int alive = uv_run(rt->loop, UV_RUN_DEFAULT);
+    if (rt->exiting) break;
+    if (!alive && !rt->rhead) break;
+  }
+  if (!rt->exiting && rt->nlive > 0) {
+    task_report_waits(rt);
+    rt->exit_status = 1;
+  }
+  if (rt->interrupted) rt->exit_status = rt->interrupt_status;
+  return rt->exit_status;
+}
+
+static void step_timer_cb(uv_timer_t *h) { (void)h; }
+
+int loom_step(loom_t *rt, int timeout_ms) {
+  if (timeout_ms == 0 || rt->rhead) uv_run(rt->loop, UV_RUN_NOWAIT);
+  else {
+    if (timeout_ms > 0) uv_timer_start(&rt->step_timer, step_timer_cb,
+                                       (uint64_t)timeout_ms, 0);
+    uv_run(rt->loop, UV_RUN_ONCE);
+    uv_timer_stop(&rt->step_timer);
+  }
+  return rt->rhead != NULL || rt->nlive > 0 || uv_loop_alive(rt->loop);
+}
+
+void loom_wakeup(loom_t *rt) { uv_async_send(&rt->async); }
+
+/* ---- SIGINT for the loom command ---- */
+
+static loom_t *sigint_rt;
+
+static void on_sigint(int sig) {
+  loom_t *rt = sigint_rt;
+  signal(sig, SIG_DFL); /* a second Ctrl-C ends the process */
+  if (!rt) return;
+  rt->interrupted = 1;
+  rt->interrupt_status = 130;
+  if (rt->current) /* Lua code is running: stop it at its next step */
+    lua_sethook(rt->current->co, interrupt_hook,
+                LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  uv_async_send(&rt->async);
+}
+
+void loom_catch_sigint(loom_t *rt) {
+  sigint_rt = rt;
+  signal(SIGINT, rt ? on_sigint : SIG_DFL);
+}
+
+/* ---- shutdown ---- */
+
+static void close_walk_cb(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+void loom_free(loom_t *rt) {
+  int i;
+  if (!rt) return;
+  rt->closing = 1;
+  if (rt->L) {
+    rt->exiting = 0;
+    task_cancel_all(rt);
+    for (i = 0; i < 16 && rt->rhead; i++) task_drain(rt);
+    rt->rhead = rt->rtail = NULL;
+    rt->nheap = 0;
+  }
+  if (rt->own) uv_walk(rt->loop, close_walk_cb, NULL);
+  else {
+    uv_handle_t *mine[] = {(uv_handle_t *)&rt->idle, (uv_handle_t *)&rt->prepare,
+                           (uv_handle_t *)&rt->check, (uv_handle_t *)&rt->timer,
+                           (uv_handle_t *)&rt->step_timer,
+                           (uv_handle_t *)&rt->async};
+    for (i = 0; i < 6; i++) close_walk_cb(mine[i], NULL);
+  }
+  uv_run(rt->loop, UV_RUN_NOWAIT);
+  if (rt->L) lua_close(rt->L);
+  rt->L = NULL;
+  if (rt->own) {
+    uv_walk(rt->loop, close_walk_cb, NULL);
+    while (uv_loop_close(rt->loop) == UV_EBUSY) uv_run(rt->loop, UV_RUN_NOWAIT);
+  } else {
+    uv_run(rt->loop, UV_RUN_NOWAIT);
+  }
+  if (sigint_rt == rt) loom_catch_sigint(NULL);
+  free(rt->heap);
+  free(rt->errmsg);
+  free(rt);
+}
+
+/* ---- internals for lib/ modules (loom._*) ---- */
+
+/* loom._stats() -> {tasks=, ready=, timers=, memory=} */
+static int l_stats(lua_State *L) {
+  loom_t *rt = rt_get(L);
+  task_t *t;
+  int ready = 0;
+  for (t = rt->rhead; t; t = t->rnext) ready++;
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)rt->nlive);
+  lua_setfield(L, -2, "tasks");
+  lua_pushinteger(L, ready);
+  lua_setfield(L, -2, "ready");
+  lua_pushinteger(L, (lua_Integer)rt->nheap);
+  lua_setfield(L, -2, "timers");
+  lua_pushinteger(L, (lua_Integer)rt->mem_used);
+  lua_setfield(L, -2, "memory");
+  return 1;
+}
+
+/* loom._exit_status(n): the status loom_run will return. */
+static int l_exit_status(lua_State *L) {
+  rt_get(L)->exit_status = (int)luaL_checkinteger(L, 1);
+  return 0;
+}
+
+void rt_open(lua_State *L) {
+  static const luaL_Reg fns[] = {{"_stats", l_stats},
+                                 {"_exit_status", l_exit_status},
+                                 {NULL, NULL}};
+  luaL_setfuncs(L, fns, 0);
+}

@@ -1,0 +1,361 @@
+/*
+** sync.c -- queue, event, lock and semaphore. Waiters are served first come,
+** first served; a wait that is cancelled leaves its list at once. A value or
+** permit handed to a woken task is its own even if it is cancelled before
+** it runs: the cancellation is then raised at its next wait, so nothing is
+** lost and no lock is left held.
+*/
+#include <string.h>
+#include "internal.h"
+
+/* ---- queue ---- */
+
+static const char *QUEUE_MT = "loom.Queue";
+
+typedef struct queue {
+  tlist_t getters, putters;
+  int head, count, ring; /* items at uservalue[(head + i) % ring + 1] */
+  int max, reserved;     /* reserved: slots promised to woken putters */
+  int closed;
+} queue_t;
+
+static queue_t *check_queue(lua_State *L) {
+  return (queue_t *)luaL_checkudata(L, 1, QUEUE_MT);
+}
+
+/* Append the value at top (popped) to the ring of the queue at index 1. */
+static void ring_push(lua_State *L, queue_t *q) {
+  lua_getiuservalue(L, 1, 1);
+  if (q->count == q->ring) { /* grow: copy into a table twice the size */
+    int i, n = q->ring ? q->ring * 2 : 8;
+    lua_createtable(L, n, 0);
+    for (i = 0; i < q->count; i++) {
+      lua_rawgeti(L, -2, (q->head + i) % q->ring + 1);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 1);
+    lua_remove(L, -2);
+    q->head = 0;
+    q->ring = n;
+  }
+  lua_rotate(L, -2, 1);
+  lua_rawseti(L, -2, (q->head + q->count) % q->ring + 1);
+  lua_pop(L, 1);
+  q->count++;
+}
+
+/* Push the oldest item and remove it from the ring. */
+static void ring_pop(lua_State *L, queue_t *q) {
+  int i = q->head + 1;
+  lua_getiuservalue(L, 1, 1);
+  lua_rawgeti(L, -1, i);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, i);
+  lua_remove(L, -2);
+  q->head = (q->head + 1) % q->ring;
+  q->count--;
+}
+
+static int q_full(queue_t *q) {
+  return q->max > 0 && q->count + q->reserved >= q->max;
+}
+
+/* A slot is free: promise it to the first waiting putter. */
+static void wake_putter(loom_t *rt, queue_t *q) {
+  task_t *t;
+  if (q_full(q) || !(t = tlist_pop(&q->putters))) return;
+  q->reserved++;
+  task_wake(rt, t, 0);
+}
+
+/* Hand v (top of L, popped) to a waiting getter, or store it. */
+static void q_deliver(lua_State *L, queue_t *q) {
+  task_t *t = tlist_pop(&q->getters);
+  if (t) {
+    lua_xmove(L, t->co, 1);
+    task_wake(rt_get(L), t, 1);
+  } else {
+    ring_push(L, q);
+  }
+}
+
+static int put_k(lua_State *L, int status, lua_KContext ctx) {
+  queue_t *q = (queue_t *)lua_touserdata(L, 1);
+  (void)status; (void)ctx;
+  task_resumed(L, task_current(L)); /* closed while waiting: raises */
+  q->reserved--;
+  lua_settop(L, 2);
+  q_deliver(L, q);
+  return 0;
+}
+
+static int check_put(lua_State *L, queue_t *q) {
+  luaL_checkany(L, 2);
+  if (lua_isnil(L, 2))
+    return err_raise(L, "value", NULL, "queue:put: cannot put nil");
+  if (q->closed) return err_raise(L, "closed", NULL, "queue is closed");
+  return 0;
+}
+
+/* q:put(v): waits while the queue is full. */
+static int q_put(lua_State *L) {
+  queue_t *q = check_queue(L);
+  task_t *t;
+  check_put(L, q);
+  lua_settop(L, 2);
+  if (!q_full(q) || q->getters.head) {
+    q_deliver(L, q);
+    return 0;
+  }
+  t = task_check_current(L, "queue:put");
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  tlist_push(&q->putters, t);
+  return task_wait(L, t, tlist_cancel, q, "queue:put", 0, put_k);
+}
+
+static int q_try_put(lua_State *L) {
+  queue_t *q = check_queue(L);
+  luaL_checkany(L, 2);
+  if (lua_isnil(L, 2))
+    return err_raise(L, "value", NULL, "queue:try_put: cannot put nil");
+  lua_settop(L, 2);
+  if (q->closed || (q_full(q) && !q->getters.head)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  q_deliver(L, q);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int get_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  task_resumed(L, task_current(L));
+  return lua_gettop(L) > 1 ? 1 : 0;
+}
+
+/* q:get(): waits while empty; nil once closed and drained. */
+static int q_get(lua_State *L) {
+  queue_t *q = check_queue(L);
+  task_t *t;
+  lua_settop(L, 1);
+  if (q->count > 0) {
+    ring_pop(L, q);
+    wake_putter(rt_get(L), q);
+    return 1;
+  }
+  if (q->closed) return 0;
+  t = task_check_current(L, "queue:get");
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  tlist_push(&q->getters, t);
+  return task_wait(L, t, tlist_cancel, q, "queue:get", 0, get_k);
+}
+
+static int q_try_get(lua_State *L) {
+  queue_t *q = check_queue(L);
+  lua_settop(L, 1);
+  if (q->count == 0) return 0;
+  ring_pop(L, q);
+  wake_putter(rt_get(L), q);
+  return 1;
+}
+
+static int q_len(lua_State *L) {
+  lua_pushinteger(L, check_queue(L)->count);
+  return 1;
+}
+
+/* q:close(): getters drain what is left then get nil; putters raise. */
+static int q_close(lua_State *L) {
+  queue_t *q = check_queue(L);
+  loom_t *rt = rt_get(L);
+  task_t *t;
+  if (q->closed) return 0;
+  q->closed = 1;
+  tlist_wake_all(rt, &q->getters);
+  while ((t = tlist_pop(&q->putters)) != NULL) {
+    err_push(t->co, "closed", NULL, "queue is closed");
+    task_wake_error(rt, t);
+  }
+  return 0;
+}
+
+static int q_iter_next(lua_State *L) {
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return q_get(L);
+}
+
+/* for v in q:iter() do ... end */
+static int q_iter(lua_State *L) {
+  check_queue(L);
+  lua_settop(L, 1);
+  lua_pushcclosure(L, q_iter_next, 1);
+  return 1;
+}
+
+/* loom.queue([max]) */
+static int l_queue(lua_State *L) {
+  lua_Integer max = luaL_optinteger(L, 1, 0);
+  queue_t *q;
+  luaL_argcheck(L, max >= 0 && max <= 0x7fffffff, 1, "must be >= 0");
+  q = (queue_t *)lua_newuserdatauv(L, sizeof *q, 1);
+  memset(q, 0, sizeof *q);
+  q->max = (int)max;
+  luaL_setmetatable(L, QUEUE_MT);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+/* ---- event ---- */
+
+static const char *EVENT_MT = "loom.Event";
+
+typedef struct event {
+  tlist_t waiters;
+  int set;
+} event_t;
+
+static event_t *check_event(lua_State *L) {
+  return (event_t *)luaL_checkudata(L, 1, EVENT_MT);
+}
+
+static int e_set(lua_State *L) {
+  event_t *e = check_event(L);
+  e->set = 1;
+  tlist_wake_all(rt_get(L), &e->waiters);
+  return 0;
+}
+
+static int e_clear(lua_State *L) {
+  check_event(L)->set = 0;
+  return 0;
+}
+
+static int e_is_set(lua_State *L) {
+  lua_pushboolean(L, check_event(L)->set);
+  return 1;
+}
+
+static int e_wait(lua_State *L) {
+  event_t *e = check_event(L);
+  task_t *t;
+  if (e->set) return 0;
+  t = task_check_current(L, "event:wait");
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  lua_settop(L, 1);
+  tlist_push(&e->waiters, t);
+  return task_wait(L, t, tlist_cancel, e, "event:wait", 0, NULL);
+}
+
+static int l_event(lua_State *L) {
+  event_t *e = (event_t *)lua_newuserdatauv(L, sizeof *e, 0);
+  memset(e, 0, sizeof *e);
+  luaL_setmetatable(L, EVENT_MT);
+  return 1;
+}
+
+/* ---- lock and semaphore: one counter, two faces ---- */
+
+static const char *LOCK_MT = "loom.Lock";
+static const char *SEM_MT = "loom.Semaphore";
+
+typedef struct permits {
+  tlist_t waiters;
+  lua_Integer value;
+  int is_lock;
+} permits_t;
+
+static permits_t *check_sem(lua_State *L) {
+  permits_t *s = (permits_t *)luaL_testudata(L, 1, LOCK_MT);
+  return s ? s : (permits_t *)luaL_checkudata(L, 1, SEM_MT);
+}
+
+static int s_acquire(lua_State *L) {
+  permits_t *s = check_sem(L);
+  task_t *t;
+  if (s->value > 0 && !s->waiters.head) {
+    s->value--;
+    return 0;
+  }
+  t = task_check_current(L, s->is_lock ? "lock:acquire" : "semaphore:acquire");
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  lua_settop(L, 1);
+  tlist_push(&s->waiters, t);
+  return task_wait(L, t, tlist_cancel, s,
+                   s->is_lock ? "lock:acquire" : "semaphore:acquire", 0, NULL);
+}
+
+/* Release: the permit passes straight to the first waiter, if any. */
+static int s_release(lua_State *L) {
+  permits_t *s = check_sem(L);
+  task_t *t;
+  if (s->is_lock && s->value > 0)
+    return err_raise(L, "value", NULL, "lock:release: the lock is not locked");
+  if ((t = tlist_pop(&s->waiters)) != NULL) task_wake(rt_get(L), t, 0);
+  else s->value++;
+  return 0;
+}
+
+static int s_locked(lua_State *L) {
+  permits_t *s = check_sem(L);
+  lua_pushboolean(L, s->value == 0);
+  return 1;
+}
+
+static int s_value(lua_State *L) {
+  lua_pushinteger(L, check_sem(L)->value);
+  return 1;
+}
+
+static int new_sem(lua_State *L, lua_Integer n, const char *mt) {
+  permits_t *s = (permits_t *)lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  s->value = n;
+  s->is_lock = mt == LOCK_MT;
+  luaL_setmetatable(L, mt);
+  return 1;
+}
+
+static int l_lock(lua_State *L) { return new_sem(L, 1, LOCK_MT); }
+
+static int l_semaphore(lua_State *L) {
+  lua_Integer n = luaL_optinteger(L, 1, 1);
+  luaL_argcheck(L, n >= 0, 1, "must be >= 0");
+  return new_sem(L, n, SEM_MT);
+}
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *m) {
+  if (luaL_newmetatable(L, name)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, m, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}
+
+/* Module table at -1. */
+void sync_open(lua_State *L) {
+  static const luaL_Reg qm[] = {
+      {"put", q_put}, {"get", q_get}, {"try_put", q_try_put},
+      {"try_get", q_try_get}, {"len", q_len}, {"close", q_close},
+      {"iter", q_iter}, {NULL, NULL}};
+  static const luaL_Reg em[] = {{"set", e_set}, {"clear", e_clear},
+                                {"is_set", e_is_set}, {"wait", e_wait},
+                                {NULL, NULL}};
+  static const luaL_Reg lm[] = {{"acquire", s_acquire}, {"release", s_release},
+                                {"locked", s_locked}, {NULL, NULL}};
+  static const luaL_Reg sm[] = {{"acquire", s_acquire}, {"release", s_release},
+                                {"locked", s_locked}, {"value", s_value},
+                                {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"queue", l_queue}, {"event", l_event},
+                                 {"lock", l_lock}, {"semaphore", l_semaphore},
+                                 {NULL, NULL}};
+  new_class(L, QUEUE_MT, qm);
+  new_class(L, EVENT_MT, em);
+  new_class(L, LOCK_MT, lm);
+  new_class(L, SEM_MT, sm);
+  luaL_setfuncs(L, fns, 0);
+}

@@ -1,0 +1,659 @@
+/*
+** task.c -- tasks and the scheduler.
+**
+** A task is a Lua coroutine plus a small C record (task_t, inside the Task
+** userdata). A C function that waits arms the task's single waiter (cancel
+** function, data, description) and yields the light userdata `task_tag`.
+** Whatever completes the wait pushes values on the task's coroutine and calls
+** task_wake, which appends the task to the FIFO ready queue; the loop drains
+** that queue from its prepare and check phases, never from inside another
+** callback's Lua call. Cancellation and expired timeout scopes abort the wait
+** (task_abort) and the task resumes with WAKE_INTERRUPT, which raises there.
+*/
+#include <stdio.h>
+#include <string.h>
+#include "internal.h"
+
+char task_tag;
+static const char *TASK_MT = "loom.Task";
+
+#define TF_QUEUED 0x20 /* sits in the ready queue (keeps its reference) */
+
+/* ---- intrusive wait lists ---- */
+
+void tlist_push(tlist_t *l, task_t *t) {
+  t->w.l.list = l;
+  t->w.l.next = NULL;
+  t->w.l.prev = l->tail;
+  if (l->tail) l->tail->w.l.next = t;
+  else l->head = t;
+  l->tail = t;
+}
+
+void tlist_remove(task_t *t) {
+  tlist_t *l = t->w.l.list;
+  if (!l) return;
+  if (t->w.l.prev) t->w.l.prev->w.l.next = t->w.l.next;
+  else l->head = t->w.l.next;
+  if (t->w.l.next) t->w.l.next->w.l.prev = t->w.l.prev;
+  else l->tail = t->w.l.prev;
+  t->w.l.list = NULL;
+  t->w.l.prev = t->w.l.next = NULL;
+}
+
+task_t *tlist_pop(tlist_t *l) {
+  task_t *t = l->head;
+  if (t) tlist_remove(t);
+  return t;
+}
+
+void tlist_cancel(task_t *t) { tlist_remove(t); }
+
+void tlist_wake_all(loom_t *rt, tlist_t *l) {
+  task_t *t;
+  while ((t = tlist_pop(l)) != NULL) task_wake(rt, t, 0);
+}
+
+/* ---- the ready queue ---- */
+
+void task_make_ready(loom_t *rt, task_t *t) {
+  if (t->status != T_NEW) t->status = T_READY;
+  t->flags |= TF_QUEUED;
+  t->rnext = NULL;
+  if (rt->rtail) rt->rtail->rnext = t;
+  else {
+    rt->rhead = t;
+    if (!uv_is_active((uv_handle_t *)&rt->idle)) rt_ensure_running(rt);
+  }
+  rt->rtail = t;
+}
+
+/* Complete a wait with nvals values already pushed on t->co. */
+void task_wake(loom_t *rt, task_t *t, int nvals) {
+  t->wcancel = NULL;
+  t->wake = WAKE_VALUES;
+  t->nvals = nvals;
+  t->flags &= ~TF_SHIELD;
+  task_make_ready(rt, t);
+}
+
+/* Complete a wait with the error object on top of t->co. */
+void task_wake_error(loom_t *rt, task_t *t) {
+  task_wake(rt, t, 1);
+  t->wake = WAKE_ERROR;
+}
+
+/* Abort t's pending wait (if it is not shielded): the wait raises. */
+void task_abort(loom_t *rt, task_t *t) {
+  if (t->status != T_WAIT || (t->flags & TF_SHIELD)) return;
+  if (t->wcancel) t->wcancel(t);
+  task_wake(rt, t, 0);
+  t->wake = WAKE_INTERRUPT;
+}
+
+/* ---- lookup ---- */
+
+task_t *task_current(lua_State *L) { return rt_get(L)->current; }
+
+task_t *task_check_current(lua_State *L, const char *what) {
+  task_t *t = rt_get(L)->current;
+  if (!t)
+    luaL_error(L, "%s: not inside a task (waits work only in tasks: use "
+                  "loom.spawn or run the script with loom)", what);
+  return t;
+}
+
+task_t *task_test(lua_State *L, int idx) {
+  return (task_t *)luaL_testudata(L, idx, TASK_MT);
+}
+
+task_t *task_check(lua_State *L, int idx) {
+  return (task_t *)luaL_checkudata(L, idx, TASK_MT);
+}
+
+/* ---- interrupts: cancellation and expired scopes ---- */
+
+static scope_t *outer_expired(task_t *t) {
+  scope_t *sc, *found = NULL;
+  for (sc = t->scopes; sc; sc = sc->parent)
+    if (sc->expired) found = sc;
+  return found;
+}
+
+int task_interrupted(task_t *t) {
+  return (t->flags & TF_CANCEL) || outer_expired(t) != NULL;
+}
+
+/* Raise what interrupts t: a requested cancellation first, else the error of
+** the outermost expired scope. Returns 0 when nothing does. */
+int task_raise_interrupt(lua_State *L, task_t *t) {
+  if (task_push_interrupt(L, t)) return lua_error(L);
+  return 0;
+}
+
+/* Push the error task_raise_interrupt would raise; 0 (nothing pushed) when
+** nothing interrupts t. */
+int task_push_interrupt(lua_State *L, task_t *t) {
+  scope_t *sc;
+  if (t->flags & TF_CANCEL) {
+    t->flags = (uint8_t)((t->flags & ~TF_CANCEL) | TF_CANCELLED);
+    err_push(L, "cancelled", NULL, "task %d was cancelled", (int)t->id);
+    return 1;
+  }
+  if ((sc = outer_expired(t)) != NULL) {
+    scope_push_error(L, sc);
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- waiting ---- */
+
+/* The continuation of task_wait without a k of its own: raise if the wait
+** was interrupted, else return the values it was woken with. */
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  task_resumed(L, rt_get(L)->current);
+  return lua_gettop(L) - (int)ctx;
+}
+
+/* Called first by every wait continuation: raise when woken by an error. */
+int task_resumed(lua_State *L, task_t *t) {
+  int wake = t->wake;
+  t->wake = WAKE_VALUES;
+  if (wake == WAKE_INTERRUPT) return task_raise_interrupt(L, t);
+  if (wake == WAKE_ERROR) return lua_error(L);
+  return 0;
+}
+
+/* Suspend the current task t. The caller has armed the operation; cancel
+** undoes it when the wait is aborted. k (may be NULL) continues the C
+** function after the wake. Must be the return expression of a C function. */
+int task_wait(lua_State *L, task_t *t, wait_cancel_fn cancel, void *wdata,
+              const char *what, lua_KContext ctx, lua_KFunction k) {
+  t->wcancel = cancel;
+  t->wdata = wdata;
+  t->wwhat = what;
+  t->status = T_WAIT;
+  t->wake = WAKE_VALUES;
+  t->nvals = 0;
+  if (!k) {
+    ctx = lua_gettop(L);
+    k = wait_k;
+  }
+  lua_pushlightuserdata(L, &task_tag);
+  return lua_yieldk(L, 1, ctx, k);
+}
+
+static int yield_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  task_resumed(L, rt_get(L)->current);
+  return 0;
+}
+
+/* Let every task that is ready now run first (loom.sleep(0)). The task
+** stays ready, so a cancel arriving meanwhile is raised at its next wait. */
+int task_yield(lua_State *L, task_t *t) {
+  t->wcancel = NULL;
+  t->wwhat = "loom.sleep(0)";
+  t->wake = WAKE_VALUES;
+  t->nvals = 0;
+  task_make_ready(rt_get(L), t);
+  lua_pushlightuserdata(L, &task_tag);
+  return lua_yieldk(L, 1, 0, yield_k);
+}
+
+/* ---- spawning, running, finishing ---- */
+
+/* [fn, args...] -> [Task] */
+task_t *task_spawn(lua_State *L, int nargs) {
+  loom_t *rt = rt_get(L);
+  task_t *t = (task_t *)lua_newuserdatauv(L, sizeof *t, 1);
+  memset(t, 0, sizeof *t);
+  luaL_setmetatable(L, TASK_MT);
+  t->co = lua_newthread(L);
+  lua_setiuservalue(L, -2, 1);
+  lua_insert(L, -(nargs + 2));
+  lua_xmove(L, t->co, nargs + 1);
+  t->nvals = nargs;
+  t->id = ++rt->next_id;
+  t->status = T_NEW;
+  t->ref = LUA_NOREF;
+  lua_pushvalue(L, -1);
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->lnext = rt->live;
+  if (rt->live) rt->live->lprev = t;
+  rt->live = t;
+  rt->nlive++;
+  task_make_ready(rt, t);
+  return t;
+}
+
+/* A name for reports: "task 3 (function at x.lua:12)" or "main task". */
+static void push_task_name(lua_State *L, task_t *t) {
+  lua_Debug ar;
+  int level = 0;
+  if (t->flags & TF_MAIN) {
+    lua_pushliteral(L, "main task");
+    return;
+  }
+  while (lua_getstack(t->co, level + 1, &ar)) level++;
+  if (lua_getstack(t->co, level, &ar) && lua_getinfo(t->co, "S", &ar) &&
+      ar.what[0] != 'C')
+    lua_pushfstring(L, "task %d (function at %s:%d)", (int)t->id,
+                    ar.short_src, ar.linedefined);
+  else
+    lua_pushfstring(L, "task %d", (int)t->id);
+}
+
+/* Push a printable message for the error value at top of L (not removed). */
+static const char *error_text(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (luaL_callmeta(L, idx, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+    return lua_tostring(L, -1);
+  if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER) {
+    lua_pushvalue(L, idx);
+    return lua_tostring(L, -1);
+  }
+  return lua_pushfstring(L, "(error object is a %s value)",
+                         luaL_typename(L, idx));
+}
+
+/* Print "loom: <what> in <task>:\n<message + traceback>" to stderr and keep
+** the text as the runtime's last error. Error value at top of t->co. */
+static void report_failure(loom_t *rt, task_t *t, const char *what) {
+  lua_State *L = rt->L;
+  int top = lua_gettop(L);
+  const char *msg, *tb;
+  lua_pushvalue(t->co, -1);
+  lua_xmove(t->co, L, 1);
+  msg = error_text(L, -1);
+  luaL_traceback(L, t->co, msg, 0);
+  tb = lua_tostring(L, -1);
+  push_task_name(L, t);
+  lua_pushfstring(L, "%s in %s:\n%s", what, lua_tostring(L, -1), tb);
+  fprintf(stderr, "loom: %s\n", lua_tostring(L, -1));
+  fflush(stderr);
+  rt_set_error(rt, lua_tostring(L, -1));
+  lua_settop(L, top);
+}
+
+static void task_finish(loom_t *rt, task_t *t, int status) {
+  t->status = (uint8_t)status;
+  t->wcancel = NULL;
+  if (t->lprev) t->lprev->lnext = t->lnext;
+  else rt->live = t->lnext;
+  if (t->lnext) t->lnext->lprev = t->lprev;
+  t->lprev = t->lnext = NULL;
+  rt->nlive--;
+  if (t->awaiters.head) t->flags |= TF_WAITED;
+  tlist_wake_all(rt, &t->awaiters);
+  if (t->group) group_child_done(rt, t);
+  if (t->flags & TF_MAIN) {
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->main_ref);
+    rt->main_ref = LUA_NOREF;
+  }
+  if (!(t->flags & TF_QUEUED)) {
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, t->ref);
+    t->ref = LUA_NOREF;
+  }
+}
+
+/* The task's coroutine raised: decide failed or cancelled, report when no one
+** will see the error, close its to-be-closed variables, keep the error at
+** co[1] for await. */
+static void task_failed(loom_t *rt, task_t *t) {
+  lua_State *co = t->co, *L = rt->L;
+  int status = T_FAILED;
+  if ((t->flags & TF_CANCELLED) && err_is_kind(co, -1, "cancelled"))
+    status = T_CANCELLED;
+  if (t->flags & TF_MAIN) {
+    if (status == T_FAILED) {
+      report_failure(rt, t, "error");
+      rt->exit_status = 1;
+      rt->exiting = 1;
+      uv_stop(rt->loop);
+    }
+  } else if (status == T_FAILED && !t->awaiters.head && !t->group) {
+    report_failure(rt, t, "unhandled error");
+    rt->exit_status = 1;
+  }
+  lua_xmove(co, L, 1);
+  rt->current = t;
+  lua_resetthread(co); /* runs pending __close handlers, not yieldable */
+  rt->current = NULL;
+  lua_settop(co, 0);
+  lua_xmove(L, co, 1);
+  t->nvals = 1;
+  task_finish(rt, t, status);
+  if ((t->flags & TF_MAIN) && status == T_FAILED) task_cancel_all(rt);
+}
+
+/* Resume one ready task until it waits or ends. */
+static void task_run(loom_t *rt, task_t *t) {
+  int nres = 0, st;
+  lua_State *co = t->co;
+  t->status = T_RUNNING;
+  rt->current = t;
+  st = lua_resume(co, rt->L, t->nvals, &nres);
+  rt->current = NULL;
+  if (st == LUA_YIELD) {
+    if (nres == 1 && lua_touserdata(co, -1) == &task_tag) {
+      lua_pop(co, 1); /* waiting; task_wait set the status */
+      return;
+    }
+    /* a C module yielded past us: end the task with an error */
+    lua_pop(co, nres);
+    rt->current = t;
+    lua_resetthread(co);
+    rt->current = NULL;
+    lua_settop(co, 0);
+    err_push(co, "value", NULL, "task %d yielded outside loom's waits",
+             (int)t->id);
+    task_failed(rt, t);
+  } else if (st == LUA_OK) {
+    t->nvals = nres;
+    task_finish(rt, t, (t->flags & TF_CANCELLED) ? T_CANCELLED : T_DONE);
+  } else {
+    task_failed(rt, t);
+  }
+}
+
+/* Run the tasks that are ready, in FIFO order, tasks made ready meanwhile
+** included; a budget lets I/O be polled between long runs. */
+void task_drain(loom_t *rt) {
+  int budget = 4096;
+  task_t *t;
+  while ((t = rt->rhead) != NULL && budget-- > 0 && !rt->exiting) {
+    rt->rhead = t->rnext;
+    if (!rt->rhead) rt->rtail = NULL;
+    t->flags &= ~TF_QUEUED;
+    if (task_finished(t)) {
+      luaL_unref(rt->L, LUA_REGISTRYINDEX, t->ref);
+      t->ref = LUA_NOREF;
+      continue;
+    }
+    task_run(rt, t);
+  }
+  if (!rt->rhead) uv_idle_stop(&rt->idle);
+}
+
+/* Request cancellation; returns 1 when t was not finished. */
+int task_cancel(loom_t *rt, task_t *t) {
+  if (task_finished(t)) return 0;
+  if (t->status == T_NEW) { /* never started: never starts */
+    t->flags |= TF_CANCELLED;
+    lua_settop(t->co, 0);
+    err_push(t->co, "cancelled", NULL, "task %d was cancelled", (int)t->id);
+    t->nvals = 1;
+    task_finish(rt, t, T_CANCELLED);
+    return 1;
+  }
+  t->flags |= TF_CANCEL;
+  task_abort(rt, t);
+  return 1;
+}
+
+void task_cancel_all(loom_t *rt) {
+  task_t *t = rt->live, *next;
+  for (; t; t = next) {
+    next = t->lnext;
+    task_cancel(rt, t);
+  }
+}
+
+/* Print every waiting task with what it waits on and its traceback. */
+void task_report_waits(loom_t *rt) {
+  lua_State *L = rt->L;
+  task_t *t;
+  fprintf(stderr, "loom: deadlock: %d task%s waiting and nothing can wake "
+                  "them:\n", (int)rt->nlive, rt->nlive == 1 ? " is" : "s are");
+  for (t = rt->live; t; t = t->lnext) {
+    push_task_name(L, t);
+    luaL_traceback(L, t->co, NULL, 0);
+    fprintf(stderr, "  %s waits on %s\n%s\n", lua_tostring(L, -2),
+            t->wwhat ? t->wwhat : "nothing", lua_tostring(L, -1));
+    lua_pop(L, 2);
+  }
+  rt_set_error(rt, "deadlock: tasks are waiting and nothing can wake them");
+}
+
+/* Push t's results (or raise its error). */
+int task_push_results(lua_State *L, task_t *t) {
+  int i;
+  if (t->status == T_CANCELLED)
+    return err_raise(L, "cancelled", NULL, "task %d was cancelled", (int)t->id);
+  if (t->status == T_FAILED) {
+    lua_pushvalue(t->co, 1);
+    lua_xmove(t->co, L, 1);
+    return lua_error(L);
+  }
+  luaL_checkstack(L, t->nvals, "too many results");
+  for (i = 1; i <= t->nvals; i++) {
+    lua_pushvalue(t->co, i);
+    lua_xmove(t->co, L, 1);
+  }
+  return t->nvals;
+}
+
+/* ---- Lua: loom.spawn, loom.current, Task methods ---- */
+
+static int l_spawn(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TFUNCTION) {
+    if (luaL_getmetafield(L, 1, "__call") == LUA_TNIL)
+      return luaL_typeerror(L, 1, "function");
+    lua_pop(L, 1);
+  }
+  task_spawn(L, lua_gettop(L) - 1);
+  return 1;
+}
+
+static int l_current(lua_State *L) {
+  task_t *t = task_current(L);
+  if (!t) lua_pushnil(L);
+  else lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  return 1;
+}
+
+static int await_k(lua_State *L, int status, lua_KContext ctx) {
+  task_t *t = task_check(L, 1);
+  (void)status; (void)ctx;
+  task_resumed(L, task_current(L));
+  return task_push_results(L, t);
+}
+
+/* task:await() -> the task's results, or raises its error */
+static int t_await(lua_State *L) {
+  task_t *t = task_check(L, 1), *me;
+  t->flags |= TF_WAITED;
+  if (task_finished(t)) return task_push_results(L, t);
+  me = task_check_current(L, "task:await");
+  if (me == t) return luaL_error(L, "task:await: a task cannot await itself");
+  if (task_interrupted(me)) return task_raise_interrupt(L, me);
+  lua_settop(L, 1);
+  tlist_push(&t->awaiters, me);
+  return task_wait(L, me, tlist_cancel, t, "task:await", 0, await_k);
+}
+
+static int t_cancel(lua_State *L) {
+  lua_pushboolean(L, task_cancel(rt_get(L), task_check(L, 1)));
+  return 1;
+}
+
+static int t_done(lua_State *L) {
+  lua_pushboolean(L, task_finished(task_check(L, 1)));
+  return 1;
+}
+
+static const char *status_name(task_t *t) {
+  switch (t->status) {
+  case T_NEW: return "pending";
+  case T_DONE: return "done";
+  case T_FAILED: return "failed";
+  case T_CANCELLED: return "cancelled";
+  default: return "running";
+  }
+}
+
+static int t_status(lua_State *L) {
+  lua_pushstring(L, status_name(task_check(L, 1)));
+  return 1;
+}
+
+static int t_tostring(lua_State *L) {
+  task_t *t = task_check(L, 1);
+  lua_pushfstring(L, "Task %d (%s)", (int)t->id, status_name(t));
+  return 1;
+}
+
+/* ---- the coroutine library, forwarding host yields ---- */
+
+/* Resume co with the values above base; when co yields a host wait, yield
+** the calling coroutine too and carry the wake values back down. */
+static int fwd_k(lua_State *L, int status, lua_KContext ctx);
+
+static int fwd_resume(lua_State *L, lua_State *co, int base, int wrap) {
+  int narg = lua_gettop(L) - base, nres, st;
+  for (;;) {
+    if (!lua_checkstack(co, narg)) {
+      lua_pushliteral(L, "too many arguments to resume");
+      return -1;
+    }
+    lua_xmove(L, co, narg);
+    st = lua_resume(co, L, narg, &nres);
+    if (st == LUA_YIELD && nres == 1 && lua_touserdata(co, -1) == &task_tag &&
+        rt_get(L)->current) {
+      lua_pop(co, 1);
+      lua_pushlightuserdata(L, &task_tag);
+      return lua_yieldk(L, 1, (lua_KContext)wrap, fwd_k);
+    }
+    if (st == LUA_OK || st == LUA_YIELD) {
+      if (!lua_checkstack(L, nres + 1)) {
+        lua_pop(co, nres);
+        lua_pushliteral(L, "too many results to resume");
+        return -1;
+      }
+      lua_xmove(co, L, nres);
+      return nres;
+    }
+    lua_xmove(co, L, 1);
+    return -1;
+  }
+}
+
+/* Status check as lcorolib's auxstatus: only suspended coroutines resume. */
+static const char *co_unresumable(lua_State *L, lua_State *co) {
+  lua_Debug ar;
+  if (L == co) return "cannot resume non-suspended coroutine";
+  if (lua_status(co) == LUA_YIELD) return NULL;
+  if (lua_status(co) != LUA_OK) return "cannot resume dead coroutine";
+  if (lua_getstack(co, 0, &ar)) return "cannot resume non-suspended coroutine";
+  if (lua_gettop(co) == 0) return "cannot resume dead coroutine";
+  return NULL;
+}
+
+static int resume_done(lua_State *L, int r) {
+  if (r < 0) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(r + 1));
+  return r + 1;
+}
+
+static int wrap_done(lua_State *L, lua_State *co, int r) {
+  if (r < 0) {
+    int stat = lua_status(co);
+    if (stat != LUA_OK && stat != LUA_YIELD) {
+      lua_resetthread(co);
+      lua_xmove(co, L, 1);
+    }
+    if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+      luaL_where(L, 1);
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+    }
+    return lua_error(L);
+  }
+  return r;
+}
+
+static int fwd_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  if (ctx) { /* wrap: co is the upvalue, wake values are the whole stack */
+    lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+    return wrap_done(L, co, fwd_resume(L, co, 0, 1));
+  } else {
+    lua_State *co = lua_tothread(L, 1);
+    return resume_done(L, fwd_resume(L, co, 1, 0));
+  }
+}
+
+static int co_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  const char *why;
+  luaL_argexpected(L, co, 1, "coroutine");
+  if ((why = co_unresumable(L, co)) != NULL) {
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, why);
+    return 2;
+  }
+  return resume_done(L, fwd_resume(L, co, 1, 0));
+}
+
+static int co_auxwrap(lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  const char *why = co_unresumable(L, co);
+  if (why) return luaL_error(L, "%s", why);
+  return wrap_done(L, co, fwd_resume(L, co, 0, 1));
+}
+
+static int co_wrap(lua_State *L) {
+  lua_State *co;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  co = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  lua_pushcclosure(L, co_auxwrap, 1);
+  return 1;
+}
+
+/* coroutine.yield at the top of a task would leave the scheduler a value it
+** cannot use: say so instead. */
+static int co_yield(lua_State *L) {
+  task_t *t = task_current(L);
+  if (t && t->co == L)
+    return luaL_error(L, "coroutine.yield outside a coroutine (in a task: "
+                         "use loom.sleep(0) to let other tasks run)");
+  return lua_yield(L, lua_gettop(L));
+}
+
+/* Install the Task metatable, loom.spawn/current and the forwarding
+** coroutine functions. Module table at -1. */
+void task_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"await", t_await}, {"cancel", t_cancel}, {"done", t_done},
+      {"status", t_status}, {NULL, NULL}};
+  if (luaL_newmetatable(L, TASK_MT)) {
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, t_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_spawn);
+  lua_setfield(L, -2, "spawn");
+  lua_pushcfunction(L, l_current);
+  lua_setfield(L, -2, "current");
+  if (lua_getglobal(L, "coroutine") == LUA_TTABLE) {
+    lua_pushcfunction(L, co_resume);
+    lua_setfield(L, -2, "resume");
+    lua_pushcfunction(L, co_wrap);
+    lua_setfield(L, -2, "wrap");
+    lua_pushcfunction(L, co_yield);
+    lua_setfield(L, -2, "yield");
+  }
+  lua_pop(L, 1);
+}
