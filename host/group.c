@@ -158,7 +158,7 @@ static int l_group(lua_State *L) {
     new_group(L, t);
     return 1;
   }
-  luaL_checktype(L, 1, LUA_TFUNCTION);
+  task_check_callable(L, 1);
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   lua_settop(L, 1);
   new_group(L, t);
@@ -174,7 +174,7 @@ static int g_spawn(lua_State *L) {
   loom_t *rt = rt_get(L);
   task_t *t;
   if (g->closed) return luaL_error(L, "group:spawn: the group is closed");
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  task_check_callable(L, 2);
   if (g->nchildren == 0) {
     lua_pushvalue(L, 1);
     g->ref = luaL_ref(L, LUA_REGISTRYINDEX);

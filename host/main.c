@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <lauxlib.h>
 #include <openssl/opensslv.h>
+#include <sqlite3.h>
 #include "loom.h"
 
 int loom_repl(loom_t *rt); /* repl.c */
@@ -34,8 +35,8 @@ static void usage(FILE *f) {
 }
 
 static void version(void) {
-  printf("loom %s (%s, libuv %s, %s)\n", LOOM_VERSION, LUA_RELEASE,
-         uv_version_string(), OPENSSL_VERSION_TEXT);
+  printf("loom %s (%s, libuv %s, %s, SQLite %s)\n", LOOM_VERSION,
+         LUA_RELEASE, uv_version_string(), OPENSSL_VERSION_TEXT, SQLITE_VERSION);
 }
 
 static int report_load_error(loom_t *rt) {
@@ -81,7 +82,8 @@ static void find_tests(const char *path, strlist *out) {
   while ((e = readdir(d)) != NULL) {
     char sub[4096];
     if (e->d_name[0] == '.') continue;
-    snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+    snprintf(sub, sizeof sub, "%s%s%s", path,
+             ends_with(path, "/") ? "" : "/", e->d_name);
     if (stat(sub, &st) != 0) continue;
     if (S_ISDIR(st.st_mode)) find_tests(sub, out);
     else if (ends_with(e->d_name, "_test.lua")) strlist_add(out, sub);

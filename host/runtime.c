@@ -149,7 +149,7 @@ static void set_arg(loom_t *rt, const char *script) {
   lua_State *L = rt->L;
   int i;
   lua_createtable(L, rt->argc, 1);
-  lua_pushstring(L, script ? script : "-");
+  lua_pushstring(L, script ? script : rt->argc > 0 ? rt->argv[0] : "-");
   lua_rawseti(L, -2, 0);
   for (i = 1; i < rt->argc; i++) {
     lua_pushstring(L, rt->argv[i]);
@@ -202,6 +202,8 @@ int loom_dofile(loom_t *rt, const char *path) {
 
 int loom_dostring(loom_t *rt, const char *code, const char *chunkname) {
   lua_State *L = rt->L;
+  if (lua_getglobal(L, "arg") == LUA_TNIL) set_arg(rt, NULL);
+  lua_pop(L, 1);
   if (luaL_loadbuffer(L, code, strlen(code), chunkname ? chunkname : "=(loom)")
       != LUA_OK) {
     rt_set_error(rt, lua_tostring(L, -1));
@@ -233,6 +235,7 @@ int loom_run(loom_t *rt) {
 static void step_timer_cb(uv_timer_t *h) { (void)h; }
 
 int loom_step(loom_t *rt, int timeout_ms) {
+  if (rt->exiting) return 0;
   if (timeout_ms == 0 || rt->rhead) uv_run(rt->loop, UV_RUN_NOWAIT);
   else {
     if (timeout_ms > 0) uv_timer_start(&rt->step_timer, step_timer_cb,
@@ -240,6 +243,7 @@ int loom_step(loom_t *rt, int timeout_ms) {
     uv_run(rt->loop, UV_RUN_ONCE);
     uv_timer_stop(&rt->step_timer);
   }
+  if (rt->exiting) return 0;
   return rt->rhead != NULL || rt->nlive > 0 || uv_loop_alive(rt->loop);
 }
 

@@ -14,41 +14,57 @@ static const char *QUEUE_MT = "loom.Queue";
 
 typedef struct queue {
   tlist_t getters, putters;
-  int head, count, ring; /* items at uservalue[(head + i) % ring + 1] */
+  int ring_ref;          /* table: items at [(head + i) % ring + 1] */
+  int head, count, ring;
   int max, reserved;     /* reserved: slots promised to woken putters */
   int closed;
 } queue_t;
 
 static queue_t *check_queue(lua_State *L) {
-  return (queue_t *)luaL_checkudata(L, 1, QUEUE_MT);
+  return (queue_t *)udata_check(L, 1, QUEUE_MT);
 }
 
-/* Append the value at top (popped) to the ring of the queue at index 1. */
-static void ring_push(lua_State *L, queue_t *q) {
-  lua_getiuservalue(L, 1, 1);
+/* Make room for one more item; leaves the ring table on top of L. */
+static void ring_room(lua_State *L, queue_t *q) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, q->ring_ref);
   if (q->count == q->ring) { /* grow: copy into a table twice the size */
-    int i, n = q->ring ? q->ring * 2 : 8;
+    int i, n = q->ring ? q->ring * 2 : 16;
     lua_createtable(L, n, 0);
     for (i = 0; i < q->count; i++) {
       lua_rawgeti(L, -2, (q->head + i) % q->ring + 1);
       lua_rawseti(L, -2, i + 1);
     }
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, 1);
+    lua_rawseti(L, LUA_REGISTRYINDEX, q->ring_ref);
     lua_remove(L, -2);
     q->head = 0;
     q->ring = n;
   }
+}
+
+/* Append the value at top of L (popped) to the queue. */
+static void ring_push(lua_State *L, queue_t *q) {
+  ring_room(L, q);
   lua_rotate(L, -2, 1);
   lua_rawseti(L, -2, (q->head + q->count) % q->ring + 1);
   lua_pop(L, 1);
   q->count++;
 }
 
-/* Push the oldest item and remove it from the ring. */
+/* Put the value at top of L (popped) back in front of the queue. */
+static void ring_push_front(lua_State *L, queue_t *q) {
+  ring_room(L, q);
+  lua_rotate(L, -2, 1);
+  q->head = (q->head + q->ring - 1) % q->ring;
+  lua_rawseti(L, -2, q->head + 1);
+  lua_pop(L, 1);
+  q->count++;
+}
+
+/* Push the oldest item and remove it from the queue. */
 static void ring_pop(lua_State *L, queue_t *q) {
   int i = q->head + 1;
-  lua_getiuservalue(L, 1, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, q->ring_ref);
   lua_rawgeti(L, -1, i);
   lua_pushnil(L);
   lua_rawseti(L, -3, i);
@@ -61,23 +77,44 @@ static int q_full(queue_t *q) {
   return q->max > 0 && q->count + q->reserved >= q->max;
 }
 
+static void undo_put(task_t *t);
+
 /* A slot is free: promise it to the first waiting putter. */
 static void wake_putter(loom_t *rt, queue_t *q) {
   task_t *t;
   if (q_full(q) || !(t = tlist_pop(&q->putters))) return;
   q->reserved++;
-  task_wake(rt, t, 0);
+  task_wake_undo(rt, t, 0, undo_put);
 }
 
-/* Hand v (top of L, popped) to a waiting getter, or store it. */
+/* A woken putter was cancelled before it ran: free its slot. */
+static void undo_put(task_t *t) {
+  queue_t *q = (queue_t *)t->wdata;
+  q->reserved--;
+  wake_putter(rt_get(t->co), q);
+}
+
+static void undo_get(task_t *t);
+
+/* Hand the value at top of L (popped) to a waiting getter, or store it. */
 static void q_deliver(lua_State *L, queue_t *q) {
   task_t *t = tlist_pop(&q->getters);
   if (t) {
     lua_xmove(L, t->co, 1);
-    task_wake(rt_get(L), t, 1);
+    task_wake_undo(rt_get(L), t, 1, undo_get);
   } else {
     ring_push(L, q);
   }
+}
+
+/* A getter handed an item was cancelled before it ran: the item goes back
+** to the front, to the next getter if one waits. */
+static void undo_get(task_t *t) {
+  queue_t *q = (queue_t *)t->wdata;
+  lua_State *L = rt_get(t->co)->L;
+  lua_xmove(t->co, L, 1);
+  if (q->getters.head) q_deliver(L, q);
+  else ring_push_front(L, q);
 }
 
 static int put_k(lua_State *L, int status, lua_KContext ctx) {
@@ -87,6 +124,7 @@ static int put_k(lua_State *L, int status, lua_KContext ctx) {
   q->reserved--;
   lua_settop(L, 2);
   q_deliver(L, q);
+  wake_putter(rt_get(L), q); /* the value went to a getter: still room */
   return 0;
 }
 
@@ -181,9 +219,17 @@ static int q_close(lua_State *L) {
   return 0;
 }
 
+static int q_gc(lua_State *L) {
+  queue_t *q = (queue_t *)lua_touserdata(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, q->ring_ref);
+  q->ring_ref = LUA_NOREF;
+  return 0;
+}
+
+/* upvalues: the Queue metatable, the queue */
 static int q_iter_next(lua_State *L) {
   lua_settop(L, 0);
-  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, lua_upvalueindex(2));
   return q_get(L);
 }
 
@@ -191,7 +237,9 @@ static int q_iter_next(lua_State *L) {
 static int q_iter(lua_State *L) {
   check_queue(L);
   lua_settop(L, 1);
-  lua_pushcclosure(L, q_iter_next, 1);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_pushcclosure(L, q_iter_next, 2);
   return 1;
 }
 
@@ -200,12 +248,14 @@ static int l_queue(lua_State *L) {
   lua_Integer max = luaL_optinteger(L, 1, 0);
   queue_t *q;
   luaL_argcheck(L, max >= 0 && max <= 0x7fffffff, 1, "must be >= 0");
-  q = (queue_t *)lua_newuserdatauv(L, sizeof *q, 1);
+  q = (queue_t *)lua_newuserdatauv(L, sizeof *q, 0);
   memset(q, 0, sizeof *q);
   q->max = (int)max;
+  q->ring_ref = LUA_NOREF;
   luaL_setmetatable(L, QUEUE_MT);
-  lua_newtable(L);
-  lua_setiuservalue(L, -2, 1);
+  lua_createtable(L, 16, 0);
+  q->ring = 16;
+  q->ring_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
 
@@ -219,7 +269,7 @@ typedef struct event {
 } event_t;
 
 static event_t *check_event(lua_State *L) {
-  return (event_t *)luaL_checkudata(L, 1, EVENT_MT);
+  return (event_t *)udata_check(L, 1, EVENT_MT);
 }
 
 static int e_set(lua_State *L) {
@@ -269,8 +319,28 @@ typedef struct permits {
 } permits_t;
 
 static permits_t *check_sem(lua_State *L) {
-  permits_t *s = (permits_t *)luaL_testudata(L, 1, LOCK_MT);
-  return s ? s : (permits_t *)luaL_checkudata(L, 1, SEM_MT);
+  void *p = lua_touserdata(L, 1);
+  if (p && lua_getmetatable(L, 1)) {
+    int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (ok) return (permits_t *)p;
+  }
+  p = luaL_testudata(L, 1, LOCK_MT);
+  return p ? (permits_t *)p : (permits_t *)luaL_checkudata(L, 1, SEM_MT);
+}
+
+static void undo_acquire(task_t *t);
+
+/* Give one permit: straight to the first waiter, if any. */
+static void permit_release(loom_t *rt, permits_t *s) {
+  task_t *t = tlist_pop(&s->waiters);
+  if (t) task_wake_undo(rt, t, 0, undo_acquire);
+  else s->value++;
+}
+
+/* A waiter handed the permit was cancelled before it ran: pass it on. */
+static void undo_acquire(task_t *t) {
+  permit_release(rt_get(t->co), (permits_t *)t->wdata);
 }
 
 static int s_acquire(lua_State *L) {
@@ -291,11 +361,9 @@ static int s_acquire(lua_State *L) {
 /* Release: the permit passes straight to the first waiter, if any. */
 static int s_release(lua_State *L) {
   permits_t *s = check_sem(L);
-  task_t *t;
   if (s->is_lock && s->value > 0)
     return err_raise(L, "value", NULL, "lock:release: the lock is not locked");
-  if ((t = tlist_pop(&s->waiters)) != NULL) task_wake(rt_get(L), t, 0);
-  else s->value++;
+  permit_release(rt_get(L), s);
   return 0;
 }
 
@@ -327,10 +395,12 @@ static int l_semaphore(lua_State *L) {
   return new_sem(L, n, SEM_MT);
 }
 
+/* A metatable whose methods have it as upvalue 1 (see udata_check). */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *m) {
   if (luaL_newmetatable(L, name)) {
     lua_newtable(L);
-    luaL_setfuncs(L, m, 0);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, m, 1);
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
@@ -354,6 +424,10 @@ void sync_open(lua_State *L) {
                                  {"lock", l_lock}, {"semaphore", l_semaphore},
                                  {NULL, NULL}};
   new_class(L, QUEUE_MT, qm);
+  luaL_getmetatable(L, QUEUE_MT);
+  lua_pushcfunction(L, q_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   new_class(L, EVENT_MT, em);
   new_class(L, LOCK_MT, lm);
   new_class(L, SEM_MT, sm);

@@ -18,6 +18,7 @@ char task_tag;
 static const char *TASK_MT = "loom.Task";
 
 #define TF_QUEUED 0x20 /* sits in the ready queue (keeps its reference) */
+#define TF_UNDO 0x40   /* woken with something an undo function gives back */
 
 /* ---- intrusive wait lists ---- */
 
@@ -73,8 +74,29 @@ void task_wake(loom_t *rt, task_t *t, int nvals) {
   t->wcancel = NULL;
   t->wake = WAKE_VALUES;
   t->nvals = nvals;
-  t->flags &= ~TF_SHIELD;
+  t->flags &= ~(TF_SHIELD | TF_UNDO);
   task_make_ready(rt, t);
+}
+
+/* Complete a wait that handed t a resource (a queue item, a permit, a
+** slot): if t is cancelled before it runs, undo(t) gives it back and
+** removes the nvals values from t->co. */
+void task_wake_undo(loom_t *rt, task_t *t, int nvals, wait_cancel_fn undo) {
+  task_wake(rt, t, nvals);
+  t->wcancel = undo;
+  t->flags |= TF_UNDO;
+}
+
+/* t is ready with the outcome of its wait but has not run: replace that
+** outcome by an interrupt, giving back what it was handed. */
+static void task_interrupt_ready(task_t *t) {
+  if (t->wake == WAKE_INTERRUPT) return;
+  if ((t->flags & TF_UNDO) && t->wcancel) t->wcancel(t);
+  else lua_pop(t->co, t->nvals);
+  t->flags &= ~TF_UNDO;
+  t->wcancel = NULL;
+  t->nvals = 0;
+  t->wake = WAKE_INTERRUPT;
 }
 
 /* Complete a wait with the error object on top of t->co. */
@@ -205,6 +227,58 @@ int task_yield(lua_State *L, task_t *t) {
 
 /* ---- spawning, running, finishing ---- */
 
+/* A name for reports: "task 3 (function at x.lua:12)" or "main task";
+** the task's function is its outermost Lua frame. */
+static void push_task_name(lua_State *L, task_t *t) {
+  lua_Debug ar;
+  int level = 0, found = -1;
+  if (t->flags & TF_MAIN) {
+    lua_pushliteral(L, "main task");
+    return;
+  }
+  for (; lua_getstack(t->co, level, &ar); level++)
+    if (lua_getinfo(t->co, "S", &ar) && ar.what[0] != 'C') found = level;
+  if (found >= 0 && lua_getstack(t->co, found, &ar) &&
+      lua_getinfo(t->co, "S", &ar))
+    lua_pushfstring(L, "task %d (function at %s:%d)", (int)t->id,
+                    ar.short_src, ar.linedefined);
+  else
+    lua_pushfstring(L, "task %d", (int)t->id);
+}
+
+/* Message handler of a task's body: an error is escaping the task, so keep
+** its traceback and the task's name (the stack unwinds before anyone
+** reports it) in registry["loom.failures"][task]. The error passes as is. */
+static int task_msgh(lua_State *L) {
+  task_t *t = task_current(L);
+  if (!t || err_is_kind(L, 1, "cancelled")) return 1;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "loom.failures");
+  lua_pushlightuserdata(L, t);
+  push_task_name(L, t);
+  luaL_traceback(L, L, NULL, 1);
+  lua_concat(L, 2);
+  lua_rawset(L, -3);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int body_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  if (status != LUA_OK && status != LUA_YIELD) return lua_error(L);
+  return lua_gettop(L) - 1;
+}
+
+/* The bottom of every task: body(fn, ...) runs fn under a pcall with a
+** continuation, so that when an error escapes, Lua closes fn's <close>
+** variables in a yieldable context (a group can still wait for its
+** children) and task_msgh sees the stack before it unwinds. */
+static int task_body(lua_State *L) {
+  int n = lua_gettop(L) - 1;
+  lua_pushcfunction(L, task_msgh);
+  lua_insert(L, 1);
+  return body_k(L, lua_pcallk(L, n, LUA_MULTRET, 1, 0, body_k), 0);
+}
+
 /* [fn, args...] -> [Task] */
 task_t *task_spawn(lua_State *L, int nargs) {
   loom_t *rt = rt_get(L);
@@ -214,8 +288,9 @@ task_t *task_spawn(lua_State *L, int nargs) {
   t->co = lua_newthread(L);
   lua_setiuservalue(L, -2, 1);
   lua_insert(L, -(nargs + 2));
+  lua_pushcfunction(t->co, task_body);
   lua_xmove(L, t->co, nargs + 1);
-  t->nvals = nargs;
+  t->nvals = nargs + 1;
   t->id = ++rt->next_id;
   t->status = T_NEW;
   t->ref = LUA_NOREF;
@@ -227,23 +302,6 @@ task_t *task_spawn(lua_State *L, int nargs) {
   rt->nlive++;
   task_make_ready(rt, t);
   return t;
-}
-
-/* A name for reports: "task 3 (function at x.lua:12)" or "main task". */
-static void push_task_name(lua_State *L, task_t *t) {
-  lua_Debug ar;
-  int level = 0;
-  if (t->flags & TF_MAIN) {
-    lua_pushliteral(L, "main task");
-    return;
-  }
-  while (lua_getstack(t->co, level + 1, &ar)) level++;
-  if (lua_getstack(t->co, level, &ar) && lua_getinfo(t->co, "S", &ar) &&
-      ar.what[0] != 'C')
-    lua_pushfstring(L, "task %d (function at %s:%d)", (int)t->id,
-                    ar.short_src, ar.linedefined);
-  else
-    lua_pushfstring(L, "task %d", (int)t->id);
 }
 
 /* Push a printable message for the error value at top of L (not removed). */
@@ -259,23 +317,50 @@ static const char *error_text(lua_State *L, int idx) {
                          luaL_typename(L, idx));
 }
 
-/* Print "loom: <what> in <task>:\n<message + traceback>" to stderr and keep
-** the text as the runtime's last error. Error value at top of t->co. */
+/* Print "loom: <what> in <task>:\n<message>\n<traceback>" to stderr and
+** keep it as the runtime's last error. Error value at top of t->co; the
+** name and traceback come from task_msgh when it saw the error. */
 static void report_failure(loom_t *rt, task_t *t, const char *what) {
   lua_State *L = rt->L;
   int top = lua_gettop(L);
-  const char *msg, *tb;
+  const char *msg;
   lua_pushvalue(t->co, -1);
   lua_xmove(t->co, L, 1);
   msg = error_text(L, -1);
-  luaL_traceback(L, t->co, msg, 0);
-  tb = lua_tostring(L, -1);
-  push_task_name(L, t);
-  lua_pushfstring(L, "%s in %s:\n%s", what, lua_tostring(L, -1), tb);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "loom.failures");
+  lua_pushlightuserdata(L, t);
+  if (lua_rawget(L, -2) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    push_task_name(L, t);
+  }
+  lua_pushfstring(L, "%s in ", what);
+  lua_insert(L, -2);
+  lua_concat(L, 2);
+  {
+    /* "<what> in <name>stack traceback..." -> put the message in between */
+    const char *all = lua_tostring(L, -1);
+    const char *tb = strstr(all, "stack traceback:");
+    if (tb)
+      lua_pushfstring(L, "%s:\n%s\n%s", lua_pushlstring(L, all, (size_t)(tb - all)),
+                      msg, tb);
+    else
+      lua_pushfstring(L, "%s:\n%s", all, msg);
+  }
   fprintf(stderr, "loom: %s\n", lua_tostring(L, -1));
   fflush(stderr);
   rt_set_error(rt, lua_tostring(L, -1));
   lua_settop(L, top);
+}
+
+/* Forget what task_msgh kept for t. */
+static void forget_failure(loom_t *rt, task_t *t) {
+  lua_State *L = rt->L;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "loom.failures") == LUA_TTABLE) {
+    lua_pushlightuserdata(L, t);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+  lua_pop(L, 1);
 }
 
 static void task_finish(loom_t *rt, task_t *t, int status) {
@@ -302,15 +387,31 @@ static void task_finish(loom_t *rt, task_t *t, int status) {
 /* The task's coroutine raised: decide failed or cancelled, report when no one
 ** will see the error, close its to-be-closed variables, keep the error at
 ** co[1] for await. */
+static void task_failed_with(loom_t *rt, task_t *t);
+
+/* The task's coroutine died by an error: reset it (its <close> variables
+** were closed by task_body already) and take the error. */
 static void task_failed(loom_t *rt, task_t *t) {
+  rt->current = t;
+  if (lua_resetthread(t->co) != LUA_OK) lua_xmove(t->co, rt->L, 1);
+  else lua_pushnil(rt->L);
+  rt->current = NULL;
+  task_failed_with(rt, t);
+}
+
+/* Finish t as failed (or cancelled) with the error at top of rt->L. */
+static void task_failed_with(loom_t *rt, task_t *t) {
   lua_State *co = t->co, *L = rt->L;
   int status = T_FAILED;
-  if ((t->flags & TF_CANCELLED) && err_is_kind(co, -1, "cancelled"))
+  lua_settop(co, 0);
+  lua_xmove(L, co, 1); /* the error, kept at co[1] for await */
+  t->nvals = 1;
+  if ((t->flags & (TF_CANCELLED | TF_CANCEL)) && err_is_kind(co, -1, "cancelled"))
     status = T_CANCELLED;
   if (t->flags & TF_MAIN) {
     if (status == T_FAILED) {
       report_failure(rt, t, "error");
-      rt->exit_status = 1;
+      if (!rt->interrupted) rt->exit_status = 1;
       rt->exiting = 1;
       uv_stop(rt->loop);
     }
@@ -318,13 +419,7 @@ static void task_failed(loom_t *rt, task_t *t) {
     report_failure(rt, t, "unhandled error");
     rt->exit_status = 1;
   }
-  lua_xmove(co, L, 1);
-  rt->current = t;
-  lua_resetthread(co); /* runs pending __close handlers, not yieldable */
-  rt->current = NULL;
-  lua_settop(co, 0);
-  lua_xmove(L, co, 1);
-  t->nvals = 1;
+  forget_failure(rt, t);
   task_finish(rt, t, status);
   if ((t->flags & TF_MAIN) && status == T_FAILED) task_cancel_all(rt);
 }
@@ -334,6 +429,8 @@ static void task_run(loom_t *rt, task_t *t) {
   int nres = 0, st;
   lua_State *co = t->co;
   t->status = T_RUNNING;
+  t->flags &= ~TF_UNDO;
+  t->wcancel = NULL;
   rt->current = t;
   st = lua_resume(co, rt->L, t->nvals, &nres);
   rt->current = NULL;
@@ -347,13 +444,13 @@ static void task_run(loom_t *rt, task_t *t) {
     rt->current = t;
     lua_resetthread(co);
     rt->current = NULL;
-    lua_settop(co, 0);
-    err_push(co, "value", NULL, "task %d yielded outside loom's waits",
+    err_push(rt->L, "value", NULL, "task %d yielded outside loom's waits",
              (int)t->id);
-    task_failed(rt, t);
+    task_failed_with(rt, t);
   } else if (st == LUA_OK) {
     t->nvals = nres;
-    task_finish(rt, t, (t->flags & TF_CANCELLED) ? T_CANCELLED : T_DONE);
+    task_finish(rt, t, (t->flags & (TF_CANCELLED | TF_CANCEL)) ? T_CANCELLED
+                                                              : T_DONE);
   } else {
     task_failed(rt, t);
   }
@@ -390,7 +487,8 @@ int task_cancel(loom_t *rt, task_t *t) {
     return 1;
   }
   t->flags |= TF_CANCEL;
-  task_abort(rt, t);
+  if (t->status == T_WAIT) task_abort(rt, t);
+  else if (t->status == T_READY) task_interrupt_ready(t);
   return 1;
 }
 
@@ -438,12 +536,30 @@ int task_push_results(lua_State *L, task_t *t) {
 
 /* ---- Lua: loom.spawn, loom.current, Task methods ---- */
 
-static int l_spawn(lua_State *L) {
-  if (lua_type(L, 1) != LUA_TFUNCTION) {
-    if (luaL_getmetafield(L, 1, "__call") == LUA_TNIL)
-      return luaL_typeerror(L, 1, "function");
+/* Functions and values with __call may run as tasks. */
+void task_check_callable(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TFUNCTION) {
+    if (luaL_getmetafield(L, idx, "__call") == LUA_TNIL)
+      luaL_typeerror(L, idx, "function");
     lua_pop(L, 1);
   }
+}
+
+/* Fast check of the userdata at idx against the metatable that the C
+** function has as upvalue 1 (the registry lookup of luaL_checkudata costs
+** more than the rest of a queue operation). */
+void *udata_check(lua_State *L, int idx, const char *tname) {
+  void *p = lua_touserdata(L, idx);
+  if (p && lua_getmetatable(L, idx)) {
+    int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (ok) return p;
+  }
+  return luaL_checkudata(L, idx, tname);
+}
+
+static int l_spawn(lua_State *L) {
+  task_check_callable(L, 1);
   task_spawn(L, lua_gettop(L) - 1);
   return 1;
 }

@@ -227,7 +227,7 @@ static int l_timeout(lua_State *L) {
   task_t *t = task_check_current(L, "loom.timeout");
   scope_t *sc;
   int nargs = lua_gettop(L) - 2, st;
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  task_check_callable(L, 2);
   if (s != s) return luaL_argerror(L, 1, "not a number");
   sc = (scope_t *)lua_newuserdatauv(L, sizeof *sc, 0);
   memset(sc, 0, sizeof *sc);

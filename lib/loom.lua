@@ -24,10 +24,15 @@ local function run_arg(a)
   return a:await()
 end
 
+-- Cancel the Task arguments still running and wait until they have ended.
 local function cancel_tasks(n, args)
   for i = 1, n do
     local a = args[i]
     if is_task(a) and not a:done() then a:cancel() end
+  end
+  for i = 1, n do
+    local a = args[i]
+    if is_task(a) then pcall(a.await, a) end
   end
 end
 

@@ -107,11 +107,13 @@ local function report(status, name, detail)
   io.stdout:flush()
 end
 
+local Wrapped = {}
+
 local function on_error(e)
-  if is_skip(e) then return e end
+  if is_skip(e) or getmetatable(e) == Wrapped then return e end
   local text = type(e) == "table" and getmetatable(e) and getmetatable(e).__tostring
     and tostring(e) or (type(e) == "string" and e) or show(e)
-  return { text = debug.traceback(text, 2) }
+  return setmetatable({ text = debug.traceback(text, 2) }, Wrapped)
 end
 
 local function run_one(tc)
