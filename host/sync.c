@@ -24,31 +24,36 @@ static queue_t *check_queue(lua_State *L) {
   return (queue_t *)udata_check(L, 1, QUEUE_MT);
 }
 
-/* Make room for one more item; leaves the ring table on top of L. */
+/* Make room for one more item; leaves the ring table on top of L. A full
+** ring doubles in place: only the wrapped part [1..head] moves, to just
+** past the old end, so filling an empty queue moves nothing. */
 static void ring_room(lua_State *L, queue_t *q) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, q->ring_ref);
-  if (q->count == q->ring) { /* grow: copy into a table twice the size */
-    int i, n = q->ring ? q->ring * 2 : 16;
-    lua_createtable(L, n, 0);
-    for (i = 0; i < q->count; i++) {
-      lua_rawgeti(L, -2, (q->head + i) % q->ring + 1);
-      lua_rawseti(L, -2, i + 1);
+  if (q->count == q->ring) {
+    int i;
+    for (i = 1; i <= q->head; i++) {
+      lua_rawgeti(L, -1, i);
+      lua_rawseti(L, -2, q->ring + i);
+      lua_pushnil(L);
+      lua_rawseti(L, -2, i);
     }
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, LUA_REGISTRYINDEX, q->ring_ref);
-    lua_remove(L, -2);
-    q->head = 0;
-    q->ring = n;
+    q->ring *= 2;
   }
+}
+
+/* Append the value at idx of L to the queue. */
+static void ring_push_at(lua_State *L, queue_t *q, int idx) {
+  ring_room(L, q);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, (q->head + q->count) % q->ring + 1);
+  lua_pop(L, 1);
+  q->count++;
 }
 
 /* Append the value at top of L (popped) to the queue. */
 static void ring_push(lua_State *L, queue_t *q) {
-  ring_room(L, q);
-  lua_rotate(L, -2, 1);
-  lua_rawseti(L, -2, (q->head + q->count) % q->ring + 1);
+  ring_push_at(L, q, lua_gettop(L));
   lua_pop(L, 1);
-  q->count++;
 }
 
 /* Put the value at top of L (popped) back in front of the queue. */
@@ -129,8 +134,7 @@ static int put_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int check_put(lua_State *L, queue_t *q) {
-  luaL_checkany(L, 2);
-  if (lua_isnil(L, 2))
+  if (lua_type(L, 2) <= LUA_TNIL)
     return err_raise(L, "value", NULL, "queue:put: cannot put nil");
   if (q->closed) return err_raise(L, "closed", NULL, "queue is closed");
   return 0;
@@ -141,6 +145,10 @@ static int q_put(lua_State *L) {
   queue_t *q = check_queue(L);
   task_t *t;
   check_put(L, q);
+  if (!q->getters.head && !q_full(q)) { /* the common case: store it */
+    ring_push_at(L, q, 2);
+    return 0;
+  }
   lua_settop(L, 2);
   if (!q_full(q) || q->getters.head) {
     q_deliver(L, q);
@@ -177,7 +185,6 @@ static int get_k(lua_State *L, int status, lua_KContext ctx) {
 static int q_get(lua_State *L) {
   queue_t *q = check_queue(L);
   task_t *t;
-  lua_settop(L, 1);
   if (q->count > 0) {
     ring_pop(L, q);
     wake_putter(rt_get(L), q);
@@ -186,6 +193,7 @@ static int q_get(lua_State *L) {
   if (q->closed) return 0;
   t = task_check_current(L, "queue:get");
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  lua_settop(L, 1);
   tlist_push(&q->getters, t);
   return task_wait(L, t, tlist_cancel, q, "queue:get", 0, get_k);
 }
