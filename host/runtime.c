@@ -313,13 +313,48 @@ void loom_free(loom_t *rt) {
 
 /* ---- internals for lib/ modules (loom._*) ---- */
 
-/* loom._stats() -> {tasks=, ready=, timers=, memory=} */
+typedef struct {
+  loom_t *rt;
+  int n;
+} handle_count;
+
+/* Count the live handles that are not the runtime's own. */
+static void count_handle_cb(uv_handle_t *h, void *arg) {
+  handle_count *c = (handle_count *)arg;
+  loom_t *rt = c->rt;
+  if (h == (uv_handle_t *)&rt->idle || h == (uv_handle_t *)&rt->prepare ||
+      h == (uv_handle_t *)&rt->check || h == (uv_handle_t *)&rt->timer ||
+      h == (uv_handle_t *)&rt->step_timer || h == (uv_handle_t *)&rt->async)
+    return;
+  if (!uv_is_closing(h)) c->n++;
+}
+
+/* Registry references in use (luaL_ref's free slots hold integers). */
+static int count_refs(lua_State *L) {
+  int n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, LUA_REGISTRYINDEX)) {
+    if (lua_isinteger(L, -2) && lua_tointeger(L, -2) > LUA_RIDX_LAST &&
+        lua_type(L, -1) != LUA_TNUMBER)
+      n++;
+    lua_pop(L, 1);
+  }
+  return n;
+}
+
+/* loom._stats() -> {tasks=, ready=, timers=, handles=, refs=, memory=} */
 static int l_stats(lua_State *L) {
   loom_t *rt = rt_get(L);
   task_t *t;
   int ready = 0;
+  handle_count hc = {rt, 0};
   for (t = rt->rhead; t; t = t->rnext) ready++;
-  lua_createtable(L, 0, 4);
+  uv_walk(rt->loop, count_handle_cb, &hc);
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, hc.n);
+  lua_setfield(L, -2, "handles");
+  lua_pushinteger(L, count_refs(L));
+  lua_setfield(L, -2, "refs");
   lua_pushinteger(L, (lua_Integer)rt->nlive);
   lua_setfield(L, -2, "tasks");
   lua_pushinteger(L, ready);

@@ -192,6 +192,16 @@ end)
   contains(out, "task")
 end)
 
+t.test("runner: a test that keeps a registry reference fails", function()
+  local lines, code, out = run_file([[
+t.test("keeps a queue alive", function() KEEP = loom.queue() end)
+t.test("a local queue is collected", function() local q = loom.queue() q:put(1) end)
+]])
+  t.eq(lines[#lines], "1 passed, 1 failed", out)
+  t.eq(code, 1, out)
+  contains(out, "registry reference")
+end)
+
 t.test("runner: a test over its timeout fails and is cut short", function()
   local t0 = loom.now()
   local lines, code, out = run_file([[

@@ -116,8 +116,14 @@ local function on_error(e)
   return setmetatable({ text = debug.traceback(text, 2) }, Wrapped)
 end
 
+local function settled_stats()
+  collectgarbage()
+  collectgarbage()
+  return loom._stats()
+end
+
 local function run_one(tc)
-  local before = loom._stats()
+  local before = settled_stats()
   local task = loom.spawn(function()
     local ok, e = xpcall(tc.fn, on_error)
     if not ok then error(e, 0) end
@@ -128,14 +134,16 @@ local function run_one(tc)
     pcall(task.await, task)
     err = { text = ("timed out after %g s"):format(tc.timeout) }
   end
-  if ok then
-    local after = loom._stats()
-    if after.tasks > before.tasks then
-      ok, err = false, { text = ("left %d task(s) running"):format(
-        after.tasks - before.tasks) }
-    elseif after.timers > before.timers then
-      ok, err = false, { text = ("left %d deadline(s) armed"):format(
-        after.timers - before.timers) }
+  if ok then -- the test must leave the runtime as it found it
+    local after = settled_stats()
+    for _, what in ipairs { { "tasks", "task(s) running" },
+      { "timers", "deadline(s) armed" }, { "handles", "handle(s) open" },
+      { "refs", "registry reference(s) held" } } do
+      local k = what[1]
+      if after[k] > before[k] then
+        ok, err = false, { text = ("left %d %s"):format(after[k] - before[k], what[2]) }
+        break
+      end
     end
   end
   if ok then report("ok", tc.name)

@@ -1,0 +1,55 @@
+-- Every ```lua block in README.md and docs/ is a complete script: run each
+-- with the loom binary and expect status 0 (a doc example that does not run
+-- is a bug).
+local t = require "loom.test"
+
+local LOOM = os.getenv("LOOM_BIN") or "build/loom"
+
+local function markdown_files()
+  local files = { "README.md" }
+  local p = io.popen("find docs -name '*.md' | sort")
+  for f in p:lines() do files[#files + 1] = f end
+  p:close()
+  return files
+end
+
+local function blocks(path)
+  local f = assert(io.open(path))
+  local text = f:read("a")
+  f:close()
+  local out, line = {}, 1
+  local pos = 1
+  while true do
+    local s, e = text:find("```lua\n", pos, true)
+    if not s then break end
+    local close = text:find("\n```", e, true)
+    if not close then break end
+    local _, nl = text:sub(1, s):gsub("\n", "")
+    line = nl + 1
+    out[#out + 1] = { line = line, code = text:sub(e + 1, close) }
+    pos = close + 4
+  end
+  return out
+end
+
+local count = 0
+for _, file in ipairs(markdown_files()) do
+  for _, b in ipairs(blocks(file)) do
+    count = count + 1
+    t.test(("%s:%d runs"):format(file, b.line), function()
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write(b.code)
+      f:close()
+      local p = io.popen(("%s %s 2>&1 </dev/null"):format(LOOM, path))
+      local out = p:read("a")
+      local ok, _, status = p:close()
+      os.remove(path)
+      t.ok(ok and status == 0, ("exit status %s:\n%s"):format(tostring(status), out))
+    end)
+  end
+end
+
+t.test("the docs have runnable examples", function()
+  t.ok(count >= 10, "only " .. count .. " lua blocks found")
+end)
