@@ -9,6 +9,9 @@
 
 int luaopen_lpeg(lua_State *L);
 
+/* The C modules, found in host/ by CMakeLists.txt (cmodules_gen.c). */
+extern const luaL_Reg loom_c_modules[];
+
 typedef struct {
   const char *prefix;
   unsigned lib;
@@ -63,6 +66,14 @@ void modules_preload(lua_State *L, unsigned libs) {
     if (strcmp(m->name, "loom") == 0 || !(libs & lib_of(m->name))) continue;
     lua_pushcfunction(L, load_bundled);
     lua_setfield(L, -2, m->name);
+  }
+  {
+    const luaL_Reg *c;
+    for (c = loom_c_modules; c->name; c++)
+      if (c->func && (libs & lib_of(c->name)) && !find(c->name)) {
+        lua_pushcfunction(L, c->func);
+        lua_setfield(L, -2, c->name);
+      }
   }
   if (libs & LOOM_LIB_LPEG) {
     lua_pushcfunction(L, luaopen_lpeg);
