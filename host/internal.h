@@ -112,6 +112,7 @@ struct loom {
   int argc;
   char **argv;
   int report_deadlock;  /* loom_run reports waits nothing can wake */
+  char *rdbuf;          /* the one buffer every stream reads into */
 };
 
 /* runtime.c */
@@ -180,6 +181,60 @@ void group_child_done(loom_t *rt, task_t *t);
 void group_open(lua_State *L);
 void sync_open(lua_State *L);
 void future_open(lua_State *L);
+
+/* stream.c: the Stream shared by TCP, Unix sockets, TLS, pipes and ttys. */
+typedef struct stream stream_t;
+
+/* A filter sits between the socket and the Stream's buffers (TLS). */
+typedef struct stream_filter {
+  /* ciphertext arrived: feed it, deliver plaintext with stream_deliver */
+  void (*on_read)(stream_t *s, const char *data, size_t n);
+  /* plaintext to send: returns 0 or a UV_* error; sends with stream_send */
+  int (*write)(stream_t *s, const char *data, size_t n);
+  void (*on_eof)(stream_t *s);     /* the transport ended */
+  void (*free)(stream_t *s);       /* release the filter's state */
+} stream_filter;
+
+enum { STREAM_TCP = 1, STREAM_PIPE, STREAM_TTY };
+
+struct stream {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+    uv_tty_t tty;
+  } h;
+  loom_t *rt;
+  int kind;
+  char *rbuf;            /* unread bytes are rbuf[rpos, rlen) */
+  size_t rpos, rlen, rcap, scan; /* scan: where a line search resumes */
+  size_t limit;          /* longest line / read_until section */
+  task_t *reader;        /* the task waiting to read, if any */
+  int rmode;             /* what it waits for (READ_*) */
+  size_t rarg;
+  int reading, eof, rerr; /* uv_read_start active; end seen; read error */
+  size_t wqueued;        /* bytes in uv_write requests not yet done */
+  int werr;              /* first write error */
+  tlist_t writers;       /* tasks waiting for wqueued to drop */
+  tlist_t flushers;      /* tasks waiting for wqueued == 0 */
+  int closed, shut, boxed, handle_closed;
+  const char *delim;     /* read_until's delimiter (kept alive by the reader) */
+  size_t dlen;
+  const stream_filter *filter;
+  void *fdata;
+};
+
+stream_t *stream_new(lua_State *L, uv_loop_t *loop, int kind);
+stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err);
+stream_t *stream_check(lua_State *L, int idx);
+int stream_start(stream_t *s);
+void stream_deliver(stream_t *s, const char *data, size_t n);
+void stream_deliver_eof(stream_t *s, int err);
+int stream_send(stream_t *s, const char *data, size_t n);
+void stream_close(stream_t *s);
+int stream_push_address(lua_State *L, const struct sockaddr *sa);
+void stream_open(lua_State *L);
 
 /* modules.c: bundled Lua modules (generated) and preload registration. */
 void modules_preload(lua_State *L, unsigned libs);

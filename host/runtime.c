@@ -307,6 +307,7 @@ void loom_free(loom_t *rt) {
   }
   if (sigint_rt == rt) loom_catch_sigint(NULL);
   free(rt->heap);
+  free(rt->rdbuf);
   free(rt->errmsg);
   free(rt);
 }

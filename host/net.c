@@ -1,0 +1,608 @@
+/*
+** net.c -- loom.net.core: DNS, TCP and Unix-socket connect/listen, and UDP.
+** The policy (trying each address, timeouts, TLS, running a handler per
+** connection, graceful shutdown) is in lib/loom/net.lua.
+*/
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "internal.h"
+
+static const char *LISTENER_MT = "loom.Listener";
+static const char *UDP_MT = "loom.Udp";
+
+/* Parse a numeric IPv4 or IPv6 address; 0 or UV_EINVAL. */
+static int parse_addr(const char *ip, int port, struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof *ss);
+  if (uv_ip4_addr(ip, port, (struct sockaddr_in *)ss) == 0) return 0;
+  if (uv_ip6_addr(ip, port, (struct sockaddr_in6 *)ss) == 0) return 0;
+  return UV_EINVAL;
+}
+
+static void check_addr(lua_State *L, int idx, struct sockaddr_storage *ss) {
+  const char *ip = luaL_checkstring(L, idx);
+  lua_Integer port = luaL_checkinteger(L, idx + 1);
+  luaL_argcheck(L, port >= 0 && port <= 65535, idx + 1, "port out of range");
+  if (parse_addr(ip, (int)port, ss) != 0)
+    luaL_argerror(L, idx, "not a numeric IP address");
+}
+
+/* ---- DNS ---- */
+
+typedef struct {
+  uv_getaddrinfo_t req;
+  task_t *waiter;
+  char host[256];
+} dns_req;
+
+static void dns_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  dns_req *r = (dns_req *)req;
+  task_t *t = r->waiter;
+  struct addrinfo *ai;
+  if (t && status < 0) {
+    err_push(t->co, "io", uv_err_name(status), "resolve %s: %s", r->host,
+             uv_strerror(status));
+    task_wake_error(rt_get(t->co), t);
+  } else if (t) {
+    lua_State *co = t->co;
+    int n = 0;
+    lua_newtable(co);
+    lua_newtable(co); /* seen */
+    for (ai = res; ai; ai = ai->ai_next) {
+      char ip[INET6_ADDRSTRLEN];
+      if (ai->ai_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)ai->ai_addr, ip, sizeof ip);
+      else if (ai->ai_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, ip, sizeof ip);
+      else continue;
+      if (lua_getfield(co, -1, ip) != LUA_TNIL) {
+        lua_pop(co, 1);
+        continue;
+      }
+      lua_pop(co, 1);
+      lua_pushboolean(co, 1);
+      lua_setfield(co, -2, ip);
+      lua_pushstring(co, ip);
+      lua_rawseti(co, -3, ++n);
+    }
+    lua_pop(co, 1);
+    task_wake(rt_get(co), t, 1);
+  }
+  uv_freeaddrinfo(res);
+  free(r);
+}
+
+static void dns_cancel(task_t *t) {
+  dns_req *r = (dns_req *)t->wdata;
+  r->waiter = NULL;
+  uv_cancel((uv_req_t *)&r->req); /* the callback still runs, and frees */
+}
+
+/* resolve(host) -> array of address strings */
+static int l_resolve(lua_State *L) {
+  const char *host = luaL_checkstring(L, 1);
+  task_t *t = task_check_current(L, "net.resolve");
+  struct addrinfo hints;
+  dns_req *r;
+  int rc;
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  if (!(r = (dns_req *)calloc(1, sizeof *r))) return luaL_error(L, "not enough memory");
+  snprintf(r->host, sizeof r->host, "%s", host);
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  rc = uv_getaddrinfo(rt_get(L)->loop, &r->req, dns_cb, host, NULL, &hints);
+  if (rc < 0) {
+    free(r);
+    return err_raise(L, "io", uv_err_name(rc), "resolve %s: %s", host, uv_strerror(rc));
+  }
+  r->waiter = t;
+  lua_settop(L, 0);
+  return task_wait(L, t, dns_cancel, r, "net.resolve", 0, NULL);
+}
+
+/* ---- connect ---- */
+
+typedef struct {
+  uv_connect_t req;
+  task_t *waiter;
+  stream_t *s;
+  char what[300];
+} connect_req;
+
+static void connect_cb(uv_connect_t *req, int status) {
+  connect_req *r = (connect_req *)req;
+  task_t *t = r->waiter;
+  stream_t *s = r->s;
+  if (t && status < 0) {
+    err_push(t->co, "io", uv_err_name(status), "%s: %s", r->what, uv_strerror(status));
+    stream_close(s);
+    task_wake_error(s->rt, t);
+  } else if (t) {
+    stream_start(s);
+    task_wake(s->rt, t, 0);
+  }
+  free(r);
+}
+
+static void connect_cancel(task_t *t) {
+  connect_req *r = (connect_req *)t->wdata;
+  r->waiter = NULL;
+  stream_close(r->s); /* the callback runs with ECANCELED and frees */
+}
+
+static int connect_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  task_resumed(L, task_current(L));
+  lua_pushvalue(L, (int)ctx);
+  return 1;
+}
+
+/* Start connecting the new stream at top; the task waits for it. */
+static int wait_connect(lua_State *L, task_t *t, connect_req *r, int rc) {
+  if (rc < 0) {
+    stream_close(r->s);
+    lua_pushfstring(L, "%s", r->what);
+    free(r);
+    return err_raise(L, "io", uv_err_name(rc), "%s: %s", lua_tostring(L, -1),
+                     uv_strerror(rc));
+  }
+  r->waiter = t;
+  return task_wait(L, t, connect_cancel, r, "net.connect", lua_gettop(L), connect_k);
+}
+
+/* connect(ip, port) -> Stream */
+static int l_connect(lua_State *L) {
+  struct sockaddr_storage ss;
+  task_t *t = task_check_current(L, "net.connect");
+  connect_req *r;
+  check_addr(L, 1, &ss);
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  if (!(r = (connect_req *)calloc(1, sizeof *r))) return luaL_error(L, "not enough memory");
+  snprintf(r->what, sizeof r->what, "connect %s port %d", lua_tostring(L, 1),
+           (int)lua_tointeger(L, 2));
+  r->s = stream_new(L, rt_get(L)->loop, STREAM_TCP);
+  return wait_connect(L, t, r,
+                      uv_tcp_connect(&r->req, &r->s->h.tcp, (struct sockaddr *)&ss, connect_cb));
+}
+
+/* connect_unix(path) -> Stream */
+static int l_connect_unix(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  task_t *t = task_check_current(L, "net.connect_unix");
+  connect_req *r;
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  if (!(r = (connect_req *)calloc(1, sizeof *r))) return luaL_error(L, "not enough memory");
+  snprintf(r->what, sizeof r->what, "connect %s", path);
+  r->s = stream_new(L, rt_get(L)->loop, STREAM_PIPE);
+  uv_pipe_connect(&r->req, &r->s->h.pipe, path, connect_cb);
+  return wait_connect(L, t, r, 0);
+}
+
+/* ---- listeners ---- */
+
+typedef struct listener {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h;
+  loom_t *rt;
+  int kind, pending, closed, boxed, handle_closed;
+  task_t *waiter;
+  uint64_t logged; /* when an accept error was last reported */
+} listener_t;
+
+static void listener_close_cb(uv_handle_t *h) {
+  listener_t *l = (listener_t *)h;
+  l->handle_closed = 1;
+  if (!l->boxed) free(l);
+}
+
+static void listener_close(listener_t *l) {
+  task_t *t = l->waiter;
+  if (l->closed) return;
+  l->closed = 1;
+  if (t) {
+    l->waiter = NULL;
+    err_push(t->co, "closed", NULL, "listener is closed");
+    task_wake_error(l->rt, t);
+  }
+  uv_close(&l->h.handle, listener_close_cb);
+}
+
+/* Accept one pending connection onto L as a new Stream; 1, or 0 after a
+** failure (the connection is dropped). */
+static int accept_one(lua_State *L, listener_t *l) {
+  int err = 0;
+  stream_t *s = stream_new_raw(L, l->h.handle.loop, l->kind, &err);
+  l->pending--;
+  if (!s) return 0;
+  if (uv_accept(&l->h.stream, &s->h.stream) < 0 || stream_start(s) < 0) {
+    stream_close(s);
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+static void connection_cb(uv_stream_t *server, int status) {
+  listener_t *l = (listener_t *)server->data;
+  task_t *t;
+  if (status < 0) { /* EMFILE and friends: libuv drops the connection; say so, rarely */
+    uint64_t now = uv_now(server->loop);
+    if (!l->logged || now - l->logged > 1000) {
+      fprintf(stderr, "loom: accept failed: %s (the server goes on)\n", uv_strerror(status));
+      l->logged = now ? now : 1;
+    }
+    return;
+  }
+  l->pending++;
+  if ((t = l->waiter) != NULL && accept_one(t->co, l)) {
+    l->waiter = NULL;
+    task_wake(l->rt, t, 1);
+  }
+  if (!l->waiter && l->pending == 0) uv_unref(&l->h.handle);
+}
+
+static listener_t *check_listener(lua_State *L) {
+  listener_t *l = *(listener_t **)udata_check(L, 1, LISTENER_MT);
+  if (l->closed) err_raise(L, "closed", NULL, "listener is closed");
+  return l;
+}
+
+static void accept_cancel(task_t *t) {
+  listener_t *l = (listener_t *)t->wdata;
+  if (l->waiter == t) l->waiter = NULL;
+}
+
+/* listener:accept() -> Stream */
+static int li_accept(lua_State *L) {
+  listener_t *l = check_listener(L);
+  task_t *t;
+  lua_settop(L, 1);
+  while (l->pending > 0)
+    if (accept_one(L, l)) return 1;
+  if (l->waiter) return err_raise(L, "busy", NULL, "another task is accepting");
+  t = task_check_current(L, "listener:accept");
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  l->waiter = t;
+  uv_ref(&l->h.handle);
+  return task_wait(L, t, accept_cancel, l, "listener:accept", 0, NULL);
+}
+
+static int li_close(lua_State *L) {
+  listener_t *l = *(listener_t **)udata_check(L, 1, LISTENER_MT);
+  listener_close(l);
+  return 0;
+}
+
+/* listener:address() -> host, port (or the socket path) */
+static int li_address(lua_State *L) {
+  listener_t *l = check_listener(L);
+  if (l->kind == STREAM_TCP) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    int r = uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&ss, &len);
+    if (r < 0) return err_uv(L, r, "io", "address");
+    return stream_push_address(L, (struct sockaddr *)&ss);
+  } else {
+    char path[1024];
+    size_t len = sizeof path;
+    int r = uv_pipe_getsockname(&l->h.pipe, path, &len);
+    if (r < 0) return err_uv(L, r, "io", "address");
+    lua_pushlstring(L, path, len);
+    return 1;
+  }
+}
+
+static int li_gc(lua_State *L) {
+  listener_t **box = (listener_t **)lua_touserdata(L, 1);
+  listener_t *l = *box;
+  if (!l) return 0;
+  *box = NULL;
+  l->boxed = 0;
+  if (!l->closed) {
+    l->closed = 1;
+    l->waiter = NULL;
+    uv_close(&l->h.handle, listener_close_cb);
+  } else if (l->handle_closed) free(l);
+  return 0;
+}
+
+static listener_t *new_listener(lua_State *L, int kind) {
+  listener_t **box = (listener_t **)lua_newuserdatauv(L, sizeof *box, 0);
+  listener_t *l = (listener_t *)calloc(1, sizeof *l);
+  *box = NULL;
+  if (!l) luaL_error(L, "not enough memory");
+  luaL_setmetatable(L, LISTENER_MT);
+  l->rt = rt_get(L);
+  l->kind = kind;
+  return l;
+}
+
+/* Raise for a failed bind/listen, after closing the listener. */
+static int listen_failed(lua_State *L, listener_t *l, int rc, const char *what) {
+  listener_close(l);
+  return err_raise(L, "io", uv_err_name(rc), "%s: %s", what, uv_strerror(rc));
+}
+
+static int start_listening(lua_State *L, listener_t *l, int backlog, const char *what) {
+  int rc;
+  l->h.handle.data = l;
+  *(listener_t **)lua_touserdata(L, -1) = l;
+  l->boxed = 1;
+  rc = uv_listen(&l->h.stream, backlog, connection_cb);
+  if (rc < 0) return listen_failed(L, l, rc, what);
+  uv_unref(&l->h.handle); /* referenced while a task accepts */
+  return 1;
+}
+
+/* A TCP socket with SO_REUSEPORT set before bind (libuv 1.44 has no flag). */
+static int reuseport_socket(uv_tcp_t *tcp, int family) {
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), on = 1;
+  if (fd < 0) return uv_translate_sys_error(errno);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
+    int e = errno;
+    close(fd);
+    return uv_translate_sys_error(e);
+  }
+  return uv_tcp_open(tcp, fd);
+}
+
+/* listen(ip, port [, backlog [, reuseport]]) -> Listener */
+static int l_listen(lua_State *L) {
+  struct sockaddr_storage ss;
+  int backlog = (int)luaL_optinteger(L, 3, 511), reuse = lua_toboolean(L, 4), rc;
+  char what[300];
+  listener_t *l;
+  check_addr(L, 1, &ss);
+  snprintf(what, sizeof what, "listen %s port %d", lua_tostring(L, 1), (int)lua_tointeger(L, 2));
+  lua_settop(L, 2);
+  l = new_listener(L, STREAM_TCP);
+  rc = uv_tcp_init(rt_get(L)->loop, &l->h.tcp);
+  if (rc < 0) {
+    free(l);
+    return err_uv(L, rc, "io", what);
+  }
+  l->h.handle.data = l;
+  *(listener_t **)lua_touserdata(L, -1) = l;
+  l->boxed = 1;
+  if (reuse && (rc = reuseport_socket(&l->h.tcp, ss.ss_family)) < 0)
+    return listen_failed(L, l, rc, what);
+  if ((rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss, 0)) < 0)
+    return listen_failed(L, l, rc, what);
+  return start_listening(L, l, backlog, what);
+}
+
+/* listen_unix(path [, backlog]) -> Listener */
+static int l_listen_unix(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int backlog = (int)luaL_optinteger(L, 2, 511), rc;
+  char what[300];
+  listener_t *l;
+  snprintf(what, sizeof what, "listen %s", path);
+  lua_settop(L, 1);
+  l = new_listener(L, STREAM_PIPE);
+  rc = uv_pipe_init(rt_get(L)->loop, &l->h.pipe, 0);
+  if (rc < 0) {
+    free(l);
+    return err_uv(L, rc, "io", what);
+  }
+  l->h.handle.data = l;
+  *(listener_t **)lua_touserdata(L, -1) = l;
+  l->boxed = 1;
+  if ((rc = uv_pipe_bind(&l->h.pipe, path)) < 0) return listen_failed(L, l, rc, what);
+  return start_listening(L, l, backlog, what);
+}
+
+/* ---- UDP ---- */
+
+typedef struct udp {
+  uv_udp_t h;
+  loom_t *rt;
+  task_t *waiter;
+  int closed, boxed, handle_closed;
+} udp_t;
+
+typedef struct {
+  uv_udp_send_t req;
+  char data[1];
+} udp_send_req;
+
+static void udp_close_cb(uv_handle_t *h) {
+  udp_t *u = (udp_t *)h;
+  u->handle_closed = 1;
+  if (!u->boxed) free(u);
+}
+
+static void udp_close(udp_t *u) {
+  task_t *t = u->waiter;
+  if (u->closed) return;
+  u->closed = 1;
+  if (t) {
+    u->waiter = NULL;
+    err_push(t->co, "closed", NULL, "socket is closed");
+    task_wake_error(u->rt, t);
+  }
+  uv_close((uv_handle_t *)&u->h, udp_close_cb);
+}
+
+static udp_t *check_udp(lua_State *L) {
+  udp_t *u = *(udp_t **)udata_check(L, 1, UDP_MT);
+  if (u->closed) err_raise(L, "closed", NULL, "socket is closed");
+  return u;
+}
+
+static void udp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  udp_t *u = (udp_t *)h->data;
+  (void)suggested;
+  if (!u->rt->rdbuf) u->rt->rdbuf = (char *)malloc(64 * 1024);
+  buf->base = u->rt->rdbuf;
+  buf->len = u->rt->rdbuf ? 64 * 1024 : 0;
+}
+
+static void udp_recv_cb(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
+                        const struct sockaddr *addr, unsigned flags) {
+  udp_t *u = (udp_t *)h->data;
+  task_t *t = u->waiter;
+  (void)flags;
+  if (!t || (n == 0 && !addr)) return;
+  u->waiter = NULL;
+  uv_udp_recv_stop(h);
+  if (n < 0) {
+    err_push(t->co, "io", uv_err_name((int)n), "recv: %s", uv_strerror((int)n));
+    task_wake_error(u->rt, t);
+    return;
+  }
+  lua_pushlstring(t->co, buf->base, (size_t)n);
+  stream_push_address(t->co, addr);
+  task_wake(u->rt, t, 3);
+}
+
+static void recv_cancel(task_t *t) {
+  udp_t *u = (udp_t *)t->wdata;
+  if (u->waiter == t) {
+    u->waiter = NULL;
+    uv_udp_recv_stop(&u->h);
+  }
+}
+
+/* u:recv() -> data, host, port */
+static int u_recv(lua_State *L) {
+  udp_t *u = check_udp(L);
+  task_t *t;
+  int rc;
+  if (u->waiter) return err_raise(L, "busy", NULL, "another task is receiving");
+  t = task_check_current(L, "udp:recv");
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  rc = uv_udp_recv_start(&u->h, udp_alloc_cb, udp_recv_cb);
+  if (rc < 0) return err_uv(L, rc, "io", "recv");
+  u->waiter = t;
+  lua_settop(L, 1);
+  return task_wait(L, t, recv_cancel, u, "udp:recv", 1, NULL);
+}
+
+static void udp_send_cb(uv_udp_send_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+/* u:send(data, ip, port): sends at once or queues; never waits. */
+static int u_send(lua_State *L) {
+  udp_t *u = check_udp(L);
+  size_t n;
+  const char *data = luaL_checklstring(L, 2, &n);
+  struct sockaddr_storage ss;
+  uv_buf_t buf;
+  udp_send_req *r;
+  int rc;
+  check_addr(L, 3, &ss);
+  buf = uv_buf_init((char *)data, (unsigned)n);
+  rc = uv_udp_try_send(&u->h, &buf, 1, (struct sockaddr *)&ss);
+  if (rc >= 0) return 0;
+  if (rc != UV_EAGAIN) return err_uv(L, rc, "io", "send");
+  if (!(r = (udp_send_req *)malloc(sizeof *r + n))) return luaL_error(L, "not enough memory");
+  memcpy(r->data, data, n);
+  buf = uv_buf_init(r->data, (unsigned)n);
+  rc = uv_udp_send(&r->req, &u->h, &buf, 1, (struct sockaddr *)&ss, udp_send_cb);
+  if (rc < 0) {
+    free(r);
+    return err_uv(L, rc, "io", "send");
+  }
+  return 0;
+}
+
+static int u_local(lua_State *L) {
+  udp_t *u = check_udp(L);
+  struct sockaddr_storage ss;
+  int len = sizeof ss, rc = uv_udp_getsockname(&u->h, (struct sockaddr *)&ss, &len);
+  if (rc < 0) return err_uv(L, rc, "io", "local_address");
+  return stream_push_address(L, (struct sockaddr *)&ss);
+}
+
+static int u_close(lua_State *L) {
+  udp_close(*(udp_t **)udata_check(L, 1, UDP_MT));
+  return 0;
+}
+
+static int u_gc(lua_State *L) {
+  udp_t **box = (udp_t **)lua_touserdata(L, 1);
+  udp_t *u = *box;
+  if (!u) return 0;
+  *box = NULL;
+  u->boxed = 0;
+  if (!u->closed) {
+    u->closed = 1;
+    u->waiter = NULL;
+    uv_close((uv_handle_t *)&u->h, udp_close_cb);
+  } else if (u->handle_closed) free(u);
+  return 0;
+}
+
+/* udp([ip, port]) -> Udp, bound when an address is given */
+static int l_udp(lua_State *L) {
+  udp_t **box = (udp_t **)lua_newuserdatauv(L, sizeof *box, 0);
+  udp_t *u = (udp_t *)calloc(1, sizeof *u);
+  int rc;
+  *box = NULL;
+  if (!u) return luaL_error(L, "not enough memory");
+  luaL_setmetatable(L, UDP_MT);
+  if ((rc = uv_udp_init(rt_get(L)->loop, &u->h)) < 0) {
+    free(u);
+    return err_uv(L, rc, "io", "udp");
+  }
+  u->rt = rt_get(L);
+  u->h.data = u;
+  u->boxed = 1;
+  *box = u;
+  if (!lua_isnoneornil(L, 1)) {
+    struct sockaddr_storage ss;
+    check_addr(L, 1, &ss);
+    if ((rc = uv_udp_bind(&u->h, (struct sockaddr *)&ss, 0)) < 0) {
+      udp_close(u);
+      return err_uv(L, rc, "io", "bind");
+    }
+  }
+  return 1;
+}
+
+/* ---- module ---- */
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *m,
+                      lua_CFunction gc) {
+  if (luaL_newmetatable(L, name)) {
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, m, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_getfield(L, -1, "__index");
+    lua_getfield(L, -1, "close");
+    lua_setfield(L, -3, "__close");
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+int luaopen_loom_net_core(lua_State *L) {
+  static const luaL_Reg lm[] = {{"accept", li_accept}, {"close", li_close},
+                                {"address", li_address}, {NULL, NULL}};
+  static const luaL_Reg um[] = {{"recv", u_recv}, {"send", u_send},
+                                {"local_address", u_local}, {"close", u_close},
+                                {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"resolve", l_resolve}, {"connect", l_connect},
+      {"connect_unix", l_connect_unix}, {"listen", l_listen},
+      {"listen_unix", l_listen_unix}, {"udp", l_udp}, {NULL, NULL}};
+  stream_open(L);
+  new_class(L, LISTENER_MT, lm, li_gc);
+  new_class(L, UDP_MT, um, u_gc);
+  luaL_newlib(L, fns);
+  return 1;
+}

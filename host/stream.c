@@ -1,0 +1,693 @@
+/*
+** stream.c -- the Stream: buffered reads in every form and writes with a
+** high-water mark, over a libuv stream (TCP, Unix socket, pipe, tty), with an
+** optional filter (TLS) between the socket and the buffers.
+**
+** Reading is demand-driven: the socket is read while a task waits for data
+** or fewer than RHWM bytes are buffered, so a slow reader holds the peer back
+** through TCP flow control instead of growing memory. All streams of a
+** runtime read into one shared buffer; only bytes not handed out at once are
+** copied into the stream's own buffer, so an idle stream holds no buffer.
+** Writes try the socket first (uv_try_write) and queue only the rest.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+#define RHWM (64 * 1024)     /* stop reading ahead past this many bytes */
+#define WHWM (64 * 1024)     /* writers wait while more than this is unsent */
+#define RDBUF (64 * 1024)    /* the shared read buffer */
+#define DEFAULT_READ (64 * 1024)
+
+enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL };
+
+static const char *STREAM_MT = "loom.Stream";
+
+typedef struct {
+  uv_write_t req;
+  size_t n;
+  char data[1];
+} write_req;
+
+static size_t buffered(stream_t *s) { return s->rlen - s->rpos; }
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *h, ssize_t n, const uv_buf_t *buf);
+
+/* ---- lifetime ---- */
+
+static void close_cb(uv_handle_t *h) {
+  stream_t *s = (stream_t *)h;
+  s->handle_closed = 1;
+  if (!s->boxed) {
+    free(s->rbuf);
+    free(s);
+  }
+}
+
+static stream_t **check_box(lua_State *L, int idx) {
+  return (stream_t **)udata_check(L, idx, STREAM_MT);
+}
+
+/* The open stream at idx, or raise kind "closed". */
+stream_t *stream_check(lua_State *L, int idx) {
+  stream_t *s = *check_box(L, idx);
+  if (s->closed) err_raise(L, "closed", NULL, "stream is closed");
+  return s;
+}
+
+/* Push a new Stream userdata with its handle initialised for kind; NULL
+** (nothing pushed, *err set) on failure. Safe to call on a suspended
+** task's coroutine from a callback: it never raises. */
+stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
+  stream_t **box;
+  stream_t *s = (stream_t *)calloc(1, sizeof *s);
+  int r;
+  if (!s || !lua_checkstack(L, 2)) {
+    free(s);
+    *err = UV_ENOMEM;
+    return NULL;
+  }
+  r = kind == STREAM_TCP ? uv_tcp_init(loop, &s->h.tcp)
+      : kind == STREAM_TTY ? UV_EINVAL : uv_pipe_init(loop, &s->h.pipe, 0);
+  if (r < 0) {
+    free(s);
+    *err = r;
+    return NULL;
+  }
+  s->rt = rt_get(L);
+  s->kind = kind;
+  s->limit = 64 * 1024;
+  s->boxed = 1;
+  s->h.handle.data = s;
+  box = (stream_t **)lua_newuserdatauv(L, sizeof *box, 0);
+  *box = s;
+  luaL_setmetatable(L, STREAM_MT);
+  return s;
+}
+
+/* Push a new Stream userdata; raises on failure. */
+stream_t *stream_new(lua_State *L, uv_loop_t *loop, int kind) {
+  int err = 0;
+  stream_t *s = stream_new_raw(L, loop, kind, &err);
+  if (!s) err_uv(L, err, "io", "socket");
+  return s;
+}
+
+/* Wake every task waiting on s with a "closed" or I/O error. */
+static void wake_all_error(stream_t *s, tlist_t *l, int err) {
+  task_t *t;
+  while ((t = tlist_pop(l)) != NULL) {
+    if (err) err_push(t->co, "io", uv_err_name(err), "write failed: %s",
+                      uv_strerror(err));
+    else err_push(t->co, "closed", NULL, "stream is closed");
+    task_wake_error(s->rt, t);
+  }
+}
+
+/* Close now: waiters get "closed", queued writes are cancelled. */
+void stream_close(stream_t *s) {
+  task_t *t;
+  if (s->closed) return;
+  s->closed = 1;
+  if ((t = s->reader) != NULL) {
+    s->reader = NULL;
+    err_push(t->co, "closed", NULL, "stream is closed");
+    task_wake_error(s->rt, t);
+  }
+  wake_all_error(s, &s->writers, 0);
+  wake_all_error(s, &s->flushers, 0);
+  if (s->filter && s->filter->free) s->filter->free(s);
+  s->filter = NULL;
+  uv_close(&s->h.handle, close_cb);
+}
+
+/* ---- reading ---- */
+
+/* Read from the socket while someone waits or the buffer has room. */
+static void update_reading(stream_t *s) {
+  int want = !s->eof && !s->closed && (s->reader || buffered(s) < RHWM);
+  if (want && !s->reading && uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0)
+    s->reading = 1;
+  if (!want && s->reading) {
+    uv_read_stop(&s->h.stream);
+    s->reading = 0;
+  }
+  if (s->closed) return;
+  /* an open stream nobody waits on does not keep the program alive */
+  if (s->reader) uv_ref(&s->h.handle);
+  else uv_unref(&s->h.handle);
+}
+
+static void consume(stream_t *s, size_t n) {
+  s->rpos += n;
+  s->scan = s->scan > n ? s->scan - n : 0;
+  if (s->rpos == s->rlen) s->rpos = s->rlen = s->scan = 0;
+}
+
+/* Push the error a read sees at the end: io with the code, or eof. */
+static void push_end_error(lua_State *L, stream_t *s, const char *what) {
+  if (s->rerr)
+    err_push(L, "io", uv_err_name(s->rerr), "%s: %s", what, uv_strerror(s->rerr));
+  else
+    err_push(L, "eof", NULL, "%s: end of stream", what);
+}
+
+/* Push the next line (without \n or \r\n); 0 when more data is needed. */
+static int take_line(lua_State *L, stream_t *s) {
+  char *start = s->rbuf + s->rpos;
+  size_t have = buffered(s);
+  char *nl = have > s->scan ? memchr(start + s->scan, '\n', have - s->scan) : NULL;
+  if (nl) {
+    size_t n = (size_t)(nl - start);
+    lua_pushlstring(L, start, (n > 0 && nl[-1] == '\r') ? n - 1 : n);
+    consume(s, n + 1);
+    return 1;
+  }
+  s->scan = have;
+  if (have > s->limit) {
+    err_push(L, "limit", NULL, "line longer than %d bytes", (int)s->limit);
+    return -1;
+  }
+  if (!s->eof) return 0;
+  if (s->rerr && have == 0) {
+    push_end_error(L, s, "read_line");
+    return -1;
+  }
+  if (have == 0) lua_pushnil(L);
+  else lua_pushlstring(L, start, have);
+  consume(s, have);
+  return 1;
+}
+
+/* Push the data before the delimiter, consuming both; 0: need more. */
+static int take_until(lua_State *L, stream_t *s) {
+  char *start = s->rbuf + s->rpos;
+  size_t have = buffered(s), from = s->scan >= s->dlen ? s->scan - s->dlen + 1 : 0;
+  char *hit = have >= s->dlen ? memmem(start + from, have - from, s->delim, s->dlen) : NULL;
+  if (hit) {
+    size_t n = (size_t)(hit - start);
+    lua_pushlstring(L, start, n);
+    consume(s, n + s->dlen);
+    return 1;
+  }
+  s->scan = have;
+  if (have > s->limit) {
+    err_push(L, "limit", NULL, "no delimiter within %d bytes", (int)s->limit);
+    return -1;
+  }
+  if (!s->eof) return 0;
+  push_end_error(L, s, "read_until");
+  return -1;
+}
+
+/* Try to satisfy a read of this mode from the buffer, pushing on L: the
+** number of values, 0 when more data is needed, -1 with an error pushed. */
+static int try_read(lua_State *L, stream_t *s, int mode, size_t arg) {
+  size_t have = buffered(s);
+  switch (mode) {
+  case READ_ANY:
+    if (have) {
+      size_t n = have < arg ? have : arg;
+      lua_pushlstring(L, s->rbuf + s->rpos, n);
+      consume(s, n);
+      return 1;
+    }
+    if (!s->eof) return 0;
+    if (s->rerr) { push_end_error(L, s, "read"); return -1; }
+    lua_pushnil(L);
+    return 1;
+  case READ_EXACT:
+    if (have >= arg) {
+      lua_pushlstring(L, s->rbuf + s->rpos, arg);
+      consume(s, arg);
+      return 1;
+    }
+    if (!s->eof) return 0;
+    push_end_error(L, s, "read_exactly");
+    return -1;
+  case READ_LINE: return take_line(L, s);
+  case READ_UNTIL: return take_until(L, s);
+  default: /* READ_ALL */
+    if (!s->eof) return 0;
+    if (s->rerr) { push_end_error(L, s, "read_all"); return -1; }
+    lua_pushlstring(L, s->rbuf ? s->rbuf + s->rpos : "", have);
+    consume(s, have);
+    return 1;
+  }
+}
+
+/* Serve the waiting reader if the buffer now allows it. */
+static void serve_reader(stream_t *s) {
+  task_t *t = s->reader;
+  int r;
+  if (!t) return;
+  r = try_read(t->co, s, s->rmode, s->rarg);
+  if (r == 0) return;
+  s->reader = NULL;
+  if (r > 0) task_wake(s->rt, t, r);
+  else task_wake_error(s->rt, t);
+}
+
+static void append(stream_t *s, const char *data, size_t n) {
+  if (s->rpos > 0 && s->rlen + n > s->rcap) { /* slide down first */
+    memmove(s->rbuf, s->rbuf + s->rpos, s->rlen - s->rpos);
+    s->rlen -= s->rpos;
+    s->rpos = 0;
+  }
+  if (s->rlen + n > s->rcap) {
+    size_t cap = s->rcap ? s->rcap : 4096;
+    char *b;
+    while (cap < s->rlen + n) cap *= 2;
+    b = (char *)realloc(s->rbuf, cap);
+    if (!b) abort();
+    s->rbuf = b;
+    s->rcap = cap;
+  }
+  memcpy(s->rbuf + s->rlen, data, n);
+  s->rlen += n;
+}
+
+/* Plaintext arrived (from the socket, or from the filter). */
+void stream_deliver(stream_t *s, const char *data, size_t n) {
+  task_t *t = s->reader;
+  if (t && buffered(s) == 0 && s->rmode == READ_ANY) { /* hand it out directly */
+    size_t k = n < s->rarg ? n : s->rarg;
+    lua_pushlstring(t->co, data, k);
+    s->reader = NULL;
+    task_wake(s->rt, t, 1);
+    data += k;
+    n -= k;
+  }
+  if (n) append(s, data, n);
+  serve_reader(s);
+  update_reading(s);
+}
+
+/* The transport ended (err 0) or failed. */
+void stream_deliver_eof(stream_t *s, int err) {
+  s->eof = 1;
+  if (err && !s->rerr) s->rerr = err;
+  serve_reader(s);
+  update_reading(s);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  stream_t *s = (stream_t *)h->data;
+  (void)suggested;
+  if (!s->rt->rdbuf) s->rt->rdbuf = (char *)malloc(RDBUF);
+  buf->base = s->rt->rdbuf;
+  buf->len = s->rt->rdbuf ? RDBUF : 0;
+}
+
+static void read_cb(uv_stream_t *h, ssize_t n, const uv_buf_t *buf) {
+  stream_t *s = (stream_t *)h->data;
+  if (n > 0) {
+    if (s->filter) s->filter->on_read(s, buf->base, (size_t)n);
+    else stream_deliver(s, buf->base, (size_t)n);
+  } else if (n < 0) {
+    uv_read_stop(h);
+    s->reading = 0;
+    if (s->filter && s->filter->on_eof) {
+      if (n != UV_EOF) s->rerr = (int)n;
+      s->filter->on_eof(s);
+    } else {
+      stream_deliver_eof(s, n == UV_EOF ? 0 : (int)n);
+    }
+  }
+}
+
+/* Begin reading (a new connection); 0 or a UV_* error. */
+int stream_start(stream_t *s) {
+  int r = uv_read_start(&s->h.stream, alloc_cb, read_cb);
+  if (r == 0) s->reading = 1;
+  update_reading(s);
+  return r;
+}
+
+static void reader_cancel(task_t *t) {
+  stream_t *s = (stream_t *)t->wdata;
+  if (s->reader == t) s->reader = NULL;
+  update_reading(s);
+}
+
+static int read_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  task_resumed(L, task_current(L));
+  return lua_gettop(L) - (int)ctx;
+}
+
+/* The common body of every read form: serve from the buffer or wait. */
+static int do_read(lua_State *L, int mode, size_t arg) {
+  stream_t *s = stream_check(L, 1);
+  task_t *t;
+  int r, top = lua_gettop(L);
+  if (s->reader)
+    return err_raise(L, "busy", NULL, "another task is reading this stream");
+  if (mode == READ_UNTIL) s->delim = lua_tolstring(L, 2, &s->dlen);
+  r = try_read(L, s, mode, arg);
+  if (r > 0) {
+    update_reading(s);
+    return r;
+  }
+  if (r < 0) return lua_error(L);
+  t = task_check_current(L, "stream:read");
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  s->reader = t;
+  s->rmode = mode;
+  s->rarg = arg;
+  if (s->reading == 0 && !s->eof) {
+    if (uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0) s->reading = 1;
+  }
+  update_reading(s);
+  return task_wait(L, t, reader_cancel, s, "stream:read", top, read_k);
+}
+
+static int s_read(lua_State *L) {
+  lua_Integer n = luaL_optinteger(L, 2, DEFAULT_READ);
+  luaL_argcheck(L, n > 0, 2, "must be positive");
+  lua_settop(L, 1);
+  return do_read(L, READ_ANY, (size_t)n);
+}
+
+static int s_read_exactly(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 0, 2, "must not be negative");
+  lua_settop(L, 1);
+  if (n == 0) {
+    stream_check(L, 1);
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  return do_read(L, READ_EXACT, (size_t)n);
+}
+
+static int s_read_line(lua_State *L) {
+  lua_settop(L, 1);
+  return do_read(L, READ_LINE, 0);
+}
+
+static int s_read_until(lua_State *L) {
+  size_t n;
+  luaL_checklstring(L, 2, &n);
+  luaL_argcheck(L, n > 0, 2, "delimiter must not be empty");
+  lua_settop(L, 2);
+  return do_read(L, READ_UNTIL, 0);
+}
+
+static int s_read_all(lua_State *L) {
+  lua_settop(L, 1);
+  return do_read(L, READ_ALL, 0);
+}
+
+/* ---- writing ---- */
+
+static void write_cb(uv_write_t *req, int status) {
+  write_req *w = (write_req *)req;
+  stream_t *s = (stream_t *)req->handle->data;
+  s->wqueued -= w->n;
+  free(w);
+  if (status < 0 && !s->werr && status != UV_ECANCELED) s->werr = status;
+  if (s->closed) return;
+  if (s->werr) {
+    wake_all_error(s, &s->writers, s->werr);
+    wake_all_error(s, &s->flushers, s->werr);
+    return;
+  }
+  if (s->wqueued <= WHWM) tlist_wake_all(s->rt, &s->writers);
+  if (s->wqueued == 0) tlist_wake_all(s->rt, &s->flushers);
+}
+
+/* Send raw bytes: write what the socket takes now, queue the rest. */
+int stream_send(stream_t *s, const char *data, size_t n) {
+  write_req *w;
+  uv_buf_t buf;
+  int r;
+  if (s->werr) return s->werr;
+  if (s->wqueued == 0 && n > 0) {
+    buf = uv_buf_init((char *)data, (unsigned)n);
+    r = uv_try_write(&s->h.stream, &buf, 1);
+    if (r >= 0) {
+      data += r;
+      n -= (size_t)r;
+    } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
+      s->werr = r;
+      return r;
+    }
+  }
+  if (n == 0) return 0;
+  w = (write_req *)malloc(sizeof *w + n);
+  if (!w) return UV_ENOMEM;
+  memcpy(w->data, data, n);
+  w->n = n;
+  buf = uv_buf_init(w->data, (unsigned)n);
+  r = uv_write(&w->req, &s->h.stream, &buf, 1, write_cb);
+  if (r < 0) {
+    free(w);
+    s->werr = r;
+    return r;
+  }
+  s->wqueued += n;
+  return 0;
+}
+
+static int raise_write_error(lua_State *L, stream_t *s) {
+  return err_raise(L, "io", uv_err_name(s->werr), "write failed: %s",
+                   uv_strerror(s->werr));
+}
+
+static int write_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  task_resumed(L, task_current(L));
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* s:write(data, ...) -> s; waits while more than WHWM bytes are unsent. */
+static int s_write(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  int i, top = lua_gettop(L);
+  task_t *t;
+  for (i = 2; i <= top; i++) luaL_checkstring(L, i);
+  if (s->werr) return raise_write_error(L, s);
+  if (s->shut) return err_raise(L, "closed", NULL, "stream is shut down for writing");
+  for (i = 2; i <= top; i++) {
+    size_t n;
+    const char *d = lua_tolstring(L, i, &n);
+    int r = s->filter ? s->filter->write(s, d, n) : stream_send(s, d, n);
+    if (r < 0) {
+      if (!s->werr) s->werr = r;
+      return raise_write_error(L, s);
+    }
+  }
+  lua_settop(L, 1);
+  if (s->wqueued <= WHWM || !(t = task_current(L))) return 1;
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  tlist_push(&s->writers, t);
+  return task_wait(L, t, tlist_cancel, s, "stream:write", 0, write_k);
+}
+
+static int flush_k(lua_State *L, int status, lua_KContext ctx) {
+  stream_t *s = *check_box(L, 1);
+  (void)status; (void)ctx;
+  task_resumed(L, task_current(L));
+  if (s->werr) return raise_write_error(L, s);
+  return 0;
+}
+
+/* Wait until every queued byte is handed to the kernel. */
+static int wait_flushed(lua_State *L, stream_t *s, lua_KFunction k) {
+  task_t *t = task_check_current(L, "stream:flush");
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  lua_settop(L, 1);
+  tlist_push(&s->flushers, t);
+  return task_wait(L, t, tlist_cancel, s, "stream:flush", 0, k);
+}
+
+static int s_flush(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  if (s->werr) return raise_write_error(L, s);
+  if (s->wqueued == 0) return 0;
+  return wait_flushed(L, s, flush_k);
+}
+
+typedef struct {
+  uv_shutdown_t req;
+  task_t *waiter;
+} shutdown_req;
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  shutdown_req *r = (shutdown_req *)req;
+  stream_t *s = (stream_t *)req->handle->data;
+  task_t *t = r->waiter;
+  free(r);
+  if (!t) return; /* the waiter went away: only free */
+  if (status < 0 && status != UV_ECANCELED && !s->closed) {
+    err_push(t->co, "io", uv_err_name(status), "shutdown: %s", uv_strerror(status));
+    task_wake_error(s->rt, t);
+  } else {
+    task_wake(s->rt, t, 0);
+  }
+}
+
+static void shutdown_cancel(task_t *t) {
+  ((shutdown_req *)t->wdata)->waiter = NULL;
+}
+
+/* s:shutdown(): close the write side once queued data is sent. */
+static int s_shutdown(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  shutdown_req *r;
+  task_t *t;
+  int rc;
+  if (s->shut) return 0;
+  s->shut = 1;
+  if (s->filter && s->filter->write) s->filter->write(s, NULL, 0); /* close_notify */
+  r = (shutdown_req *)calloc(1, sizeof *r);
+  if (!r) return luaL_error(L, "not enough memory");
+  rc = uv_shutdown(&r->req, &s->h.stream, shutdown_cb);
+  if (rc < 0) {
+    free(r);
+    if (rc == UV_ENOTCONN) return 0;
+    return err_uv(L, rc, "io", "shutdown");
+  }
+  if (!(t = task_current(L))) return 0;
+  r->waiter = t;
+  lua_settop(L, 1);
+  return task_wait(L, t, shutdown_cancel, r, "stream:shutdown", 0, NULL);
+}
+
+static int close_k(lua_State *L, int status, lua_KContext ctx) {
+  stream_t *s = *check_box(L, 1);
+  task_t *t = task_current(L);
+  (void)status; (void)ctx;
+  stream_close(s);
+  if (t) task_resumed(L, t); /* a cancel during the flush is raised now */
+  return 0;
+}
+
+/* s:close(): flush (when in a task that may wait), then close. */
+static int s_close(lua_State *L) {
+  stream_t *s = *check_box(L, 1);
+  task_t *t = task_current(L);
+  if (s->closed) return 0;
+  if (s->wqueued && !s->werr && t && lua_isyieldable(L) && !task_interrupted(t))
+    return wait_flushed(L, s, close_k);
+  stream_close(s);
+  return 0;
+}
+
+static int s_gc(lua_State *L) {
+  stream_t **box = (stream_t **)lua_touserdata(L, 1);
+  stream_t *s = *box;
+  if (!s) return 0;
+  *box = NULL;
+  s->boxed = 0;
+  if (!s->closed && s->rt->closing) { /* the runtime is going: no waiters */
+    s->closed = 1;
+    if (s->filter && s->filter->free) s->filter->free(s);
+    uv_close(&s->h.handle, close_cb);
+  } else if (!s->closed) stream_close(s);
+  else if (s->handle_closed) {
+    free(s->rbuf);
+    free(s);
+  }
+  return 0;
+}
+
+/* ---- addresses and options ---- */
+
+/* Push host, port of a socket address; returns 2. */
+int stream_push_address(lua_State *L, const struct sockaddr *sa) {
+  char host[INET6_ADDRSTRLEN] = "";
+  int port = 0;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    uv_ip4_name(in, host, sizeof host);
+    port = ntohs(in->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(in6, host, sizeof host);
+    port = ntohs(in6->sin6_port);
+  }
+  lua_pushstring(L, host);
+  lua_pushinteger(L, port);
+  return 2;
+}
+
+static int push_name(lua_State *L, stream_t *s, int peer) {
+  int r;
+  if (s->kind == STREAM_TCP) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    r = peer ? uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&ss, &len)
+             : uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&ss, &len);
+    if (r < 0) return err_uv(L, r, "io", peer ? "peer" : "local_address");
+    return stream_push_address(L, (struct sockaddr *)&ss);
+  } else {
+    char path[1024];
+    size_t len = sizeof path;
+    r = peer ? uv_pipe_getpeername(&s->h.pipe, path, &len)
+             : uv_pipe_getsockname(&s->h.pipe, path, &len);
+    if (r < 0) return err_uv(L, r, "io", peer ? "peer" : "local_address");
+    lua_pushlstring(L, path, len);
+    return 1;
+  }
+}
+
+static int s_peer(lua_State *L) { return push_name(L, stream_check(L, 1), 1); }
+static int s_local(lua_State *L) { return push_name(L, stream_check(L, 1), 0); }
+
+static int s_set_nodelay(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  if (s->kind == STREAM_TCP) uv_tcp_nodelay(&s->h.tcp, lua_toboolean(L, 2));
+  return 0;
+}
+
+static int s_set_keepalive(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  lua_Integer delay = luaL_optinteger(L, 3, 60);
+  if (s->kind == STREAM_TCP)
+    uv_tcp_keepalive(&s->h.tcp, lua_toboolean(L, 2), (unsigned)(delay > 0 ? delay : 1));
+  return 0;
+}
+
+/* s:set_limit(n): the longest line or read_until section accepted. */
+static int s_set_limit(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n > 0, 2, "must be positive");
+  s->limit = (size_t)n;
+  return 0;
+}
+
+static int s_tostring(lua_State *L) {
+  stream_t *s = *(stream_t **)lua_touserdata(L, 1);
+  lua_pushfstring(L, "Stream (%s)", !s || s->closed ? "closed" : "open");
+  return 1;
+}
+
+void stream_open(lua_State *L) {
+  static const luaL_Reg m[] = {
+      {"read", s_read},         {"read_exactly", s_read_exactly},
+      {"read_line", s_read_line}, {"read_until", s_read_until},
+      {"read_all", s_read_all}, {"write", s_write},
+      {"flush", s_flush},       {"shutdown", s_shutdown},
+      {"close", s_close},       {"peer", s_peer},
+      {"local_address", s_local}, {"set_nodelay", s_set_nodelay},
+      {"set_keepalive", s_set_keepalive}, {"set_limit", s_set_limit},
+      {NULL, NULL}};
+  if (luaL_newmetatable(L, STREAM_MT)) {
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, m, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, s_close, 1);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, s_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, s_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+}

@@ -1,0 +1,209 @@
+-- loom.net: TCP, Unix sockets, UDP and DNS. The C core (loom.net.core)
+-- gives single-address primitives that wait; this file adds the policy:
+-- resolving names, trying each address, timeouts, TLS, and a Server that
+-- runs a handler per connection in its own task.
+local loom = require "loom"
+local core = require "loom.net.core"
+
+local net = {}
+
+local function is_ip(host)
+  return host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
+end
+
+local function check(cond, n, fname, msg)
+  if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
+end
+
+local function check_port(port, n, fname)
+  check(math.type(port) == "integer" and port >= 0 and port <= 65535, n, fname,
+    "port must be an integer in 0..65535")
+end
+
+-- net.resolve(host) -> array of address strings
+function net.resolve(host)
+  check(type(host) == "string", 1, "resolve", "string expected")
+  if is_ip(host) then return { host } end
+  return core.resolve(host)
+end
+
+-- The address to bind for a host name: IPv4 first, as most clients try it.
+local function bind_address(host)
+  if host == "*" or host == "" then return "0.0.0.0" end
+  if is_ip(host) then return host end
+  local addrs = core.resolve(host)
+  for _, a in ipairs(addrs) do
+    if not a:find(":", 1, true) then return a end
+  end
+  return addrs[1]
+end
+
+local function connect_any(host, port)
+  local last
+  for _, ip in ipairs(net.resolve(host)) do
+    local ok, s = pcall(core.connect, ip, port)
+    if ok then return s end
+    if type(s) ~= "table" or s.kind ~= "io" then error(s, 0) end
+    last = s
+  end
+  error(last, 0)
+end
+
+local tls -- loaded on first use: require "loom.tls"
+
+local function with_timeout(timeout, fn, ...)
+  if timeout then return loom.timeout(timeout, fn, ...) end
+  return fn(...)
+end
+
+-- net.connect(host, port [, opts]) -> Stream
+function net.connect(host, port, opts)
+  check(type(host) == "string", 1, "connect", "string expected")
+  check_port(port, 2, "connect")
+  opts = opts or {}
+  return with_timeout(opts.timeout, function()
+    local s = connect_any(host, port)
+    if opts.nodelay ~= false then s:set_nodelay(true) end
+    if opts.tls then
+      tls = tls or require "loom.tls"
+      local ok, ts = pcall(tls.client, s, host, opts.tls)
+      if not ok then
+        s:close()
+        error(ts, 0)
+      end
+      s = ts
+    end
+    return s
+  end)
+end
+
+-- net.connect_unix(path [, opts]) -> Stream
+function net.connect_unix(path, opts)
+  check(type(path) == "string", 1, "connect_unix", "string expected")
+  opts = opts or {}
+  return with_timeout(opts.timeout, core.connect_unix, path)
+end
+
+-- ---- servers ----
+
+local Server = {}
+Server.__index = Server
+
+local function error_text(e)
+  if type(e) == "string" then return e end
+  local mt = getmetatable(e)
+  if mt and mt.__tostring then return tostring(e) end
+  return ("(error object is a %s value)"):format(type(e))
+end
+
+local function handler_traceback(e)
+  if type(e) == "table" and e.kind == "cancelled" then return e end
+  return debug.traceback(error_text(e), 2)
+end
+
+-- One connection: run the handler, close the stream, log a failure.
+local function serve(srv, handler, s)
+  local me = loom.current()
+  local ok, err = true, nil
+  if srv.tls then
+    ok, err = pcall(srv.tls, s)
+    if ok then s = err end
+  end
+  if ok then ok, err = xpcall(handler, handler_traceback, s) end
+  pcall(s.close, s)
+  srv.conns[me] = nil
+  if not ok and not (type(err) == "table" and err.kind == "cancelled") then
+    io.stderr:write("loom: error in connection handler: ", error_text(err), "\n")
+  end
+end
+
+local function start_server(listener, handler, opts)
+  local srv = setmetatable({ listener = listener, conns = {}, closed = loom.event() }, Server)
+  if opts.tls then
+    tls = tls or require "loom.tls"
+    local ctx = tls.server_context(opts.tls)
+    srv.tls = function(s) return tls.server(s, ctx) end
+  end
+  srv.acceptor = loom.spawn(function()
+    while true do
+      local ok, s = pcall(listener.accept, listener)
+      if not ok then
+        if type(s) == "table" and (s.kind == "closed" or s.kind == "cancelled") then break end
+        error(s, 0)
+      end
+      local t = loom.spawn(serve, srv, handler, s)
+      srv.conns[t] = true
+    end
+  end)
+  return srv
+end
+
+-- net.listen(host, port, handler [, opts]) -> Server
+function net.listen(host, port, handler, opts)
+  check(type(host) == "string", 1, "listen", "string expected")
+  check_port(port, 2, "listen")
+  check(type(handler) == "function" or (getmetatable(handler) or {}).__call, 3, "listen",
+    "function expected")
+  opts = opts or {}
+  local l = core.listen(bind_address(host), port, opts.backlog, opts.reuseport)
+  local srv = start_server(l, handler, opts)
+  srv.host, srv.port = l:address()
+  return srv
+end
+
+-- net.listen_unix(path, handler [, opts]) -> Server
+function net.listen_unix(path, handler, opts)
+  check(type(path) == "string", 1, "listen_unix", "string expected")
+  opts = opts or {}
+  local srv = start_server(core.listen_unix(path, opts.backlog), handler, opts)
+  srv.path = path
+  return srv
+end
+
+-- srv:close(): stop accepting; connections being handled go on.
+function Server:close()
+  if self.closed:is_set() then return end
+  self.listener:close()
+  self.closed:set()
+  if self.path then os.remove(self.path) end
+end
+
+-- srv:shutdown([grace]): stop accepting, give handlers up to grace seconds,
+-- then cancel the rest and wait for them.
+function Server:shutdown(grace)
+  self:close()
+  pcall(loom.timeout, grace or 0, function()
+    while next(self.conns) do
+      local t = next(self.conns)
+      pcall(t.await, t)
+      self.conns[t] = nil
+    end
+  end)
+  for t in pairs(self.conns) do t:cancel() end
+  for t in pairs(self.conns) do pcall(t.await, t) end
+  pcall(self.acceptor.await, self.acceptor)
+end
+
+-- srv:wait(): until the server is closed.
+function Server:wait()
+  self.closed:wait()
+end
+
+-- ---- UDP ----
+
+local U = debug.getregistry()["loom.Udp"].__index
+local raw_send = U.send
+function U.send(u, data, host, port)
+  if type(host) == "string" and not is_ip(host) then host = net.resolve(host)[1] end
+  return raw_send(u, data, host, port)
+end
+
+-- net.udp([host, port]) -> Udp
+function net.udp(host, port)
+  if host == nil then return core.udp() end
+  check(type(host) == "string", 1, "udp", "string expected")
+  check_port(port, 2, "udp")
+  return core.udp(bind_address(host), port)
+end
+
+return net
