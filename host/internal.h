@@ -113,6 +113,7 @@ struct loom {
   char **argv;
   int report_deadlock;  /* loom_run reports waits nothing can wake */
   char *rdbuf;          /* the one buffer every stream reads into */
+  int own_closing;      /* the runtime's own handles not yet closed */
 };
 
 /* runtime.c */
@@ -120,6 +121,9 @@ loom_t *rt_get(lua_State *L);
 void rt_set_error(loom_t *rt, const char *msg);
 void rt_ensure_running(loom_t *rt);
 void rt_open(lua_State *L);
+void rt_sigint_restore(loom_t *rt);
+void rt_exit(lua_State *L, int status);
+extern char rt_exit_tag;
 
 /* error.c: every runtime failure seen by scripts is one of these. */
 void err_push(lua_State *L, const char *kind, const char *code,
@@ -195,7 +199,7 @@ typedef struct stream_filter {
   void (*free)(stream_t *s);       /* release the filter's state */
 } stream_filter;
 
-enum { STREAM_TCP = 1, STREAM_PIPE, STREAM_TTY };
+enum { STREAM_TCP = 1, STREAM_PIPE, STREAM_TTY, STREAM_FILE };
 
 struct stream {
   union {
@@ -219,6 +223,7 @@ struct stream {
   tlist_t writers;       /* tasks waiting for wqueued to drop */
   tlist_t flushers;      /* tasks waiting for wqueued == 0 */
   int closed, shut, boxed, handle_closed;
+  int fd;                /* STREAM_FILE: a regular file, read and written directly */
   const char *delim;     /* read_until's delimiter (kept alive by the reader) */
   size_t dlen;
   const stream_filter *filter;
@@ -227,6 +232,7 @@ struct stream {
 
 stream_t *stream_new(lua_State *L, uv_loop_t *loop, int kind);
 stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err);
+stream_t *stream_new_fd(lua_State *L, uv_loop_t *loop, int fd, int *err);
 stream_t *stream_check(lua_State *L, int idx);
 int stream_start(stream_t *s);
 void stream_deliver(stream_t *s, const char *data, size_t n);

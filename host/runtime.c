@@ -270,6 +270,24 @@ void loom_catch_sigint(loom_t *rt) {
   signal(SIGINT, rt ? on_sigint : SIG_DFL);
 }
 
+/* A script's SIGINT handler was closed: Ctrl-C is ours again. */
+void rt_sigint_restore(loom_t *rt) {
+  if (sigint_rt == rt) signal(SIGINT, on_sigint);
+}
+
+char rt_exit_tag;
+
+/* process.exit(status): stop the runtime with this status; the calling
+** task unwinds with an error no one reports. */
+void rt_exit(lua_State *L, int status) {
+  loom_t *rt = rt_get(L);
+  rt->exit_status = status;
+  rt->exiting = 1;
+  uv_stop(rt->loop);
+  lua_pushlightuserdata(L, &rt_exit_tag);
+  lua_error(L);
+}
+
 /* ---- shutdown ---- */
 
 static void close_walk_cb(uv_handle_t *h, void *arg) {
@@ -277,6 +295,14 @@ static void close_walk_cb(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+static void own_closed_cb(uv_handle_t *h) {
+  ((loom_t *)h->data)->own_closing--;
+}
+
+/* Cancel the tasks and let them unwind; close the Lua state, whose
+** finalizers close the handles of streams, servers and the rest (with
+** their own close callbacks); close the runtime's own handles; run the loop
+** until every close callback has run; free. */
 void loom_free(loom_t *rt) {
   int i;
   if (!rt) return;
@@ -287,18 +313,22 @@ void loom_free(loom_t *rt) {
     for (i = 0; i < 16 && rt->rhead; i++) task_drain(rt);
     rt->rhead = rt->rtail = NULL;
     rt->nheap = 0;
+    uv_run(rt->loop, UV_RUN_NOWAIT); /* callbacks of aborted operations */
+    lua_close(rt->L);
+    rt->L = NULL;
   }
-  if (rt->own) uv_walk(rt->loop, close_walk_cb, NULL);
-  else {
+  {
     uv_handle_t *mine[] = {(uv_handle_t *)&rt->idle, (uv_handle_t *)&rt->prepare,
                            (uv_handle_t *)&rt->check, (uv_handle_t *)&rt->timer,
                            (uv_handle_t *)&rt->step_timer,
                            (uv_handle_t *)&rt->async};
-    for (i = 0; i < 6; i++) close_walk_cb(mine[i], NULL);
+    for (i = 0; i < 6; i++)
+      if (mine[i]->loop && !uv_is_closing(mine[i])) {
+        rt->own_closing++;
+        uv_close(mine[i], own_closed_cb);
+      }
   }
-  uv_run(rt->loop, UV_RUN_NOWAIT);
-  if (rt->L) lua_close(rt->L);
-  rt->L = NULL;
+  while (rt->own_closing > 0) uv_run(rt->loop, UV_RUN_NOWAIT);
   if (rt->own) {
     uv_walk(rt->loop, close_walk_cb, NULL);
     while (uv_loop_close(rt->loop) == UV_EBUSY) uv_run(rt->loop, UV_RUN_NOWAIT);

@@ -10,8 +10,11 @@
 ** copied into the stream's own buffer, so an idle stream holds no buffer.
 ** Writes try the socket first (uv_try_write) and queue only the rest.
 */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "internal.h"
 
 #define RHWM (64 * 1024)     /* stop reading ahead past this many bytes */
@@ -85,6 +88,73 @@ stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
   return s;
 }
 
+/* Push a Stream over an inherited descriptor (stdio): a tty or a pipe or
+** socket. NULL with *err set for anything else (a regular file). */
+stream_t *stream_new_fd(lua_State *L, uv_loop_t *loop, int fd, int *err) {
+  uv_handle_type type = uv_guess_handle(fd);
+  stream_t *s;
+  int r;
+  /* libuv closes the descriptor it is given: give it a copy, so closing the
+  ** Stream (or the runtime) never closes the process's own 0, 1 or 2 */
+  if ((fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+    *err = uv_translate_sys_error(errno);
+    return NULL;
+  }
+  if (type == UV_TTY) {
+    if (!(s = (stream_t *)calloc(1, sizeof *s)) || !lua_checkstack(L, 2)) {
+      free(s);
+      *err = UV_ENOMEM;
+      return NULL;
+    }
+    if ((r = uv_tty_init(loop, &s->h.tty, fd, 0)) < 0) {
+      free(s);
+      close(fd);
+      *err = r;
+      return NULL;
+    }
+    s->rt = rt_get(L);
+    s->kind = STREAM_TTY;
+    s->limit = 64 * 1024;
+    s->boxed = 1;
+    s->h.handle.data = s;
+    *(stream_t **)lua_newuserdatauv(L, sizeof s, 0) = s;
+    luaL_setmetatable(L, STREAM_MT);
+    return s;
+  }
+  if (type == UV_FILE) {
+    if (!(s = (stream_t *)calloc(1, sizeof *s)) || !lua_checkstack(L, 2)) {
+      free(s);
+      close(fd);
+      *err = UV_ENOMEM;
+      return NULL;
+    }
+    s->rt = rt_get(L);
+    s->kind = STREAM_FILE;
+    s->fd = fd;
+    s->limit = 64 * 1024;
+    s->boxed = 1;
+    *(stream_t **)lua_newuserdatauv(L, sizeof s, 0) = s;
+    luaL_setmetatable(L, STREAM_MT);
+    return s;
+  }
+  if (type != UV_NAMED_PIPE && type != UV_TCP) {
+    close(fd);
+    *err = UV_EINVAL;
+    return NULL;
+  }
+  if (!(s = stream_new_raw(L, loop, STREAM_PIPE, err))) {
+    close(fd);
+    return NULL;
+  }
+  if ((r = uv_pipe_open(&s->h.pipe, fd)) < 0) {
+    *err = r;
+    stream_close(s);
+    lua_pop(L, 1);
+    return NULL;
+  }
+  return s;
+}
+
 /* Push a new Stream userdata; raises on failure. */
 stream_t *stream_new(lua_State *L, uv_loop_t *loop, int kind) {
   int err = 0;
@@ -118,6 +188,11 @@ void stream_close(stream_t *s) {
   wake_all_error(s, &s->flushers, 0);
   if (s->filter && s->filter->free) s->filter->free(s);
   s->filter = NULL;
+  if (s->kind == STREAM_FILE) {
+    close(s->fd);
+    s->handle_closed = 1;
+    return; /* s is freed by __gc */
+  }
   uv_close(&s->h.handle, close_cb);
 }
 
@@ -125,7 +200,9 @@ void stream_close(stream_t *s) {
 
 /* Read from the socket while someone waits or the buffer has room. */
 static void update_reading(stream_t *s) {
-  int want = !s->eof && !s->closed && (s->reader || buffered(s) < RHWM);
+  int want;
+  if (s->kind == STREAM_FILE) return;
+  want = !s->eof && !s->closed && (s->reader || buffered(s) < RHWM);
   if (want && !s->reading && uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0)
     s->reading = 1;
   if (!want && s->reading) {
@@ -336,6 +413,19 @@ static int read_k(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L) - (int)ctx;
 }
 
+/* STREAM_FILE: read the next chunk of a regular file into the buffer. */
+static void read_file_chunk(stream_t *s) {
+  char buf[16384];
+  ssize_t n;
+  do n = read(s->fd, buf, sizeof buf);
+  while (n < 0 && errno == EINTR);
+  if (n > 0) append(s, buf, (size_t)n);
+  else {
+    s->eof = 1;
+    if (n < 0) s->rerr = uv_translate_sys_error(errno);
+  }
+}
+
 /* The common body of every read form: serve from the buffer or wait. */
 static int do_read(lua_State *L, int mode, size_t arg) {
   stream_t *s = stream_check(L, 1);
@@ -345,6 +435,10 @@ static int do_read(lua_State *L, int mode, size_t arg) {
     return err_raise(L, "busy", NULL, "another task is reading this stream");
   if (mode == READ_UNTIL) s->delim = lua_tolstring(L, 2, &s->dlen);
   r = try_read(L, s, mode, arg);
+  while (r == 0 && s->kind == STREAM_FILE) { /* a regular file: read it now */
+    read_file_chunk(s);
+    r = try_read(L, s, mode, arg);
+  }
   if (r > 0) {
     update_reading(s);
     return r;
@@ -423,6 +517,16 @@ int stream_send(stream_t *s, const char *data, size_t n) {
   uv_buf_t buf;
   int r;
   if (s->werr) return s->werr;
+  if (s->kind == STREAM_FILE) { /* a regular file never makes us wait long */
+    while (n > 0) {
+      ssize_t k = write(s->fd, data, n);
+      if (k < 0 && errno == EINTR) continue;
+      if (k < 0) return s->werr = uv_translate_sys_error(errno);
+      data += k;
+      n -= (size_t)k;
+    }
+    return 0;
+  }
   if (s->wqueued == 0 && n > 0) {
     buf = uv_buf_init((char *)data, (unsigned)n);
     r = uv_try_write(&s->h.stream, &buf, 1);
@@ -541,6 +645,7 @@ static int s_shutdown(lua_State *L) {
   int rc;
   if (s->shut) return 0;
   s->shut = 1;
+  if (s->kind == STREAM_FILE) return 0;
   if (s->filter && s->filter->write) s->filter->write(s, NULL, 0); /* close_notify */
   r = (shutdown_req *)calloc(1, sizeof *r);
   if (!r) return luaL_error(L, "not enough memory");
@@ -582,6 +687,12 @@ static int s_gc(lua_State *L) {
   if (!s) return 0;
   *box = NULL;
   s->boxed = 0;
+  if (s->kind == STREAM_FILE) {
+    if (!s->closed) close(s->fd);
+    free(s->rbuf);
+    free(s);
+    return 0;
+  }
   if (!s->closed && s->rt->closing) { /* the runtime is going: no waiters */
     s->closed = 1;
     if (s->filter && s->filter->free) s->filter->free(s);
@@ -616,6 +727,8 @@ int stream_push_address(lua_State *L, const struct sockaddr *sa) {
 
 static int push_name(lua_State *L, stream_t *s, int peer) {
   int r;
+  if (s->kind == STREAM_FILE || s->kind == STREAM_TTY)
+    return err_raise(L, "io", "ENOTSOCK", "not a socket");
   if (s->kind == STREAM_TCP) {
     struct sockaddr_storage ss;
     int len = sizeof ss;

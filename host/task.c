@@ -251,7 +251,8 @@ static void push_task_name(lua_State *L, task_t *t) {
 ** reports it) in registry["loom.failures"][task]. The error passes as is. */
 static int task_msgh(lua_State *L) {
   task_t *t = task_current(L);
-  if (!t || err_is_kind(L, 1, "cancelled")) return 1;
+  if (!t || err_is_kind(L, 1, "cancelled") || lua_touserdata(L, 1) == &rt_exit_tag)
+    return 1;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, "loom.failures");
   lua_pushlightuserdata(L, t);
   push_task_name(L, t);
@@ -408,6 +409,12 @@ static void task_failed_with(loom_t *rt, task_t *t) {
   t->nvals = 1;
   if ((t->flags & (TF_CANCELLED | TF_CANCEL)) && err_is_kind(co, -1, "cancelled"))
     status = T_CANCELLED;
+  if (lua_touserdata(co, -1) == &rt_exit_tag) { /* process.exit: not a failure */
+    forget_failure(rt, t);
+    task_finish(rt, t, T_CANCELLED);
+    task_cancel_all(rt);
+    return;
+  }
   if (t->flags & TF_MAIN) {
     if (status == T_FAILED) {
       report_failure(rt, t, "error");

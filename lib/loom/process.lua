@@ -1,0 +1,97 @@
+-- loom.process: child processes, signals, environment and stdio. The C core
+-- (loom.process.core) spawns and waits; run() adds capture, input and
+-- timeouts, reading stdout and stderr concurrently so a child that fills
+-- one pipe never blocks on it.
+local loom = require "loom"
+local core = require "loom.process.core"
+
+local process = {}
+
+local reg = debug.getregistry()
+local methods = reg["loom.Process"].methods
+
+local Process = {}
+Process.__index = Process
+function Process:wait() return methods.wait(self._h) end
+function Process:kill(sig) return methods.kill(self._h, sig) end
+function Process:__tostring() return ("Process %d"):format(self.pid) end
+
+local function argv_of(cmd, fname)
+  if type(cmd) == "string" then return { "/bin/sh", "-c", cmd } end
+  if type(cmd) ~= "table" or #cmd == 0 then
+    error(("bad argument #1 to '%s' (argv table or command string expected)"):format(fname), 3)
+  end
+  return cmd
+end
+
+-- process.spawn(cmd [, opts]) -> Process
+function process.spawn(cmd, opts)
+  opts = opts or {}
+  local h, fields = core.spawn(argv_of(cmd, "spawn"), opts)
+  fields._h = h
+  return setmetatable(fields, Process)
+end
+
+local function kill_after_grace(p, grace)
+  p:kill("SIGTERM")
+  local ok = pcall(loom.timeout, grace, p.wait, p)
+  if not ok then p:kill("SIGKILL") end
+end
+
+-- process.run(cmd [, opts]) -> {code=, signal=, stdout=, stderr=, ok=}
+function process.run(cmd, opts)
+  opts = opts or {}
+  local capture = opts.capture ~= false
+  local p = process.spawn(argv_of(cmd, "run"), {
+    cwd = opts.cwd, env = opts.env,
+    stdin = opts.input and "pipe" or "null",
+    stdout = capture and "pipe" or "inherit",
+    stderr = capture and "pipe" or "inherit",
+  })
+  local function body()
+    local out, err
+    loom.gather(
+      function()
+        if opts.input then
+          pcall(p.stdin.write, p.stdin, opts.input) -- the child may not read it all
+          pcall(p.stdin.close, p.stdin)
+        end
+      end,
+      function() if capture then out = p.stdout:read_all() end end,
+      function() if capture then err = p.stderr:read_all() end end)
+    local code, sig = p:wait()
+    return { code = code, signal = sig, stdout = out, stderr = err,
+      ok = code == 0 }
+  end
+  local ok, res = pcall(function()
+    if opts.timeout then return loom.timeout(opts.timeout, body) end
+    return body()
+  end)
+  for _, s in ipairs { p.stdin, p.stdout, p.stderr } do pcall(s.close, s) end
+  if not ok then
+    -- timed out or cancelled: the child must not outlive us
+    kill_after_grace(p, opts.kill_grace or 2)
+    error(res, 0)
+  end
+  return res
+end
+
+process.on_signal = core.on_signal
+process.getenv = core.getenv
+process.setenv = core.setenv
+process.cwd = core.cwd
+process.chdir = core.chdir
+process.exit = core.exit
+process.pid = core.pid
+
+-- process.stdin/stdout/stderr: Streams made on first use.
+local stdio = { stdin = 0, stdout = 1, stderr = 2 }
+return setmetatable(process, {
+  __index = function(t, k)
+    local fd = stdio[k]
+    if fd == nil then return nil end
+    local s = core.stdio(fd)
+    rawset(t, k, s)
+    return s
+  end,
+})
