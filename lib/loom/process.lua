@@ -32,10 +32,15 @@ function process.spawn(cmd, opts)
   return setmetatable(fields, Process)
 end
 
+-- SIGTERM, then SIGKILL after grace seconds; wait for the child to go (a
+-- wait that an expired outer deadline interrupts is left to libuv).
 local function kill_after_grace(p, grace)
   p:kill("SIGTERM")
   local ok = pcall(loom.timeout, grace, p.wait, p)
-  if not ok then p:kill("SIGKILL") end
+  if not ok then
+    p:kill("SIGKILL")
+    pcall(p.wait, p)
+  end
 end
 
 -- process.run(cmd [, opts]) -> {code=, signal=, stdout=, stderr=, ok=}
