@@ -40,6 +40,7 @@ enum { T_NEW, T_READY, T_WAIT, T_RUNNING, T_DONE, T_FAILED, T_CANCELLED };
 #define TF_MAIN 0x04      /* the main task */
 #define TF_SHIELD 0x08    /* the current wait is not interrupted */
 #define TF_WAITED 0x10    /* someone awaited the result */
+#define TF_QUIET 0x80     /* its failure is raised by loom.run, not reported */
 
 /* How a suspended task is woken. */
 enum { WAKE_VALUES, WAKE_INTERRUPT, WAKE_ERROR };
@@ -85,6 +86,7 @@ struct loom {
   uv_loop_t *loop;
   uv_loop_t own_loop;
   int own;
+  int borrowed;         /* L belongs to the interpreter that loaded loom.so */
   uv_idle_t idle;       /* keeps poll from blocking while tasks are ready */
   uv_prepare_t prepare; /* runs ready tasks before poll */
   uv_check_t check;     /* ... and after I/O callbacks */
@@ -245,6 +247,8 @@ void stream_open(lua_State *L);
 /* modules.c: bundled Lua modules (generated) and preload registration. */
 void modules_preload(lua_State *L, unsigned libs);
 int modules_load(lua_State *L, const char *name);
-int luaopen_loom(lua_State *L);
+int loom_open_core(lua_State *L);
+loom_t *rt_attach(lua_State *L);
+void rt_detach(loom_t *rt);
 
 #endif

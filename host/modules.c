@@ -79,13 +79,13 @@ void modules_preload(lua_State *L, unsigned libs) {
     lua_pushcfunction(L, luaopen_lpeg);
     lua_setfield(L, -2, "lpeg");
   }
-  lua_pushcfunction(L, luaopen_loom);
+  lua_pushcfunction(L, loom_open_core);
   lua_setfield(L, -2, "loom");
   lua_pop(L, 1);
 }
 
 /* require "loom": the C core, then lib/loom.lua adds what is written in Lua. */
-int luaopen_loom(lua_State *L) {
+int loom_open_core(lua_State *L) {
   lua_newtable(L);
   err_open(L);
   task_open(L);

@@ -79,13 +79,33 @@ static int rt_init_lua(lua_State *L) {
   loom_t *rt = (loom_t *)lua_touserdata(L, 1);
   luaL_openlibs(L);
   modules_preload(L, rt->libs);
-  luaL_requiref(L, "loom", luaopen_loom, 1);
+  luaL_requiref(L, "loom", loom_open_core, 1);
   return 0;
 }
 
 static void init_handle(loom_t *rt, uv_handle_t *h, int ref) {
   h->data = rt;
   if (!ref) uv_unref(h);
+}
+
+/* The runtime's own handles: prepare/check drain the ready queue, idle
+** keeps poll from blocking while tasks are ready, one timer serves the
+** deadline heap, async carries wakeups and interrupts. */
+static void init_handles(loom_t *rt) {
+  uv_idle_init(rt->loop, &rt->idle);
+  init_handle(rt, (uv_handle_t *)&rt->idle, 1);
+  uv_prepare_init(rt->loop, &rt->prepare);
+  init_handle(rt, (uv_handle_t *)&rt->prepare, 0);
+  uv_prepare_start(&rt->prepare, drain_prepare_cb);
+  uv_check_init(rt->loop, &rt->check);
+  init_handle(rt, (uv_handle_t *)&rt->check, 0);
+  uv_check_start(&rt->check, drain_check_cb);
+  uv_timer_init(rt->loop, &rt->timer);
+  init_handle(rt, (uv_handle_t *)&rt->timer, 1);
+  uv_timer_init(rt->loop, &rt->step_timer);
+  init_handle(rt, (uv_handle_t *)&rt->step_timer, 1);
+  uv_async_init(rt->loop, &rt->async, async_cb);
+  init_handle(rt, (uv_handle_t *)&rt->async, 0);
 }
 
 loom_t *loom_new(const loom_options *opts) {
@@ -107,20 +127,7 @@ loom_t *loom_new(const loom_options *opts) {
     rt->argc = opts->argc;
     rt->argv = opts->argv;
   }
-  uv_idle_init(rt->loop, &rt->idle);
-  init_handle(rt, (uv_handle_t *)&rt->idle, 1);
-  uv_prepare_init(rt->loop, &rt->prepare);
-  init_handle(rt, (uv_handle_t *)&rt->prepare, 0);
-  uv_prepare_start(&rt->prepare, drain_prepare_cb);
-  uv_check_init(rt->loop, &rt->check);
-  init_handle(rt, (uv_handle_t *)&rt->check, 0);
-  uv_check_start(&rt->check, drain_check_cb);
-  uv_timer_init(rt->loop, &rt->timer);
-  init_handle(rt, (uv_handle_t *)&rt->timer, 1);
-  uv_timer_init(rt->loop, &rt->step_timer);
-  init_handle(rt, (uv_handle_t *)&rt->step_timer, 1);
-  uv_async_init(rt->loop, &rt->async, async_cb);
-  init_handle(rt, (uv_handle_t *)&rt->async, 0);
+  init_handles(rt);
   rt->L = lua_newstate(rt_alloc, rt);
   if (!rt->L) {
     rt->mem_limit = 0;
@@ -342,6 +349,58 @@ void loom_free(loom_t *rt) {
   free(rt);
 }
 
+/* ---- a runtime around a Lua state it does not own (loom.so) ---- */
+
+/* Attach a runtime with its own loop to L's main thread, for `require
+** "loom"` from a stock lua5.4. Freed by rt_detach when the state closes. */
+loom_t *rt_attach(lua_State *L) {
+  loom_t *rt = (loom_t *)calloc(1, sizeof *rt);
+  lua_State *main;
+  if (!rt || uv_loop_init(&rt->own_loop) != 0) {
+    free(rt);
+    return NULL;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  main = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  rt->loop = &rt->own_loop;
+  rt->own = 1;
+  rt->borrowed = 1;
+  rt->libs = LOOM_LIBS_ALL;
+  rt->main_ref = LUA_NOREF;
+  rt->L = main;
+  init_handles(rt);
+  *(loom_t **)lua_getextraspace(main) = rt;
+  if (L != main) *(loom_t **)lua_getextraspace(L) = rt;
+  modules_preload(L, rt->libs);
+  return rt;
+}
+
+/* The Lua state is closing (its finalizers ran first): close the loop. */
+void rt_detach(loom_t *rt) {
+  rt->closing = 1;
+  rt->L = NULL;
+  rt->rhead = rt->rtail = NULL;
+  rt->nheap = 0;
+  loom_free(rt);
+}
+
+/* loom.run(fn, ...): run fn as a task until nothing is left; its results,
+** or its error raised. For Lua code outside the runtime (stock lua5.4). */
+static int l_run(lua_State *L) {
+  loom_t *rt = rt_get(L);
+  task_t *t;
+  if (rt->current)
+    return luaL_error(L, "loom.run: already inside a task (use loom.spawn and await)");
+  task_check_callable(L, 1);
+  t = task_spawn(L, lua_gettop(L) - 1);
+  t->flags |= TF_QUIET;
+  rt->exiting = 0;
+  rt->exit_status = 0;
+  loom_run(rt);
+  return task_push_results(L, t);
+}
+
 /* ---- internals for lib/ modules (loom._*) ---- */
 
 typedef struct {
@@ -404,7 +463,7 @@ static int l_exit_status(lua_State *L) {
 }
 
 void rt_open(lua_State *L) {
-  static const luaL_Reg fns[] = {{"_stats", l_stats},
+  static const luaL_Reg fns[] = {{"run", l_run}, {"_stats", l_stats},
                                  {"_exit_status", l_exit_status},
                                  {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);

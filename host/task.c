@@ -422,7 +422,8 @@ static void task_failed_with(loom_t *rt, task_t *t) {
       rt->exiting = 1;
       uv_stop(rt->loop);
     }
-  } else if (status == T_FAILED && !t->awaiters.head && !t->group) {
+  } else if (status == T_FAILED && !t->awaiters.head && !t->group &&
+             !(t->flags & TF_QUIET)) {
     report_failure(rt, t, "unhandled error");
     rt->exit_status = 1;
   }
