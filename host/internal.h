@@ -203,6 +203,12 @@ typedef struct stream_filter {
 
 enum { STREAM_TCP = 1, STREAM_PIPE, STREAM_TTY, STREAM_FILE };
 
+/* Read forms (stream_read): READ_HEAD takes an HTTP head (arg: its limit);
+** READ_MORE waits until more than arg bytes are buffered (true) or the end
+** (false), consuming nothing. */
+enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL, READ_HEAD, READ_MORE };
+int stream_read(lua_State *L, int mode, size_t arg);
+
 struct stream {
   union {
     uv_handle_t handle;

@@ -22,7 +22,7 @@
 #define RDBUF (64 * 1024)    /* the shared read buffer */
 #define DEFAULT_READ (64 * 1024)
 
-enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL };
+
 
 static const char *STREAM_MT = "loom.Stream";
 
@@ -256,6 +256,44 @@ static int take_line(lua_State *L, stream_t *s) {
   return 1;
 }
 
+/* Push an HTTP head: everything through the first empty line (CRLF CRLF,
+** or a bare-LF one, which the parser then refuses), after skipping empty
+** lines before it (RFC 9112 2.2). nil at a clean end; 0: need more. */
+static int take_head(lua_State *L, stream_t *s, size_t max) {
+  char *start, *hit = NULL;
+  size_t have, i;
+  while (buffered(s) >= 2 && s->rbuf[s->rpos] == '\r' && s->rbuf[s->rpos + 1] == '\n')
+    consume(s, 2);
+  start = s->rbuf + s->rpos;
+  have = buffered(s);
+  for (i = s->scan > 2 ? s->scan - 2 : 0; i + 1 < have; i++) {
+    if (start[i] != '\n') continue;
+    if (start[i + 1] == '\n') { hit = start + i + 2; break; }
+    if (i + 2 < have && start[i + 1] == '\r' && start[i + 2] == '\n') {
+      hit = start + i + 3;
+      break;
+    }
+  }
+  if (hit) {
+    size_t n = (size_t)(hit - start);
+    lua_pushlstring(L, start, n);
+    consume(s, n);
+    return 1;
+  }
+  s->scan = have;
+  if (have > max) {
+    err_push(L, "limit", NULL, "head longer than %d bytes", (int)max);
+    return -1;
+  }
+  if (!s->eof) return 0;
+  if (have == 0 && !s->rerr) {
+    lua_pushnil(L);
+    return 1;
+  }
+  push_end_error(L, s, "read_head");
+  return -1;
+}
+
 /* Push the data before the delimiter, consuming both; 0: need more. */
 static int take_until(lua_State *L, stream_t *s) {
   char *start = s->rbuf + s->rpos;
@@ -304,6 +342,11 @@ static int try_read(lua_State *L, stream_t *s, int mode, size_t arg) {
     return -1;
   case READ_LINE: return take_line(L, s);
   case READ_UNTIL: return take_until(L, s);
+  case READ_HEAD: return take_head(L, s, arg);
+  case READ_MORE: /* some bytes beyond arg are buffered, or the end */
+    if (have <= arg && !s->eof) return 0;
+    lua_pushboolean(L, have > arg);
+    return 1;
   default: /* READ_ALL */
     if (!s->eof) return 0;
     if (s->rerr) { push_end_error(L, s, "read_all"); return -1; }
@@ -427,7 +470,7 @@ static void read_file_chunk(stream_t *s) {
 }
 
 /* The common body of every read form: serve from the buffer or wait. */
-static int do_read(lua_State *L, int mode, size_t arg) {
+int stream_read(lua_State *L, int mode, size_t arg) {
   stream_t *s = stream_check(L, 1);
   task_t *t;
   int r, top = lua_gettop(L);
@@ -460,7 +503,7 @@ static int s_read(lua_State *L) {
   lua_Integer n = luaL_optinteger(L, 2, DEFAULT_READ);
   luaL_argcheck(L, n > 0, 2, "must be positive");
   lua_settop(L, 1);
-  return do_read(L, READ_ANY, (size_t)n);
+  return stream_read(L, READ_ANY, (size_t)n);
 }
 
 static int s_read_exactly(lua_State *L) {
@@ -472,12 +515,12 @@ static int s_read_exactly(lua_State *L) {
     lua_pushliteral(L, "");
     return 1;
   }
-  return do_read(L, READ_EXACT, (size_t)n);
+  return stream_read(L, READ_EXACT, (size_t)n);
 }
 
 static int s_read_line(lua_State *L) {
   lua_settop(L, 1);
-  return do_read(L, READ_LINE, 0);
+  return stream_read(L, READ_LINE, 0);
 }
 
 static int s_read_until(lua_State *L) {
@@ -485,12 +528,12 @@ static int s_read_until(lua_State *L) {
   luaL_checklstring(L, 2, &n);
   luaL_argcheck(L, n > 0, 2, "delimiter must not be empty");
   lua_settop(L, 2);
-  return do_read(L, READ_UNTIL, 0);
+  return stream_read(L, READ_UNTIL, 0);
 }
 
 static int s_read_all(lua_State *L) {
   lua_settop(L, 1);
-  return do_read(L, READ_ALL, 0);
+  return stream_read(L, READ_ALL, 0);
 }
 
 /* ---- writing ---- */
@@ -509,6 +552,39 @@ static void write_cb(uv_write_t *req, int status) {
   }
   if (s->wqueued <= WHWM) tlist_wake_all(s->rt, &s->writers);
   if (s->wqueued == 0) tlist_wake_all(s->rt, &s->flushers);
+}
+
+/* Send several buffers as one: one writev when the socket takes them all,
+** else what is left is copied into one queued write. */
+static int stream_sendv(stream_t *s, uv_buf_t *bufs, int nbufs) {
+  size_t total = 0, off;
+  int i, r;
+  write_req *w;
+  uv_buf_t buf;
+  for (i = 0; i < nbufs; i++) total += bufs[i].len;
+  if (s->werr) return s->werr;
+  r = 0;
+  if (s->wqueued == 0 && total > 0 && s->kind != STREAM_FILE) {
+    r = uv_try_write(&s->h.stream, bufs, (unsigned)nbufs);
+    if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) return s->werr = r;
+    if (r < 0) r = 0;
+  }
+  if ((size_t)r == total) return 0;
+  if (!(w = (write_req *)malloc(sizeof *w + total - (size_t)r))) return UV_ENOMEM;
+  for (i = 0, off = 0; i < nbufs; i++) { /* skip the r bytes already sent */
+    size_t skip = (size_t)r > bufs[i].len ? bufs[i].len : (size_t)r;
+    r -= (int)skip;
+    memcpy(w->data + off, bufs[i].base + skip, bufs[i].len - skip);
+    off += bufs[i].len - skip;
+  }
+  w->n = off;
+  buf = uv_buf_init(w->data, (unsigned)off);
+  if ((r = uv_write(&w->req, &s->h.stream, &buf, 1, write_cb)) < 0) {
+    free(w);
+    return s->werr = r;
+  }
+  s->wqueued += off;
+  return 0;
 }
 
 /* Send raw bytes: write what the socket takes now, queue the rest. */
@@ -574,7 +650,19 @@ static int s_write(lua_State *L) {
   for (i = 2; i <= top; i++) luaL_checkstring(L, i);
   if (s->werr) return raise_write_error(L, s);
   if (s->shut) return err_raise(L, "closed", NULL, "stream is shut down for writing");
-  for (i = 2; i <= top; i++) {
+  if (!s->filter && s->kind != STREAM_FILE && top > 2 && top <= 17) {
+    uv_buf_t bufs[16];
+    int r;
+    for (i = 2; i <= top; i++) {
+      size_t n;
+      const char *d = lua_tolstring(L, i, &n);
+      bufs[i - 2] = uv_buf_init((char *)d, (unsigned)n);
+    }
+    if ((r = stream_sendv(s, bufs, top - 1)) < 0) {
+      if (!s->werr) s->werr = r;
+      return raise_write_error(L, s);
+    }
+  } else for (i = 2; i <= top; i++) {
     size_t n;
     const char *d = lua_tolstring(L, i, &n);
     int r = s->filter ? s->filter->write(s, d, n) : stream_send(s, d, n);

@@ -1,0 +1,798 @@
+/*
+** http.c -- loom.http.core: the strict HTTP/1.1 request parser (RFC 9112),
+** the chunked body decoder working in place on a Stream's buffer, zlib
+** inflaters for transfer and content codings, and response heads.
+**
+** Everything a request may be refused for is decided here, before a
+** handler sees it: bad request line, bad header syntax (whitespace before
+** a colon, obs-fold, bare CR or LF, control characters), both
+** Content-Length and Transfer-Encoding, differing Content-Lengths, bad
+** chunk sizes, unknown transfer codings (501), limits (414, 431).
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zlib.h>
+#include "internal.h"
+
+#define MAX_TARGET 8192
+#define MAX_NAME 256
+
+static unsigned char tchar[256]; /* token characters (RFC 9110 5.6.2) */
+
+static void init_tables(void) {
+  const char *extra = "!#$%&'*+-.^_`|~";
+  int c;
+  for (c = 0; c < 256; c++)
+    tchar[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+  for (; *extra; extra++) tchar[(unsigned char)*extra] = 1;
+}
+
+static int lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+
+/* Case-insensitive compare of [p, p+n) with a lower-case literal. */
+static int ieq(const char *p, size_t n, const char *lit) {
+  size_t i;
+  if (strlen(lit) != n) return 0;
+  for (i = 0; i < n; i++)
+    if (lower((unsigned char)p[i]) != lit[i]) return 0;
+  return 1;
+}
+
+static const char *const methods[] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH",
+    "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE",
+    "UNSUBSCRIBE", "PURGE", "LINK", "UNLINK", "BIND", "REBIND", "UNBIND", "ACL",
+    "MKCALENDAR", "QUERY", NULL};
+
+static int known_method(const char *p, size_t n) {
+  int i;
+  for (i = 0; methods[i]; i++)
+    if (strlen(methods[i]) == n && memcmp(methods[i], p, n) == 0) return 1;
+  return 0;
+}
+
+/* ---- parsing a request head ---- */
+
+typedef struct {
+  const char *p, *end;
+  int status;           /* 0, or the status to refuse with */
+  const char *why;
+  int minor, nheaders, max_headers;
+  int64_t cl;           /* -1: no Content-Length */
+  int te, chunked, te_codings, te_bad, te_unknown, host_count;
+  int conn_close, conn_keep, conn_upgrade, expect;
+  int headers_idx;      /* the headers table on the Lua stack */
+} parser;
+
+static int fail(parser *ps, int status, const char *why) {
+  if (!ps->status) {
+    ps->status = status;
+    ps->why = why;
+  }
+  return -1;
+}
+
+static int at_crlf(parser *ps) {
+  return ps->p + 1 < ps->end && ps->p[0] == '\r' && ps->p[1] == '\n';
+}
+
+/* method SP request-target SP HTTP-version CRLF */
+static int parse_request_line(lua_State *L, parser *ps) {
+  const char *m = ps->p, *t, *v;
+  while (ps->p < ps->end && tchar[(unsigned char)*ps->p]) ps->p++;
+  if (ps->p == m || ps->p >= ps->end || *ps->p != ' ') return fail(ps, 400, "bad request line");
+  if (!known_method(m, (size_t)(ps->p - m))) return fail(ps, 501, "method not implemented");
+  lua_pushlstring(L, m, (size_t)(ps->p - m));
+  lua_setfield(L, -2, "method");
+  t = ++ps->p;
+  while (ps->p < ps->end && (unsigned char)*ps->p > 0x20 && (unsigned char)*ps->p < 0x7f) ps->p++;
+  if (ps->p == t || ps->p >= ps->end || *ps->p != ' ') return fail(ps, 400, "bad request target");
+  if (ps->p - t > MAX_TARGET) return fail(ps, 414, "request target too long");
+  lua_pushlstring(L, t, (size_t)(ps->p - t));
+  lua_setfield(L, -2, "target");
+  v = ++ps->p;
+  if (ps->end - v < 10 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
+      v[6] != '.' || v[7] < '0' || v[7] > '9')
+    return fail(ps, 400, "bad HTTP version");
+  ps->p = v + 8;
+  if (!at_crlf(ps)) return fail(ps, 400, "bad request line ending");
+  ps->p += 2;
+  if (v[5] != '1') return fail(ps, 505, "HTTP version not supported");
+  ps->minor = v[7] == '0' ? 0 : 1;
+  lua_pushstring(L, ps->minor ? "1.1" : "1.0");
+  lua_setfield(L, -2, "version");
+  return 0;
+}
+
+/* Parse a Content-Length value: 1*DIGIT, or a list of identical ones. */
+static void content_length(parser *ps, const char *v, size_t n) {
+  size_t i = 0;
+  while (i <= n) {
+    int64_t x = 0;
+    size_t start;
+    while (i < n && (v[i] == ' ' || v[i] == '\t')) i++;
+    start = i;
+    while (i < n && v[i] >= '0' && v[i] <= '9') {
+      if (i - start >= 15) {
+        fail(ps, 400, "content-length too large");
+        return;
+      }
+      x = x * 10 + (v[i++] - '0');
+    }
+    if (i == start) {
+      fail(ps, 400, "bad content-length");
+      return;
+    }
+    while (i < n && (v[i] == ' ' || v[i] == '\t')) i++;
+    if (ps->cl >= 0 && ps->cl != x) {
+      fail(ps, 400, "differing content-lengths");
+      return;
+    }
+    ps->cl = x;
+    if (i == n) return;
+    if (v[i++] != ',') {
+      fail(ps, 400, "bad content-length");
+      return;
+    }
+  }
+}
+
+/* Walk a comma-separated list of tokens, calling fn for each. */
+static void each_token(parser *ps, const char *v, size_t n,
+                       void (*fn)(parser *, const char *, size_t)) {
+  size_t i = 0;
+  while (i < n) {
+    size_t s, e;
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    s = i;
+    while (i < n && v[i] != ',') i++;
+    e = i;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
+    if (e > s) fn(ps, v + s, e - s);
+  }
+}
+
+static void te_coding(parser *ps, const char *c, size_t n) {
+  size_t i;
+  ps->te_codings++;
+  if (ps->chunked) ps->te_bad = 1; /* anything after chunked */
+  for (i = 0; i < n; i++)
+    if (!tchar[(unsigned char)c[i]]) ps->te_bad = 1;
+  if (ieq(c, n, "chunked")) ps->chunked = 1;
+  else if (ieq(c, n, "gzip") || ieq(c, n, "x-gzip") || ieq(c, n, "deflate")) {
+    /* registered codings we decode */
+  } else ps->te_unknown = 1;
+}
+
+static void conn_token(parser *ps, const char *c, size_t n) {
+  if (ieq(c, n, "close")) ps->conn_close = 1;
+  else if (ieq(c, n, "keep-alive")) ps->conn_keep = 1;
+  else if (ieq(c, n, "upgrade")) ps->conn_upgrade = 1;
+}
+
+/* Note what a field means for framing and the connection. */
+static void special_field(parser *ps, const char *name, size_t nl, const char *v, size_t n) {
+  if (nl == 14 && memcmp(name, "content-length", 14) == 0) content_length(ps, v, n);
+  else if (nl == 17 && memcmp(name, "transfer-encoding", 17) == 0) {
+    ps->te = 1;
+    if (n == 0) ps->te_bad = 1;
+    each_token(ps, v, n, te_coding);
+  } else if (nl == 4 && memcmp(name, "host", 4) == 0) ps->host_count++;
+  else if (nl == 10 && memcmp(name, "connection", 10) == 0) each_token(ps, v, n, conn_token);
+  else if (nl == 6 && memcmp(name, "expect", 6) == 0 && ieq(v, n, "100-continue"))
+    ps->expect = 1;
+}
+
+/* Store a field in the headers table: lower-case name, repeats joined. */
+static void store_field(lua_State *L, parser *ps, const char *name, size_t nl,
+                        const char *v, size_t n) {
+  lua_pushlstring(L, name, nl);
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, ps->headers_idx) == LUA_TSTRING) {
+    lua_pushliteral(L, ", ");
+    lua_pushlstring(L, v, n);
+    lua_concat(L, 3);
+  } else {
+    lua_pop(L, 1);
+    lua_pushlstring(L, v, n);
+  }
+  lua_rawset(L, ps->headers_idx);
+}
+
+/* field-name ":" OWS field-value OWS CRLF, until the empty line. */
+static int parse_fields(lua_State *L, parser *ps) {
+  char name[MAX_NAME];
+  for (;;) {
+    const char *n, *v, *ve;
+    size_t nl, i;
+    if (at_crlf(ps)) {
+      ps->p += 2;
+      return 0;
+    }
+    if (ps->p >= ps->end) return fail(ps, 400, "bad header block");
+    if (*ps->p == ' ' || *ps->p == '\t') return fail(ps, 400, "obs-fold not allowed");
+    n = ps->p;
+    while (ps->p < ps->end && tchar[(unsigned char)*ps->p]) ps->p++;
+    nl = (size_t)(ps->p - n);
+    if (nl == 0 || ps->p >= ps->end || *ps->p != ':') return fail(ps, 400, "bad header name");
+    if (nl >= MAX_NAME) return fail(ps, 431, "header name too long");
+    if (++ps->nheaders > ps->max_headers) return fail(ps, 431, "too many headers");
+    for (i = 0; i < nl; i++) name[i] = (char)lower((unsigned char)n[i]);
+    ps->p++;
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t')) ps->p++;
+    v = ps->p;
+    while (ps->p < ps->end && (*ps->p == '\t' || ((unsigned char)*ps->p >= 0x20 && *ps->p != 0x7f)))
+      ps->p++;
+    if (!at_crlf(ps)) return fail(ps, 400, "bad header value");
+    ve = ps->p;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    ps->p += 2;
+    special_field(ps, name, nl, v, (size_t)(ve - v));
+    if (ps->status) return -1;
+    store_field(L, ps, name, nl, v, (size_t)(ve - v));
+  }
+}
+
+/* Decide the body's framing and the connection's fate. */
+static void framing(lua_State *L, parser *ps) {
+  if (ps->te) {
+    if (ps->minor == 0) fail(ps, 400, "transfer-encoding in HTTP/1.0");
+    else if (ps->cl >= 0) fail(ps, 400, "both content-length and transfer-encoding");
+    else if (ps->te_unknown) fail(ps, 501, "transfer coding not implemented");
+    else if (ps->te_bad || !ps->chunked) fail(ps, 400, "chunked must be the final transfer coding");
+  }
+  if (ps->minor == 1 && ps->host_count != 1) fail(ps, 400, "exactly one host header required");
+  if (ps->status) return;
+  if (ps->cl >= 0) {
+    lua_pushinteger(L, ps->cl);
+    lua_setfield(L, -2, "content_length");
+  }
+  lua_pushboolean(L, ps->chunked);
+  lua_setfield(L, -2, "chunked");
+  lua_pushboolean(L, ps->te_codings > 1); /* codings to undo besides chunked */
+  lua_setfield(L, -2, "te_coded");
+  lua_pushboolean(L, ps->minor == 1 ? !ps->conn_close : (ps->conn_keep && !ps->conn_close));
+  lua_setfield(L, -2, "keep_alive");
+  lua_pushboolean(L, ps->expect);
+  lua_setfield(L, -2, "expect_continue");
+  lua_pushboolean(L, ps->conn_upgrade);
+  lua_setfield(L, -2, "upgrade");
+}
+
+/* parse_request(head [, max_headers]) -> request head table, or nil,
+** status, reason. The table: method, target, version, headers,
+** content_length, chunked, te_coded, keep_alive, expect_continue, upgrade. */
+static int l_parse_request(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  parser ps;
+  memset(&ps, 0, sizeof ps);
+  ps.p = s;
+  ps.end = s + len;
+  ps.cl = -1;
+  ps.max_headers = (int)luaL_optinteger(L, 2, 100);
+  lua_settop(L, 2);
+  lua_createtable(L, 0, 12); /* 3: the head */
+  if (parse_request_line(L, &ps) == 0) {
+    lua_createtable(L, 0, 8); /* 4: its headers */
+    lua_pushvalue(L, 4);
+    lua_setfield(L, 3, "headers");
+    ps.headers_idx = 4;
+    parse_fields(L, &ps);
+    lua_settop(L, 3);
+    if (!ps.status && ps.p != ps.end) fail(&ps, 400, "bad header block");
+    if (!ps.status) framing(L, &ps);
+  }
+  if (ps.status) {
+    lua_pushnil(L);
+    lua_pushinteger(L, ps.status);
+    lua_pushstring(L, ps.why);
+    return 3;
+  }
+  return 1;
+}
+
+/* ---- targets and queries ---- */
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = lower(c);
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+/* Percent-decode [s, s+n) into b ('+' as space when plus); 0 on a bad
+** escape or a decoded NUL. */
+static int unescape(luaL_Buffer *b, const char *s, size_t n, int plus) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    int c = (unsigned char)s[i];
+    if (c == '%') {
+      int h, l;
+      if (i + 2 >= n) return 0;
+      h = hexval((unsigned char)s[i + 1]);
+      l = hexval((unsigned char)s[i + 2]);
+      if (h < 0 || l < 0) return 0;
+      c = h * 16 + l;
+      if (c == 0) return 0;
+      i += 2;
+    } else if (c == '+' && plus) c = ' ';
+    luaL_addchar(b, (char)c);
+  }
+  return 1;
+}
+
+/* unescape(s [, plus]) -> decoded string, or nil when malformed */
+static int l_unescape(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  if (!unescape(&b, s, n, lua_toboolean(L, 2))) {
+    lua_pushnil(L);
+    return 1;
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* split_target(target) -> path (decoded), query string or nil; nil when the
+** target is not origin-form, absolute-form or "*" */
+static int l_split_target(lua_State *L) {
+  size_t n, i = 0;
+  const char *t = luaL_checklstring(L, 1, &n), *q, *hash;
+  luaL_Buffer b;
+  if (n == 1 && t[0] == '*') {
+    lua_pushliteral(L, "*");
+    return 1;
+  }
+  if (n > 8 && (ieq(t, 7, "http://") || ieq(t, 8, "https://"))) { /* absolute-form */
+    i = t[4] == ':' ? 7 : 8;
+    while (i < n && t[i] != '/' && t[i] != '?') i++;
+    if (i == n || t[i] != '/') {
+      lua_pushliteral(L, "/");
+      return 1;
+    }
+  } else if (t[0] != '/') {
+    lua_pushnil(L);
+    return 1;
+  }
+  hash = memchr(t + i, '#', n - i);
+  if (hash) n = (size_t)(hash - t);
+  q = memchr(t + i, '?', n - i);
+  luaL_buffinit(L, &b);
+  if (!unescape(&b, t + i, (size_t)((q ? q : t + n) - (t + i)), 0)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  luaL_pushresult(&b);
+  if (q) lua_pushlstring(L, q + 1, (size_t)(t + n - q - 1));
+  else lua_pushnil(L);
+  return 2;
+}
+
+/* parse_query(qs) -> {name = value or {values...}} (decoded) */
+static int l_parse_query(lua_State *L) {
+  size_t n, i = 0;
+  const char *s = luaL_optlstring(L, 1, "", &n);
+  lua_newtable(L);
+  while (i < n) {
+    size_t start = i, eq = (size_t)-1;
+    luaL_Buffer b;
+    while (i < n && s[i] != '&') {
+      if (s[i] == '=' && eq == (size_t)-1) eq = i;
+      i++;
+    }
+    if (i > start) {
+      size_t kend = eq == (size_t)-1 ? i : eq;
+      luaL_buffinit(L, &b);
+      if (!unescape(&b, s + start, kend - start, 1)) luaL_addlstring(&b, s + start, kend - start);
+      luaL_pushresult(&b);
+      luaL_buffinit(L, &b);
+      if (eq != (size_t)-1 && !unescape(&b, s + eq + 1, i - eq - 1, 1))
+        luaL_addlstring(&b, s + eq + 1, i - eq - 1);
+      luaL_pushresult(&b);
+      lua_pushvalue(L, -2);
+      switch (lua_rawget(L, -4)) {
+      case LUA_TNIL: lua_pop(L, 1); lua_rawset(L, -3); break;
+      case LUA_TSTRING: /* second value: make a list */
+        lua_createtable(L, 2, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 2);
+        lua_rawset(L, -3);
+        break;
+      default:
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+        lua_pop(L, 2);
+      }
+    }
+    i++;
+  }
+  return 1;
+}
+
+/* ---- the chunked decoder ---- */
+
+enum { CH_SIZE, CH_SIZE_WS, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
+       CH_TRAILER, CH_DONE };
+
+typedef struct {
+  int state, digits, ext_quoted, ext_escape, line_start, prev, empty_line;
+  uint64_t size;
+  size_t trailer;
+} chunked_t;
+
+static const char *DECODER_MT = "loom.ChunkedDecoder";
+
+static int l_chunked(lua_State *L) {
+  chunked_t *c = (chunked_t *)lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  c->line_start = 1;
+  luaL_setmetatable(L, DECODER_MT);
+  return 1;
+}
+
+/* Advance the decoder over in[0..n): data bytes go to out. Returns bytes
+** used; sets *err on malformed input. Size lines: 1*HEXDIG, then optional
+** extensions (BWS ";" name [= token / quoted-string]), then CRLF. */
+size_t chunked_step(chunked_t *c, const char *in, size_t n, luaL_Buffer *out, size_t max,
+                    const char **err) {
+  size_t i = 0;
+  while (i < n && c->state != CH_DONE && !*err) {
+    int ch = (unsigned char)in[i];
+    switch (c->state) {
+    case CH_SIZE:
+      if (hexval(ch) >= 0) {
+        if (++c->digits > 15) { *err = "chunk size too large"; break; }
+        c->size = c->size * 16 + (uint64_t)hexval(ch);
+      } else if (c->digits == 0) *err = "bad chunk size";
+      else if (ch == ' ' || ch == '\t') c->state = CH_SIZE_WS;
+      else if (ch == ';') c->state = CH_EXT, c->ext_quoted = 0, c->line_start = 1;
+      else if (ch == '\r') c->state = CH_SIZE_LF;
+      else *err = "bad chunk size";
+      i++;
+      break;
+    case CH_SIZE_WS: /* BWS is allowed only before an extension */
+      if (ch == ';') c->state = CH_EXT, c->ext_quoted = 0, c->line_start = 1;
+      else if (ch != ' ' && ch != '\t') *err = "bad chunk size";
+      i++;
+      break;
+    case CH_EXT:
+      if (c->ext_quoted) {
+        if (c->ext_escape) c->ext_escape = 0;
+        else if (ch == '\\') c->ext_escape = 1;
+        else if (ch == '"') c->ext_quoted = 0;
+        else if (ch < 0x20 && ch != '\t') *err = "bad chunk extension";
+      } else if (ch == '\r') {
+        if (c->line_start) *err = "bad chunk extension";
+        c->state = CH_SIZE_LF;
+      } else if (ch == '"') c->ext_quoted = 1;
+      else if (ch == ';') {
+        if (c->line_start) *err = "bad chunk extension";
+        c->line_start = 1;
+      } else if (tchar[ch]) c->line_start = 0;
+      else if (ch == '=') {
+        if (c->line_start) *err = "bad chunk extension";
+      } else if (ch != ' ' && ch != '\t') *err = "bad chunk extension";
+      i++;
+      break;
+    case CH_SIZE_LF:
+      if (ch != '\n') { *err = "bad chunk size line ending"; break; }
+      i++;
+      c->state = c->size ? CH_DATA : CH_TRAILER;
+      c->line_start = 1;
+      c->prev = 0;
+      c->empty_line = 0;
+      c->trailer = 0;
+      break;
+    case CH_DATA: {
+      size_t k = n - i;
+      if (k > c->size) k = (size_t)c->size;
+      if (k > max) k = max;
+      if (k == 0) return i; /* out is full */
+      luaL_addlstring(out, in + i, k);
+      max -= k;
+      i += k;
+      c->size -= k;
+      if (c->size == 0) c->state = CH_DATA_CR;
+      break;
+    }
+    case CH_DATA_CR:
+      if (ch != '\r') { *err = "chunk data longer than its size"; break; }
+      c->state = CH_DATA_LF;
+      i++;
+      break;
+    case CH_DATA_LF:
+      if (ch != '\n') { *err = "bad chunk ending"; break; }
+      c->state = CH_SIZE;
+      c->digits = 0;
+      c->size = 0;
+      i++;
+      break;
+    case CH_TRAILER: /* trailer fields: checked as header lines, dropped */
+      if (++c->trailer > 16384) { *err = "trailers too large"; break; }
+      if (ch == '\n') {
+        if (c->prev != '\r') { *err = "bad trailer line ending"; break; }
+        if (c->empty_line) c->state = CH_DONE;
+        c->line_start = 1;
+        c->empty_line = 0;
+      } else if (c->prev == '\r') {
+        *err = "bare CR in trailers";
+        break;
+      } else if (ch == '\r') {
+        c->empty_line = c->line_start;
+      } else if (c->line_start && (ch == ' ' || ch == '\t' || ch == ':')) {
+        *err = "bad trailer";
+        break;
+      } else if (ch < 0x20 && ch != '\t') {
+        *err = "bad trailer";
+        break;
+      } else c->line_start = 0;
+      c->prev = ch;
+      i++;
+      break;
+    }
+  }
+  return i;
+}
+
+/* chunked_read(stream, decoder [, max]) -> data ("" when more input is
+** needed), done; raises kind "http" on a malformed body. Works on the bytes
+** the stream has buffered and consumes exactly what it decodes. */
+static int l_chunked_read(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  chunked_t *c = (chunked_t *)luaL_checkudata(L, 2, DECODER_MT);
+  size_t max = (size_t)luaL_optinteger(L, 3, 65536), used;
+  const char *err = NULL;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  used = chunked_step(c, s->rbuf ? s->rbuf + s->rpos : "", s->rlen - s->rpos, &b, max, &err);
+  if (err) return err_raise(L, "http", NULL, "malformed chunked body: %s", err);
+  s->rpos += used;
+  if (s->rpos == s->rlen) s->rpos = s->rlen = 0;
+  s->scan = 0;
+  luaL_pushresult(&b);
+  lua_pushboolean(L, c->state == CH_DONE);
+  return 2;
+}
+
+/* wait_more(stream) -> true once bytes are buffered, false at the end.
+** (The chunked decoder always consumes what is buffered, so "more" and
+** "any" are the same thing for it.) */
+static int l_wait_more(lua_State *L) {
+  stream_check(L, 1);
+  lua_settop(L, 1);
+  return stream_read(L, READ_MORE, 0);
+}
+
+/* read_head(stream, max) -> the head of the next message, or nil at a clean
+** end; raises kind "limit" past max bytes */
+static int l_read_head(lua_State *L) {
+  lua_Integer max = luaL_checkinteger(L, 2);
+  lua_settop(L, 1);
+  return stream_read(L, READ_HEAD, (size_t)max);
+}
+
+/* ---- zlib inflaters for gzip and deflate ---- */
+
+static const char *INFLATER_MT = "loom.Inflater";
+
+typedef struct {
+  z_stream z;
+  int open, ended, raw_tried, deflate;
+} inflater_t;
+
+/* inflater(kind) -> Inflater; kind "gzip" or "deflate" */
+static int l_inflater(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 1);
+  inflater_t *f = (inflater_t *)lua_newuserdatauv(L, sizeof *f, 0);
+  memset(f, 0, sizeof *f);
+  luaL_setmetatable(L, INFLATER_MT);
+  f->deflate = strcmp(kind, "deflate") == 0;
+  /* 15+32: zlib or gzip header, detected */
+  if (inflateInit2(&f->z, f->deflate ? 15 : 15 + 16) != Z_OK)
+    return luaL_error(L, "inflater: cannot initialise zlib");
+  f->open = 1;
+  return 1;
+}
+
+/* inflater:feed(data) -> decompressed bytes; raises kind "http" on bad data */
+static int inf_feed(lua_State *L) {
+  inflater_t *f = (inflater_t *)luaL_checkudata(L, 1, INFLATER_MT);
+  size_t n;
+  const char *in = luaL_checklstring(L, 2, &n);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  f->z.next_in = (Bytef *)in;
+  f->z.avail_in = (uInt)n;
+  while (f->z.avail_in > 0 && !f->ended) {
+    char *out = luaL_prepbuffsize(&b, 16384);
+    int r;
+    f->z.next_out = (Bytef *)out;
+    f->z.avail_out = 16384;
+    r = inflate(&f->z, Z_NO_FLUSH);
+    if (r == Z_DATA_ERROR && f->deflate && !f->raw_tried && f->z.total_out == 0) {
+      /* "deflate" is often sent raw, without the zlib header: retry so */
+      f->raw_tried = 1;
+      inflateReset2(&f->z, -15);
+      f->z.next_in = (Bytef *)in;
+      f->z.avail_in = (uInt)n;
+      continue;
+    }
+    if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR)
+      return err_raise(L, "http", NULL, "bad compressed body: %s", f->z.msg ? f->z.msg : "zlib error");
+    luaL_addsize(&b, 16384 - f->z.avail_out);
+    if (r == Z_STREAM_END) f->ended = 1;
+    if (r == Z_BUF_ERROR && f->z.avail_out != 0) break;
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static int inf_done(lua_State *L) {
+  inflater_t *f = (inflater_t *)luaL_checkudata(L, 1, INFLATER_MT);
+  lua_pushboolean(L, f->ended);
+  return 1;
+}
+
+static int inf_gc(lua_State *L) {
+  inflater_t *f = (inflater_t *)luaL_checkudata(L, 1, INFLATER_MT);
+  if (f->open) inflateEnd(&f->z);
+  f->open = 0;
+  return 0;
+}
+
+/* ---- response heads ---- */
+
+static const char *reason(int status) {
+  switch (status) {
+  case 100: return "Continue"; case 101: return "Switching Protocols";
+  case 200: return "OK"; case 201: return "Created"; case 202: return "Accepted";
+  case 204: return "No Content"; case 206: return "Partial Content";
+  case 301: return "Moved Permanently"; case 302: return "Found"; case 303: return "See Other";
+  case 304: return "Not Modified"; case 307: return "Temporary Redirect";
+  case 308: return "Permanent Redirect"; case 400: return "Bad Request";
+  case 401: return "Unauthorized"; case 403: return "Forbidden"; case 404: return "Not Found";
+  case 405: return "Method Not Allowed"; case 408: return "Request Timeout";
+  case 409: return "Conflict"; case 410: return "Gone"; case 411: return "Length Required";
+  case 413: return "Content Too Large"; case 414: return "URI Too Long";
+  case 415: return "Unsupported Media Type"; case 416: return "Range Not Satisfiable";
+  case 417: return "Expectation Failed"; case 422: return "Unprocessable Content";
+  case 426: return "Upgrade Required"; case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error"; case 501: return "Not Implemented";
+  case 502: return "Bad Gateway"; case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout"; case 505: return "HTTP Version Not Supported";
+  default: return status < 200 ? "Informational" : status < 300 ? "OK"
+                 : status < 400 ? "Redirection" : status < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+/* The Date header value, made once per second. */
+static const char *http_date(void) {
+  static char buf[40];
+  static time_t last;
+  time_t now = time(NULL);
+  if (now != last) {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    last = now;
+  }
+  return buf;
+}
+
+/* Add one "name: value" line, refusing CR/LF (header injection). */
+static void add_field(lua_State *L, luaL_Buffer *b, const char *name, size_t nl, int vidx) {
+  size_t vl, i;
+  const char *v = luaL_tolstring(L, vidx, &vl);
+  for (i = 0; i < nl; i++)
+    if (!tchar[(unsigned char)name[i]]) luaL_error(L, "bad header name '%s'", name);
+  for (i = 0; i < vl; i++)
+    if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') luaL_error(L, "bad value for header '%s'", name);
+  lua_pop(L, 1);
+  luaL_addlstring(b, name, nl);
+  luaL_addlstring(b, ": ", 2);
+  luaL_addlstring(b, v, vl);
+  luaL_addlstring(b, "\r\n", 2);
+}
+
+/* Add the user's headers (values may be lists); returns whether one of them
+** is Content-Type. Framing fields are ours and are skipped. */
+static int add_user_fields(lua_State *L, luaL_Buffer *b, int idx) {
+  int has_type = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t nl;
+    const char *name = lua_tolstring(L, -2, &nl);
+    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
+    if (ieq(name, nl, "content-length") || ieq(name, nl, "transfer-encoding") ||
+        ieq(name, nl, "connection") || ieq(name, nl, "date")) {
+      lua_pop(L, 1);
+      continue;
+    }
+    if (ieq(name, nl, "content-type")) has_type = 1;
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_Integer i, n = luaL_len(L, -1);
+      for (i = 1; i <= n; i++) {
+        lua_geti(L, -1, i);
+        add_field(L, b, name, nl, lua_gettop(L));
+        lua_pop(L, 1);
+      }
+    } else add_field(L, b, name, nl, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  return has_type;
+}
+
+/* head(status, headers, length, connection, default_type) -> string.
+** length: an integer (Content-Length), -1 (chunked) or nil (neither);
+** connection: "close", "keep-alive" or nil. */
+static int l_head(lua_State *L) {
+  int status = (int)luaL_checkinteger(L, 1), has_type = 0;
+  luaL_Buffer b;
+  luaL_argcheck(L, status >= 100 && status <= 999, 1, "status out of range");
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "HTTP/1.1 %d %s\r\n", status, reason(status));
+  luaL_addvalue(&b);
+  if (lua_istable(L, 2)) has_type = add_user_fields(L, &b, 2);
+  if (!has_type && lua_isstring(L, 5)) {
+    luaL_addstring(&b, "Content-Type: ");
+    luaL_addstring(&b, lua_tostring(L, 5));
+    luaL_addstring(&b, "\r\n");
+  }
+  if (lua_isinteger(L, 3)) {
+    lua_Integer n = lua_tointeger(L, 3);
+    if (n >= 0) {
+      lua_pushfstring(L, "Content-Length: %I\r\n", n);
+      luaL_addvalue(&b);
+    } else luaL_addstring(&b, "Transfer-Encoding: chunked\r\n");
+  }
+  luaL_addstring(&b, "Date: ");
+  luaL_addstring(&b, http_date());
+  luaL_addstring(&b, "\r\n");
+  if (lua_isstring(L, 4)) {
+    luaL_addstring(&b, "Connection: ");
+    luaL_addstring(&b, lua_tostring(L, 4));
+    luaL_addstring(&b, "\r\n");
+  }
+  luaL_addstring(&b, "\r\n");
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* reason(status) -> the standard reason phrase */
+static int l_reason(lua_State *L) {
+  lua_pushstring(L, reason((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+int luaopen_loom_http_core(lua_State *L) {
+  static const luaL_Reg fns[] = {
+      {"parse_request", l_parse_request}, {"split_target", l_split_target},
+      {"unescape", l_unescape},           {"parse_query", l_parse_query},
+      {"chunked", l_chunked},             {"chunked_read", l_chunked_read},
+      {"wait_more", l_wait_more},         {"read_head", l_read_head},
+      {"inflater", l_inflater},           {"head", l_head},
+      {"reason", l_reason},               {NULL, NULL}};
+  static const luaL_Reg inf[] = {{"feed", inf_feed}, {"done", inf_done}, {NULL, NULL}};
+  init_tables();
+  stream_open(L);
+  luaL_newmetatable(L, DECODER_MT);
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, INFLATER_MT)) {
+    luaL_newlib(L, inf);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, inf_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, fns);
+  return 1;
+}

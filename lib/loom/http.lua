@@ -1,0 +1,333 @@
+-- loom.http: HTTP/1.1 server and router (the client and WebSocket live in
+-- their own files and are attached at the end). Parsing, chunked decoding
+-- and response heads are C (loom.http.core); this file is the policy.
+local loom = require "loom"
+local net = require "loom.net"
+local core = require "loom.http.core"
+
+local http = {}
+
+local json -- require "loom.json" on first use
+local function get_json()
+  json = json or require "loom.json"
+  return json
+end
+
+local DEFAULTS = {
+  max_header_bytes = 16384, max_headers = 100, max_body_bytes = 8 * 1024 * 1024,
+  header_timeout = 10, idle_timeout = 60,
+}
+local TEXT = "text/plain; charset=utf-8"
+
+-- ---- requests ----
+
+local Request = {}
+local request_fields = {}
+
+function request_fields.query(req)
+  local q = core.parse_query(req._qs)
+  rawset(req, "query", q)
+  return q
+end
+
+function request_fields.peer(req)
+  local ok, host = pcall(req._stream.peer, req._stream)
+  local p = ok and host or nil
+  rawset(req, "peer", p)
+  return p
+end
+
+Request.__index = function(req, k)
+  local m = Request[k]
+  if m ~= nil then return m end
+  local f = request_fields[k]
+  if f then return f(req) end
+end
+
+function Request:header(name)
+  return self.headers[name:lower()]
+end
+
+local function too_large(max)
+  return loom.error("limit", ("request body larger than %d bytes"):format(max))
+end
+
+-- The next chunk of the body, nil at its end.
+function Request:read()
+  local b = self._body
+  if b.done then return nil end
+  if b.continue then -- the client waits for our go-ahead
+    b.continue = false
+    self._stream:write("HTTP/1.1 100 Continue\r\n\r\n")
+  end
+  local data
+  if b.length then
+    if b.length == 0 then b.done = true; return nil end
+    data = self._stream:read(math.min(b.length, 65536))
+    if not data then error(loom.error("http", "request body truncated"), 0) end
+    b.length = b.length - #data
+  else -- chunked
+    while true do
+      local done
+      data, done = core.chunked_read(self._stream, b.decoder)
+      if done then b.done = true end
+      if data ~= "" or done then break end
+      if not core.wait_more(self._stream) then
+        error(loom.error("http", "request body truncated"), 0)
+      end
+    end
+    if data == "" then data = nil end
+  end
+  b.seen = b.seen + (data and #data or 0)
+  if b.seen > b.max then error(too_large(b.max), 0) end
+  if b.inflate and data then data = b.inflate:feed(data) end
+  if b.length == 0 then b.done = true end
+  return data
+end
+
+-- The whole body (read on demand).
+function Request:body()
+  if self._body_text then return self._body_text end
+  local parts = {}
+  while true do
+    local d = self:read()
+    if not d then break end
+    parts[#parts + 1] = d
+  end
+  self._body_text = table.concat(parts)
+  return self._body_text
+end
+
+function Request:json()
+  return get_json().decode(self:body())
+end
+
+local function new_request(stream, head, opts)
+  local path, qs = core.split_target(head.target)
+  if not path then return nil, 400, "bad request target" end
+  head.path, head._qs, head._stream, head.params = path, qs, stream, {}
+  local body = { seen = 0, max = opts.max_body_bytes, continue = head.expect_continue }
+  if head.chunked then
+    body.decoder = core.chunked()
+    if head.te_coded then -- gzip/deflate under chunked: undo it for the handler
+      local te = head.headers["transfer-encoding"]:lower()
+      body.inflate = core.inflater(te:find("gzip") and "gzip" or "deflate")
+    end
+  else
+    body.length = head.content_length or 0
+    if body.length > opts.max_body_bytes then return nil, 413, "request body too large" end
+  end
+  if body.length == 0 then body.done = true end
+  head._body = body
+  return setmetatable(head, Request)
+end
+
+-- ---- responses ----
+
+local function send_error(stream, status, text)
+  local body = text .. "\n"
+  pcall(stream.write, stream, core.head(status, nil, #body, "close", TEXT), body)
+end
+
+local function no_body_status(status)
+  return status < 200 or status == 204 or status == 304
+end
+
+local function error_text(e)
+  if type(e) == "string" then return e end
+  local mt = getmetatable(e)
+  if mt and mt.__tostring then return tostring(e) end
+  return ("(error object is a %s value)"):format(type(e))
+end
+
+-- Run the handler and send its response; returns whether the connection
+-- may carry another request.
+local function respond(stream, req, handler, conn)
+  local ok, status, body, headers = xpcall(handler, function(e)
+    if type(e) == "table" and e.kind == "cancelled" then return e end
+    return debug.traceback(error_text(e), 2)
+  end, req)
+  if not ok then
+    if type(status) == "table" and status.kind == "cancelled" then error(status, 0) end
+    io.stderr:write("loom: error in HTTP handler for ", req.method, " ", req.target, ": ",
+      error_text(status), "\n")
+    status, body, headers = 500, "internal server error\n", nil
+  end
+  status = math.tointeger(status) or 200
+  local keep = req.keep_alive and conn.open
+  if not req._body.done then keep = false end -- unread body: close rather than drain
+  local connection
+  if not keep then connection = "close"
+  elseif req.version == "1.0" then connection = "keep-alive" end
+  local head_only = req.method == "HEAD" or no_body_status(status)
+  local btype = type(body)
+  if btype == "table" and not (getmetatable(body) or {}).__call then
+    local text = get_json().encode(body)
+    headers = headers or {}
+    if not headers["content-type"] and not headers["Content-Type"] then
+      headers["content-type"] = "application/json"
+    end
+    body, btype = text, "string"
+  end
+  if btype == "function" or btype == "table" then -- streamed, chunked
+    if head_only then
+      stream:write(core.head(status, headers, nil, connection, TEXT))
+    else
+      stream:write(core.head(status, headers, -1, connection, TEXT))
+      while true do
+        local chunk = body()
+        if chunk == nil then break end
+        chunk = tostring(chunk)
+        if #chunk > 0 then stream:write(("%x\r\n"):format(#chunk), chunk, "\r\n") end
+      end
+      stream:write("0\r\n\r\n")
+    end
+  else
+    body = body ~= nil and tostring(body) or ""
+    local len = no_body_status(status) and nil or #body
+    if head_only then
+      stream:write(core.head(status, headers, len, connection, TEXT))
+    else
+      stream:write(core.head(status, headers, len, connection, TEXT), body)
+    end
+  end
+  return keep
+end
+
+-- ---- connections ----
+
+local function read_request(stream, opts, first)
+  -- idle: until the first byte of the next request; then the head itself
+  local wait = first and opts.header_timeout or opts.idle_timeout
+  local ok, more = pcall(loom.timeout, wait, core.wait_more, stream)
+  if not ok or not more then return nil end
+  local ok2, head = pcall(loom.timeout, opts.header_timeout, core.read_head, stream,
+    opts.max_header_bytes)
+  if not ok2 then
+    if type(head) == "table" and head.kind == "limit" then
+      return nil, 431, "request header fields too large"
+    end
+    if type(head) == "table" and head.kind == "cancelled" then error(head, 0) end
+    return nil
+  end
+  if not head then return nil end
+  local h, status, why = core.parse_request(head, opts.max_headers)
+  if not h then return nil, status, why end
+  return new_request(stream, h, opts)
+end
+
+local function serve_connection(stream, handler, opts, conn)
+  local first = true
+  while conn.open do
+    local req, status, why = read_request(stream, opts, first)
+    first = false
+    if not req then
+      if status then send_error(stream, status, why) end
+      return
+    end
+    conn.busy = true
+    local keep = respond(stream, req, handler, conn)
+    conn.busy = false
+    if not keep then return end
+  end
+end
+
+-- http.listen(host, port, handler [, opts]) -> Server
+function http.listen(host, port, handler, opts)
+  opts = setmetatable(opts or {}, { __index = DEFAULTS })
+  local conns = {}
+  local srv
+  srv = net.listen(host, port, function(stream)
+    local conn = { open = true, task = loom.current() }
+    conns[conn] = true
+    local ok, err = pcall(serve_connection, stream, handler, opts, conn)
+    conns[conn] = nil
+    if not ok then error(err, 0) end
+  end, { backlog = opts.backlog, reuseport = opts.reuseport, tls = opts.tls })
+  -- shutdown(grace): requests in flight finish; idle connections close now
+  local net_shutdown = srv.shutdown
+  function srv.shutdown(self, grace)
+    for conn in pairs(conns) do conn.open = false end
+    self:close()
+    for conn in pairs(conns) do -- idle keep-alive connections close now
+      if not conn.busy then conn.task:cancel() end
+    end
+    return net_shutdown(self, grace)
+  end
+  return srv
+end
+
+-- ---- router ----
+
+local Router = {}
+Router.__index = Router
+
+local function compile(pattern)
+  local segs = {}
+  for seg in pattern:gmatch("[^/]+") do
+    if seg:sub(1, 1) == ":" then segs[#segs + 1] = { param = seg:sub(2) }
+    elseif seg:sub(1, 1) == "*" then segs[#segs + 1] = { rest = seg:sub(2) }
+    else segs[#segs + 1] = { lit = seg } end
+  end
+  return segs
+end
+
+local function match(segs, path)
+  local parts = {}
+  for p in path:gmatch("[^/]+") do parts[#parts + 1] = p end
+  local params = {}
+  for i, seg in ipairs(segs) do
+    if seg.rest then
+      params[seg.rest] = table.concat(parts, "/", i)
+      return params
+    end
+    local p = parts[i]
+    if not p then return nil end
+    if seg.lit then
+      if seg.lit ~= p then return nil end
+    else
+      params[seg.param] = p
+    end
+  end
+  if #parts ~= #segs then return nil end
+  return params
+end
+
+function http.router()
+  return setmetatable({ routes = {} }, Router)
+end
+
+function Router:route(method, pattern, fn)
+  assert(type(pattern) == "string" and pattern:sub(1, 1) == "/", "pattern must start with /")
+  self.routes[#self.routes + 1] = { method = method:upper(), segs = compile(pattern), fn = fn }
+  return self
+end
+
+for _, m in ipairs { "get", "post", "put", "patch", "delete", "head", "options" } do
+  Router[m] = function(self, pattern, fn) return self:route(m, pattern, fn) end
+end
+
+-- A router is a handler: 404 for an unknown path, 405 with Allow for a
+-- known path and another method (GET routes answer HEAD too).
+function Router:__call(req)
+  local allowed
+  for _, r in ipairs(self.routes) do
+    local params = match(r.segs, req.path)
+    if params then
+      if r.method == req.method or (r.method == "GET" and req.method == "HEAD") then
+        req.params = params
+        return r.fn(req)
+      end
+      allowed = allowed or {}
+      allowed[r.method] = true
+      if r.method == "GET" then allowed.HEAD = true end
+    end
+  end
+  if not allowed then return 404, "not found\n" end
+  local list = {}
+  for m in pairs(allowed) do list[#list + 1] = m end
+  table.sort(list)
+  return 405, "method not allowed\n", { allow = table.concat(list, ", ") }
+end
+
+return http
