@@ -27,7 +27,7 @@ typedef struct tentry {
   uint8_t kind;  /* TE_SLEEP, TE_SCOPE */
 } tentry_t;
 
-enum { TE_SLEEP = 1, TE_SCOPE };
+enum { TE_SLEEP = 1, TE_SCOPE, TE_DEADLINE };
 
 /* Task states, as task:status() reports them (T_NEW, T_READY, T_WAIT are
 ** "pending"/"running" to scripts). */
@@ -41,6 +41,7 @@ enum { T_NEW, T_READY, T_WAIT, T_RUNNING, T_DONE, T_FAILED, T_CANCELLED };
 #define TF_SHIELD 0x08    /* the current wait is not interrupted */
 #define TF_WAITED 0x10    /* someone awaited the result */
 #define TF_QUIET 0x80     /* its failure is raised by loom.run, not reported */
+#define TF_DEADLINE 0x100 /* the current wait has a deadline in w.tm */
 
 /* How a suspended task is woken. */
 enum { WAKE_VALUES, WAKE_INTERRUPT, WAKE_ERROR };
@@ -67,7 +68,8 @@ struct task {
   int ref;         /* registry reference while unfinished */
   uint32_t id;
   int nvals;       /* values pushed on co for the resume / results */
-  uint8_t status, flags, wake;
+  uint16_t flags;
+  uint8_t status, wake;
 };
 
 /* A timeout or group cancel scope of one task; lives in a userdata on the
@@ -145,6 +147,8 @@ task_t *task_check(lua_State *L, int idx);
 task_t *task_test(lua_State *L, int idx);
 int task_wait(lua_State *L, task_t *t, wait_cancel_fn cancel, void *wdata,
               const char *what, lua_KContext ctx, lua_KFunction k);
+void task_set_deadline(loom_t *rt, task_t *t, double secs);
+void task_deadline_fired(loom_t *rt, task_t *t);
 int task_resumed(lua_State *L, task_t *t);
 int task_yield(lua_State *L, task_t *t);
 void task_wake(loom_t *rt, task_t *t, int nvals);
@@ -208,6 +212,7 @@ enum { STREAM_TCP = 1, STREAM_PIPE, STREAM_TTY, STREAM_FILE };
 ** (false), consuming nothing. */
 enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL, READ_HEAD, READ_MORE };
 int stream_read(lua_State *L, int mode, size_t arg);
+int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs);
 
 struct stream {
   union {

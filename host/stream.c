@@ -471,6 +471,11 @@ static void read_file_chunk(stream_t *s) {
 
 /* The common body of every read form: serve from the buffer or wait. */
 int stream_read(lua_State *L, int mode, size_t arg) {
+  return stream_read_deadline(L, mode, arg, 0);
+}
+
+/* The same, the wait (if any) limited to secs seconds when secs > 0. */
+int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs) {
   stream_t *s = stream_check(L, 1);
   task_t *t;
   int r, top = lua_gettop(L);
@@ -496,6 +501,7 @@ int stream_read(lua_State *L, int mode, size_t arg) {
     if (uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0) s->reading = 1;
   }
   update_reading(s);
+  if (secs > 0) task_set_deadline(s->rt, t, secs);
   return task_wait(L, t, reader_cancel, s, "stream:read", top, read_k);
 }
 

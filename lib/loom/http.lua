@@ -199,10 +199,13 @@ end
 local function read_request(stream, opts, first)
   -- idle: until the first byte of the next request; then the head itself
   local wait = first and opts.header_timeout or opts.idle_timeout
-  local ok, more = pcall(loom.timeout, wait, core.wait_more, stream)
-  if not ok or not more then return nil end
-  local ok2, head = pcall(loom.timeout, opts.header_timeout, core.read_head, stream,
-    opts.max_header_bytes)
+  local ok, more = pcall(core.wait_more, stream, wait)
+  if not ok then
+    if type(more) == "table" and more.kind == "cancelled" then error(more, 0) end
+    return nil
+  end
+  if not more then return nil end
+  local ok2, head = pcall(core.read_head, stream, opts.max_header_bytes, opts.header_timeout)
   if not ok2 then
     if type(head) == "table" and head.kind == "limit" then
       return nil, 431, "request header fields too large"
