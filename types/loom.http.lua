@@ -1,0 +1,51 @@
+---@meta loom.http
+
+---@class loom.Request
+---@field method string
+---@field target string
+---@field path string
+---@field query table<string, string|string[]>
+---@field headers table<string, string>
+---@field version "1.0"|"1.1"
+---@field peer string?
+---@field params table<string, string>
+local Request = {}
+---@param name string
+---@return string?
+function Request:header(name) end
+---@return string
+function Request:body() end
+---@return any
+function Request:json() end
+---@return string?
+function Request:read() end
+
+---@alias loom.Handler fun(req: loom.Request): integer?, (string|table|fun(): string?)?, table<string, string|string[]>?
+
+---@class loom.Router
+local Router = {}
+---@param pattern string
+---@param fn loom.Handler
+---@return loom.Router
+function Router:get(pattern, fn) end
+---@return loom.Router
+function Router:post(pattern, fn) end
+---@return loom.Router
+function Router:put(pattern, fn) end
+---@return loom.Router
+function Router:patch(pattern, fn) end
+---@return loom.Router
+function Router:delete(pattern, fn) end
+---@return loom.Router
+function Router:route(method, pattern, fn) end
+
+local http = {}
+---@param host string
+---@param port integer
+---@param handler loom.Handler|loom.Router
+---@param opts {max_header_bytes: integer?, max_headers: integer?, max_body_bytes: integer?, header_timeout: number?, idle_timeout: number?, backlog: integer?, reuseport: boolean?, tls: table?}?
+---@return loom.Server
+function http.listen(host, port, handler, opts) end
+---@return loom.Router
+function http.router() end
+return http
