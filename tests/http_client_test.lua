@@ -646,26 +646,82 @@ t.test("json: opts.json and res:json()", function()
     end)
 end)
 
-t.test("https against a loom TLS server", function()
-  if not has_module("loom.tls") then t.skip("loom.tls is not in this build") end
+-- A self-signed certificate for 127.0.0.1 and localhost in a new directory.
+local function make_cert()
   local dir = os.tmpname()
   os.remove(dir)
   assert(os.execute("mkdir " .. dir))
   local made = os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
     .. "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem "
     .. ">/dev/null 2>&1"):format(dir, dir))
-  if not made then t.skip("openssl cannot make a certificate") end
+  if not made then
+    os.execute("rm -rf " .. dir)
+    t.skip("openssl cannot make a certificate")
+  end
+  return dir
+end
+
+-- fn() with stderr sent to /dev/null (a server logs the handshakes we fail).
+local function quiet(fn, ...)
+  local old = io.stderr
+  io.stderr = io.open("/dev/null", "w")
+  local r = table.pack(pcall(fn, ...))
+  io.stderr:close()
+  io.stderr = old
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+t.test("https against a loom TLS server", function()
+  if not has_module("loom.tls") then t.skip("loom.tls is not in this build") end
+  local dir = make_cert()
   local srv = http.listen("127.0.0.1", 0, echo, { tls = { cert = dir .. "/cert.pem", key = dir .. "/key.pem" } })
-  local ok, err = pcall(function()
+  local ok, err = pcall(quiet, function() -- the server logs the handshake we refuse
     local base = "https://127.0.0.1:" .. srv.port
     local e = t.raises(function() http.get(base .. "/v") end, "tls") -- self-signed: refused
     t.eq(e.kind, "tls")
     local r = http.get(base .. "/x", { verify = false })
     t.eq({ r.status, r.body }, { 200, "GET /x " })
     t.eq(http.post(base .. "/y", "z", { verify = false }).body, "POST /y z")
+    r = http.get(base .. "/ca", { ca = dir .. "/cert.pem" }) -- trusted this way
+    t.eq(r.body, "GET /ca ")
+    http.close_idle()
+    srv:shutdown(1)
   end)
   http.close_idle()
   srv:shutdown(1)
+  os.execute("rm -rf " .. dir)
+  if not ok then error(err, 0) end
+end)
+
+t.test("https against python3's ssl module", function()
+  if not has_module("loom.tls") then t.skip("loom.tls is not in this build") end
+  local dir = make_cert()
+  local f = assert(io.open(dir .. "/index.html", "w"))
+  f:write("secure hello")
+  f:close()
+  local p = process.spawn({ "python3", "-u", "-c", [[
+import http.server, ssl
+srv = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("cert.pem", "key.pem")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+]] }, { cwd = dir, stdout = "pipe", stderr = "null" })
+  local ok, err = pcall(function()
+    local port = loom.timeout(10, p.stdout.read_line, p.stdout)
+    t.ok(tonumber(port), "no port: " .. tostring(port))
+    local base = "https://localhost:" .. port
+    t.raises(function() http.get(base .. "/") end, "tls")
+    local r = http.get(base .. "/", { ca = dir .. "/cert.pem" })
+    t.eq({ r.status, r.body }, { 200, "secure hello" })
+    t.eq(http.get(base .. "/index.html", { verify = false }).body, "secure hello")
+  end)
+  p:kill()
+  p:wait()
+  p.stdout:close()
+  http.close_idle()
   os.execute("rm -rf " .. dir)
   if not ok then error(err, 0) end
 end)

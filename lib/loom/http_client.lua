@@ -194,15 +194,19 @@ end
 
 -- ---- requests ----
 
-local function pool_key(u, verify)
-  if u.scheme == "https" and not verify then return u.origin .. " unverified" end
+-- Connections are shared only between requests that would have made the
+-- same one: for https, also the same verification and trust anchors.
+local function pool_key(u, verify, ca)
+  if u.scheme ~= "https" then return u.origin end
+  if not verify then return u.origin .. " unverified" end
+  if ca then return u.origin .. " ca=" .. ca end
   return u.origin
 end
 
 local function connect(req)
   local u = req.url
   local tls
-  if u.scheme == "https" then tls = { server_name = u.host, verify = req.verify } end
+  if u.scheme == "https" then tls = { server_name = u.host, verify = req.verify, ca = req.ca } end
   return net.connect(u.host, u.port, { tls = tls })
 end
 
@@ -462,7 +466,7 @@ local function follow(req, status, location)
   if not u then http_error("bad redirect location " .. location .. ": " .. why) end
   local new = {}
   for k, v in pairs(req) do new[k] = v end
-  new.url, new.key = u, pool_key(u, req.verify)
+  new.url, new.key = u, pool_key(u, req.verify, req.ca)
   local to_get = (status == 303 and req.method ~= "HEAD")
     or ((status == 301 or status == 302) and req.method == "POST")
   if to_get then
@@ -546,8 +550,9 @@ local function new_request(opts)
     if f[1] == "connection" and f[3]:lower():find("close", 1, true) then keep_alive = false end
   end
   local verify = opts.verify ~= false
+  if opts.ca ~= nil and type(opts.ca) ~= "string" then argerror(1, "request", "ca must be a path") end
   local req = { method = method, url = u, body = body, fields = fields, has = has,
-    key = pool_key(u, verify), verify = verify, stream = opts.stream and true or false,
+    key = pool_key(u, verify, opts.ca), verify = verify, ca = opts.ca, stream = opts.stream and true or false,
     follow = opts.follow_redirects ~= false, decode = not has["accept-encoding"],
     keep_alive = keep_alive }
   add_userinfo(req)
