@@ -269,6 +269,18 @@ t.test("idle connections expire (idle_timeout) and are bounded (max_idle)", func
   if not ok then error(err, 0) end
 end)
 
+t.test("idle pooled connections do not keep a program alive", function()
+  with_server(function() return 200, "hi" end, function(base)
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(("local r = require('loom.http').get(%q); print(r.body)"):format(base))
+    f:close()
+    local r = process.run({ os.getenv("LOOM_BIN") or "build/loom", script }, { timeout = 10 })
+    os.remove(script)
+    t.eq({ r.code, r.stdout }, { 0, "hi\n" }) -- it ended with its connection idle in the pool
+  end)
+end)
+
 t.test("a pooled connection the server closed is replaced", function()
   with_raw(function(s, state)
     serve(s, function(_, _, n)
