@@ -492,6 +492,27 @@ for _, name in ipairs(names) do
   end)
 end
 
+t.test("streaming: a broken body raises at the read, and at every later read", function()
+  with_raw(malformed("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"), function(base)
+    local res = http.get(base, { stream = true })
+    t.eq(res:read(), "only this")
+    t.raises(function() res:read() end, "http")
+    t.raises(function() res:read() end, "http")
+    res:close()
+  end)
+end)
+
+t.test("streaming: timeout covers the head, not the reads after it", function()
+  with_raw(function(s)
+    serve(s, function() s:write("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"); s:read_all() end)
+  end, function(base)
+    local res = http.get(base, { stream = true, timeout = 0.2 })
+    t.eq(res:read(), "abc")
+    t.raises(function() loom.timeout(0.05, res.read, res) end, "timeout") -- the caller's own bound
+    res:close()
+  end)
+end)
+
 t.test("a few 1xx responses are skipped", function()
   with_raw(malformed("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
     .. "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), function(base)

@@ -347,13 +347,16 @@ local function next_chunk(b)
   end
 end
 
--- res:read() -> the next piece of the body, nil at its end.
+-- res:read() -> the next piece of the body, nil at its end. A failure is
+-- raised again by every later read, so it is never taken for the end.
 function Response:read()
   local b = self._b
+  if b.err then error(b.err, 0) end
   if b.done then return nil end
   local ok, d = pcall(next_chunk, b)
   if not ok then
     abort(b)
+    if type(d) ~= "table" or d.kind ~= "cancelled" then b.err = d end
     error(d, 0)
   end
   return d
