@@ -333,4 +333,5 @@ function Router:__call(req)
   return 405, "method not allowed\n", { allow = table.concat(list, ", ") }
 end
 
+require("loom.http_client")(http)
 return http
