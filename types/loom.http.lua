@@ -39,7 +39,54 @@ function Router:delete(pattern, fn) end
 ---@return loom.Router
 function Router:route(method, pattern, fn) end
 
+---@class loom.Response
+---@field status integer
+---@field reason string
+---@field ok boolean
+---@field headers table<string, string>
+---@field body string?
+---@field url string
+---@field version string
+local Response = {}
+---@return any
+function Response:json() end
+---Next body chunk when streaming; nil at end.
+---@return string?
+function Response:read() end
+function Response:close() end
+
+---@class loom.request_options
+---@field method string?
+---@field url string
+---@field headers table<string, string>?
+---@field body string?
+---@field json any?
+---@field timeout number?
+---@field follow_redirects boolean?
+---@field verify boolean?
+---@field ca string?
+---@field stream boolean?
+
 local http = {}
+---@type {max_idle: integer, idle_timeout: number}
+http.pool = nil
+---@param opts loom.request_options
+---@return loom.Response
+function http.request(opts) end
+---@param url string
+---@param opts loom.request_options?
+---@return loom.Response
+function http.get(url, opts) end
+---@param url string
+---@param body string|table
+---@return loom.Response
+function http.post(url, body, opts) end
+---@return loom.Response
+function http.put(url, body, opts) end
+---@return loom.Response
+function http.delete(url, opts) end
+---Close every idle pooled connection.
+function http.close_idle() end
 ---@param host string
 ---@param port integer
 ---@param handler loom.Handler|loom.Router
