@@ -80,15 +80,19 @@ local function drain_eof(stream)
 end
 
 -- The end, whatever the cause: closed, the stream closed, waiters released.
--- An interruption that arrives meanwhile is raised once all is done.
-local function finish(ws, code, reason, drain)
+-- how: nil closes at once; "eof" waits (bounded) for the peer to close the
+-- TCP connection, as a client should after the close handshake (RFC 6455
+-- 7.1.1: the server closes first, so TIME_WAIT stays on its side);
+-- "linger" shuts our side down first and then waits, so that a peer we are
+-- failing reads our close frame instead of a reset. An interruption that
+-- arrives meanwhile is raised once all is done.
+local function finish(ws, code, reason, how)
   if ws._state == "closed" then return end
   ws._state = "closed"
   if ws.close_code == nil then ws.close_code, ws.close_reason = code, reason end
   local ok, err = true, nil
-  if drain and ws._client then
-    -- RFC 6455 7.1.1: the server closes the TCP connection first; a client
-    -- waits for that (bounded), which leaves TIME_WAIT on the server
+  if how == "linger" then pcall(ws._stream.shutdown, ws._stream) end
+  if how == "linger" or (how == "eof" and ws._client) then
     ok, err = pcall(within, ws._close_timeout, drain_eof, ws._stream)
   end
   ws._done:set()
@@ -109,20 +113,21 @@ local function send_close(ws, code, reason)
   return ok
 end
 
--- The peer's close frame: answer it (echoing its code) unless we began the
--- close handshake, then end.
+-- The peer's close frame: answer it (echoing its code and reason, as
+-- python3-websockets and Node's ws do) unless we began the close handshake,
+-- then end.
 local function peer_closed(ws, code, reason)
   ws.close_code, ws.close_reason = code, reason
-  send_close(ws, code ~= 1005 and code or nil)
-  finish(ws, code, reason, true)
+  if code == 1005 then send_close(ws) else send_close(ws, code, reason) end
+  finish(ws, code, reason, "eof")
 end
 
 -- Fail the connection (RFC 6455 7.1.7): a close frame with the code if we
--- can still send one, then drop the connection without waiting for a reply.
+-- can still send one, then the connection goes; nothing more is decoded.
 local function protocol_error(ws, code, reason)
   ws.close_code, ws.close_reason = code, reason
   send_close(ws, code, reason)
-  finish(ws, code, reason)
+  finish(ws, code, reason, "linger")
 end
 
 -- The next frame event from the stream: the decoder's result, or "eof".
