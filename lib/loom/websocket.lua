@@ -450,5 +450,4 @@ end
 return function(http, Request)
   Request.websocket = upgrade
   http.websocket = connect
-  http.WebSocket = WebSocket
 end
