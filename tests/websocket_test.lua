@@ -480,6 +480,45 @@ t.test("two tasks receiving at once: busy", function()
   end)
 end)
 
+t.test("concurrent senders never interleave their frames", function()
+  with_server(echo, function(port)
+    local ws = http.websocket(url(port))
+    local a, b = string.rep("a", 300000), string.rep("b", 300000)
+    local counts = { [a] = 0, [b] = 0 }
+    loom.gather(function()
+      for _ = 1, 10 do ws:send(a) end
+    end, function()
+      for _ = 1, 10 do ws:send(b, "binary") end
+    end, function()
+      for _ = 1, 20 do
+        local m = ws:receive()
+        t.ok(counts[m], "a message came back mixed")
+        counts[m] = counts[m] + 1
+      end
+    end)
+    t.eq({ counts[a], counts[b] }, { 10, 10 })
+    ws:close()
+  end)
+end)
+
+t.test("a cancelled close() still drops the connection", function()
+  local release = loom.event()
+  with_raw_server(function(c)
+    t.eq({ raw_next(c) }, { "close", 1000, "" })
+    release:wait()
+  end, function(port)
+    local ws = http.websocket(url(port))
+    local closer = loom.spawn(ws.close, ws)
+    loom.sleep(0)
+    closer:cancel()
+    t.raises(function() closer:await() end, "cancelled")
+    t.eq(ws.close_code, 1006)
+    t.eq(ws:receive(), nil)
+    t.raises(function() ws:send("x") end, "closed")
+    release:set()
+  end)
+end)
+
 -- ---- the opening handshake ----
 
 local function raw_request(port, text)

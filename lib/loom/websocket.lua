@@ -152,7 +152,10 @@ local function receive_loop(ws)
     if kind == "text" or kind == "binary" then
       if ws._state == "open" then return a, kind end
     elseif kind == "ping" then
-      if ws._state == "open" then pcall(write_frame, ws, OP_PONG, a) end
+      if ws._state == "open" then -- a broken connection shows at the next read
+        local sent, err = pcall(write_frame, ws, OP_PONG, a)
+        if not sent and is_kind(err, "cancelled", "timeout") then error(err, 0) end
+      end
     elseif kind == "close" then
       peer_closed(ws, a, b)
     elseif kind == "error" then
