@@ -55,7 +55,9 @@ local function chat(req)
 end
 
 local router = http.router()
-router:get("/", function() return 200, page, { ["content-type"] = "text/html; charset=utf-8" } end)
+router:get("/", function()
+  return 200, page, { ["content-type"] = "text/html; charset=utf-8" }
+end)
 router:get("/chat", chat)
 
 local srv = http.listen("127.0.0.1", port, router)

@@ -228,7 +228,8 @@ static int finish_frame(ws_decoder *d) {
   case 10: return WS_PONG;
   }
   if (!d->fin) return WS_MORE;
-  if (op == 1 && d->u_need) return fail(d, 1007, "text message ends inside a UTF-8 sequence"), WS_ERROR;
+  if (op == 1 && d->u_need)
+    return fail(d, 1007, "text message ends inside a UTF-8 sequence"), WS_ERROR;
   d->msg_op = 0;
   return op == 1 ? WS_TEXT : WS_BINARY;
 }

@@ -340,6 +340,12 @@ t.test("a to-be-closed websocket closes at the end of its scope", function()
       ws:send("x")
     end
     t.eq(got:get(), 1000)
+    local ok = pcall(function() -- leaving by an error closes too
+      local ws <close> = http.websocket(url(port))
+      error("oops")
+    end)
+    t.eq(ok, false)
+    t.eq(got:get(), 1000)
   end)
 end)
 

@@ -91,8 +91,11 @@ local function finish(ws, code, reason, how)
   ws._state = "closed"
   if ws.close_code == nil then ws.close_code, ws.close_reason = code, reason end
   local ok, err = true, nil
-  if how == "linger" then pcall(ws._stream.shutdown, ws._stream) end
-  if how == "linger" or (how == "eof" and ws._client) then
+  if how == "linger" then
+    ok, err = pcall(ws._stream.shutdown, ws._stream)
+    if not ok and not is_kind(err, "cancelled", "timeout") then ok = true end
+  end
+  if ok and (how == "linger" or (how == "eof" and ws._client)) then
     ok, err = pcall(within, ws._close_timeout, drain_eof, ws._stream)
   end
   ws._done:set()
@@ -250,7 +253,8 @@ function WebSocket:close(code, reason)
   end
   await_peer_close(self)
 end
-WebSocket.__close = WebSocket.close
+-- <close>: leaving the scope, normally or by an error, closes with 1000.
+function WebSocket:__close() self:close() end
 
 function WebSocket:__tostring()
   return ("WebSocket (%s)"):format(self._state)
@@ -258,10 +262,13 @@ end
 
 -- ---- the server side ----
 
-local function has_token(value, token)
+-- Is token in the comma-separated list value? Case-insensitive (header
+-- tokens) unless exact (subprotocol names are compared as they are).
+local function has_token(value, token, exact)
   if not value then return false end
   for t in value:gmatch("[^,]+") do
-    if t:match("^%s*(.-)%s*$"):lower() == token then return true end
+    t = t:match("^%s*(.-)%s*$")
+    if (exact and t or t:lower()) == token then return true end
   end
   return false
 end
@@ -291,7 +298,7 @@ local function choose_protocol(offered, ours)
   if not offered or not ours then return nil end
   if type(ours) == "string" then ours = { ours } end
   for _, p in ipairs(ours) do
-    if has_token(offered, p:lower()) then return p end
+    if has_token(offered, p, true) then return p end
   end
   return nil
 end
@@ -313,7 +320,9 @@ local function refuse(req, why, status)
   local headers = status == 426
     and { ["Sec-WebSocket-Version"] = "13", Upgrade = "websocket" } or nil
   req._upgraded = true -- no other response: this one is ours
-  pcall(req._stream.write, req._stream, hcore.head(status, headers, #body, "close", TEXT), body)
+  local ok, werr = pcall(req._stream.write, req._stream,
+    hcore.head(status, headers, #body, "close", TEXT), body)
+  if not ok and is_kind(werr, "cancelled", "timeout") then error(werr, 0) end
   local err = loom.error("http", "websocket handshake refused: " .. why)
   err.status = status
   req._refused = err
@@ -404,7 +413,7 @@ local function check_response(head, key, offered)
     handshake_error("server chose an extension we did not offer", status)
   end
   local protocol = h["sec-websocket-protocol"]
-  if protocol and not has_token(offered, protocol:lower()) then
+  if protocol and not has_token(offered, protocol, true) then
     handshake_error("server chose a protocol we did not offer", status)
   end
   return protocol
@@ -422,7 +431,7 @@ local function handshake(stream, u, opts)
   stream:write(table.concat(lines, "\r\n"), "\r\n\r\n")
   local head = hcore.read_head(stream, 16384)
   if not head then handshake_error("connection closed before the response") end
-  return check_response(head, key, protocols and protocols:lower())
+  return check_response(head, key, protocols)
 end
 
 -- http.websocket(url [, opts]) -> WebSocket
