@@ -31,14 +31,23 @@ end
 local WebSocket = {}
 WebSocket.__index = WebSocket
 
-local function new_ws(stream, client, opts, protocol)
-  local max = opts.max_message or DEFAULT_MAX
-  if math.type(max) ~= "integer" or max < 0 then
-    error("bad option 'max_message' (non-negative integer expected)", 3)
+-- Check the options both sides share before anything is sent.
+local function check_opts(opts, fname)
+  if type(opts) ~= "table" then bad_arg(2, fname, "options table expected") end
+  local max, ct = opts.max_message, opts.close_timeout
+  if max ~= nil and (math.type(max) ~= "integer" or max < 0) then
+    bad_arg(2, fname, "max_message: non-negative integer expected")
   end
+  if ct ~= nil and (type(ct) ~= "number" or ct <= 0) then
+    bad_arg(2, fname, "close_timeout: positive number expected")
+  end
+  return opts
+end
+
+local function new_ws(stream, client, opts, protocol)
   return setmetatable({
     _stream = stream, _client = client,
-    _dec = core.decoder(not client, max),
+    _dec = core.decoder(not client, opts.max_message or DEFAULT_MAX),
     _state = "open", -- "closing" once our close frame is sent; then "closed"
     _done = loom.event(), -- set when closed
     _close_timeout = opts.close_timeout or CLOSE_TIMEOUT,
@@ -331,7 +340,7 @@ end
 
 -- req:websocket([opts]) -> WebSocket
 local function upgrade(req, opts)
-  opts = opts or {}
+  opts = check_opts(opts or {}, "websocket")
   if req._upgraded then error("websocket(): the request was already answered", 2) end
   local why, status = check_request(req)
   if why then refuse(req, why, status) end
@@ -437,7 +446,7 @@ end
 -- http.websocket(url [, opts]) -> WebSocket
 local function connect(url, opts)
   if type(url) ~= "string" then bad_arg(1, "websocket", "string expected") end
-  opts = opts or {}
+  opts = check_opts(opts or {}, "websocket")
   local u = parse_url(url)
   if not u then bad_arg(1, "websocket", "ws:// or wss:// URL expected") end
   local tls
