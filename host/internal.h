@@ -255,6 +255,36 @@ void stream_close(stream_t *s);
 int stream_push_address(lua_State *L, const struct sockaddr *sa);
 void stream_open(lua_State *L);
 
+/* websocket.c: the RFC 6455 frame decoder, kept free of Lua so that the
+** fuzz target (tests/fuzz/fuzz_websocket.c) drives it directly. */
+enum { WS_MORE, WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG, WS_ERROR };
+
+typedef struct ws_decoder {
+  int expect_mask;        /* a server's decoder: frames must be masked */
+  uint64_t max_message;   /* a longer message fails with 1009 */
+  /* the frame being read */
+  int in_frame, fin, op, masked;
+  uint64_t remaining;     /* payload bytes still to come */
+  unsigned char key[4];
+  unsigned mpos;          /* offset into the mask key */
+  /* the data message being assembled (op 1 or 2; 0: none) */
+  int msg_op;
+  unsigned char *msg;
+  size_t msg_len, msg_cap;
+  unsigned char u_need, u_lo, u_hi; /* UTF-8 validator state (text) */
+  /* the control frame being read: ping, pong or close */
+  unsigned char ctl[125];
+  size_t ctl_len;
+  int close_code;         /* WS_CLOSE: the peer's code, 1005 when none */
+  int err_code;           /* WS_ERROR: the close code to fail with (sticky) */
+  const char *err_reason;
+} ws_decoder;
+
+void ws_decoder_init(ws_decoder *d, int expect_mask, uint64_t max_message);
+int ws_decode(ws_decoder *d, const unsigned char *in, size_t n, size_t *used);
+void ws_decoder_free(ws_decoder *d);
+int ws_utf8_valid(const unsigned char *p, size_t n);
+
 /* modules.c: bundled Lua modules (generated) and preload registration. */
 void modules_preload(lua_State *L, unsigned libs);
 int modules_load(lua_State *L, const char *name);

@@ -87,6 +87,33 @@ function http.put(url, body, opts) end
 function http.delete(url, opts) end
 ---Close every idle pooled connection.
 function http.close_idle() end
+
+---@class loom.WebSocket
+---@field protocol string?
+---@field close_code integer?
+---@field close_reason string?
+local WebSocket = {}
+---@param data string
+---@param kind ("text"|"binary")?
+function WebSocket:send(data, kind) end
+---@return string? data, ("text"|"binary")? kind
+function WebSocket:receive() end
+---@param data string?
+function WebSocket:ping(data) end
+---@param code integer?
+---@param reason string?
+function WebSocket:close(code, reason) end
+
+---Upgrade the request to a WebSocket.
+---@param opts {protocols: string[]?, max_message: integer?, close_timeout: number?}?
+---@return loom.WebSocket
+function Request:websocket(opts) end
+
+---Open a WebSocket client connection (ws:// or wss://).
+---@param url string
+---@param opts {headers: table?, timeout: number?, protocols: string[]?, max_message: integer?, tls: table?, verify: boolean?}?
+---@return loom.WebSocket
+function http.websocket(url, opts) end
 ---@param host string
 ---@param port integer
 ---@param handler loom.Handler|loom.Router

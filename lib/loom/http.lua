@@ -144,14 +144,22 @@ end
 -- may carry another request.
 local function respond(stream, req, handler, conn)
   local ok, status, body, headers = xpcall(handler, function(e)
-    if type(e) == "table" and e.kind == "cancelled" then return e end
+    if type(e) == "table" and (e.kind == "cancelled" or e == req._refused) then return e end
     return debug.traceback(error_text(e), 2)
   end, req)
   if not ok then
     if type(status) == "table" and status.kind == "cancelled" then error(status, 0) end
-    io.stderr:write("loom: error in HTTP handler for ", req.method, " ", req.target, ": ",
-      error_text(status), "\n")
+    if status ~= req._refused then -- a refused websocket handshake was answered already
+      io.stderr:write("loom: error in HTTP handler for ", req.method, " ", req.target, ": ",
+        error_text(status), "\n")
+    end
     status, body, headers = 500, "internal server error\n", nil
+  end
+  -- req:websocket() took the connection over (or refused it with its own
+  -- response): no response from us, and no further request is read on it
+  if req._upgraded then
+    if req._websocket then req._websocket:_handler_done(ok) end
+    return false
   end
   status = math.tointeger(status) or 200
   local keep = req.keep_alive and conn.open
@@ -231,7 +239,7 @@ local function serve_connection(stream, handler, opts, conn)
     conn.busy = true
     local keep = respond(stream, req, handler, conn)
     conn.busy = false
-    if not keep then return end
+    if not keep or req._upgraded then return end
   end
 end
 
@@ -334,4 +342,5 @@ function Router:__call(req)
 end
 
 require("loom.http_client")(http)
+require("loom.websocket")(http, Request)
 return http
