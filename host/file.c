@@ -83,6 +83,7 @@ static void buf_take(file_t *f, size_t n) {
 
 /* Room for want more bytes after the unread ones. */
 static int buf_room(file_t *f, size_t want) {
+  uint64_t most;
   size_t cap;
   char *b;
   if (f->cap - f->len >= want) return 0;
@@ -92,8 +93,11 @@ static int buf_room(file_t *f, size_t want) {
     f->off = 0;
     if (f->cap - f->len >= want) return 0;
   }
-  for (cap = f->cap ? f->cap : FILE_CHUNK; cap - f->len < want; cap *= 2)
-    if (cap > SIZE_MAX / 4) return UV_ENOMEM;
+  /* a huge read(n), or a line that never ends, fails here */
+  most = fs_mem_limit(f->st);
+  if (want > most || f->len > most - want) return UV_ENOMEM;
+  for (cap = f->cap ? f->cap : FILE_CHUNK; cap - f->len < want; cap *= 2) {}
+  if (cap > most) cap = f->len + want;
   if (!(b = (char *)realloc(f->buf, cap))) return UV_ENOMEM;
   f->buf = b;
   f->cap = cap;

@@ -27,6 +27,7 @@ struct fsstate {
   tlist_t idle; /* tasks in fs._settle() */
   int alive;    /* the registry still holds it */
   loom_t *rt;
+  uint64_t total_mem; /* uv_get_total_memory reads /proc: once */
 };
 
 static char STATE_KEY;
@@ -165,9 +166,9 @@ int fs_raise(lua_State *L, int err, const char *what, const char *path,
   return err_raise(L, "io", uv_err_name(err), "%s: %s", what, uv_strerror(err));
 }
 
+/* [r] -> the results of r (r->push sees r at 1) */
 static int deliver_p(lua_State *L) {
   fsreq_t *r = (fsreq_t *)lua_touserdata(L, 1);
-  lua_remove(L, 1);
   if (r->err) return fs_raise(L, r->err, r->what, r->path, r->path2);
   return r->push ? r->push(L) : 0;
 }
@@ -180,8 +181,7 @@ int fsreq_deliver_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status; (void)ctx;
   lua_pushcfunction(L, deliver_p);
   lua_pushlightuserdata(L, r);
-  lua_pushlightuserdata(L, r);
-  st = lua_pcall(L, 2, LUA_MULTRET, 0);
+  st = lua_pcall(L, 1, LUA_MULTRET, 0);
   fsreq_discard(r);
   if (st != LUA_OK) return lua_error(L);
   return lua_gettop(L) - top;
@@ -640,12 +640,15 @@ static int l_mkdir(lua_State *L) {
 
 /* ---- whole files ---- */
 
-/* The most a file may hold to be read whole: what the Lua state may still
-** allocate under its memory limit, else the machine's memory. */
-static uint64_t rf_limit(loom_t *rt) {
+/* The most bytes one buffer may take: what the Lua state may still
+** allocate under its memory limit (the bytes become a string), else the
+** machine's memory. A bigger read fails with ENOMEM instead of waking the
+** kernel's OOM killer. */
+uint64_t fs_mem_limit(fsstate_t *st) {
+  loom_t *rt = st->rt;
   if (rt->mem_limit)
     return rt->mem_limit > rt->mem_used ? rt->mem_limit - rt->mem_used : 0;
-  return uv_get_total_memory();
+  return st->total_mem;
 }
 
 /* Room for more bytes in the read_file buffer: doubling, within the limit. */
@@ -654,7 +657,7 @@ static int rf_room(fsreq_t *r) {
   char *b;
   if (r->cap > r->len) return 0;
   cap = r->cap ? r->cap * 2 : FS_CHUNK;
-  if (cap < r->cap || cap > rf_limit(r->rt)) return UV_ENOMEM;
+  if (cap < r->cap || cap > fs_mem_limit(r->st)) return UV_ENOMEM;
   if (!(b = (char *)realloc(r->buf, cap))) return UV_ENOMEM;
   r->buf = b;
   r->cap = cap;
@@ -694,7 +697,7 @@ static void rf_stat_step(fsreq_t *r) {
   uint64_t size = s->st_size;
   if (r->req.result < 0) r->err = (int)r->req.result;
   uv_fs_req_cleanup(&r->req);
-  if (!r->err && regular && size >= rf_limit(r->rt)) r->err = UV_ENOMEM;
+  if (!r->err && regular && size >= fs_mem_limit(r->st)) r->err = UV_ENOMEM;
   if (!r->err && regular && size > 0) { /* one byte more: the short read */
     r->size = (int64_t)size;
     r->cap = (size_t)size + 1;
@@ -952,6 +955,7 @@ static void state_open(lua_State *L) {
     luaL_error(L, "not enough memory");
   (*box)->alive = 1;
   (*box)->rt = rt_get(L);
+  (*box)->total_mem = uv_get_total_memory();
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, state_gc);
   lua_setfield(L, -2, "__gc");

@@ -223,6 +223,7 @@ fsreq_t *fsreq_resumed(lua_State *L);
 fsreq_t *fs_begin(lua_State *L, const char *what, fsreq_step step,
                   lua_CFunction push);
 const char *fs_check_path(lua_State *L, int i);
+uint64_t fs_mem_limit(fsstate_t *st);
 int fs_raise(lua_State *L, int err, const char *what, const char *path,
              const char *path2);
 void file_req_gone(fsreq_t *r);
