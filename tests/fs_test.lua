@@ -731,6 +731,32 @@ test("cancelling each kind of wait leaves no trace", function(d)
   t.eq(nfds(), base)
 end)
 
+test("a read cut short by a timeout loses no bytes of a file", function(d)
+  local p = d .. "/big"
+  local data = ("0123456789abcdef"):rep(4 * 1024 * 1024) -- 64 MiB
+  fs.write_file(p, data)
+  local f <close> = fs.open(p)
+  t.eq(f:read(10), "0123456789")
+  t.raises(function() loom.timeout(0.001, f.read, f, #data) end, "timeout")
+  local rest = f:read_all()
+  t.eq(#rest, #data - 10)
+  t.ok(rest == data:sub(11), "nothing lost, nothing twice")
+end, { timeout = 60 })
+
+test("Files work inside the script's own coroutines", function(d)
+  local p = d .. "/f"
+  fs.write_file(p, "a\nb\nc\n")
+  local f <close> = fs.open(p)
+  local gen = coroutine.wrap(function()
+    for l in f:lines() do coroutine.yield(l:upper()) end
+  end)
+  t.eq({ gen(), gen(), gen() }, { "A", "B", "C" })
+  local co = coroutine.create(function() return fs.read_file(p) end)
+  local ok, all = coroutine.resume(co)
+  t.eq(ok, true)
+  t.eq(all, "a\nb\nc\n")
+end)
+
 test("a cancelled read of a FIFO: the task goes, the data is not lost", function(d)
   local p = d .. "/fifo"
   mkfifo(p)
