@@ -285,6 +285,54 @@ int ws_decode(ws_decoder *d, const unsigned char *in, size_t n, size_t *used);
 void ws_decoder_free(ws_decoder *d);
 int ws_utf8_valid(const unsigned char *p, size_t n);
 
+/* fs.c, file.c: loom.fs. One chain of libuv file requests, run for one
+** waiting task (or, once detached, on its own until it has cleaned up). */
+typedef struct fsreq fsreq_t;
+typedef struct fsstate fsstate_t;
+typedef struct file file_t;
+typedef void (*fsreq_step)(fsreq_t *r);
+
+struct fsreq {
+  uv_fs_t req;
+  loom_t *rt;
+  fsstate_t *st;
+  task_t *task;      /* the waiting task; NULL once detached */
+  file_t *file;      /* the File worked on (a reference), or NULL */
+  fsreq_step step;   /* runs when the current libuv request completes */
+  lua_CFunction push; /* in the task: raise r->err or push the results */
+  const char *what;  /* the Lua name, for error messages */
+  const char *path, *path2; /* strings on the task's stack: valid while it waits */
+  uv_file fd;        /* a descriptor the request owns (closed if abandoned); -1 */
+  int err;           /* the first failure (UV_E*); 0 */
+  int op, eof, holds; /* holds: the request holds the File's lock */
+  char *buf;         /* C memory the thread pool reads into or writes from */
+  size_t len, cap, n;
+  const char *src;   /* data to write: a string on the task's stack */
+  size_t srclen, srcoff;
+  int64_t size;
+};
+
+fsreq_t *fsreq_alloc(loom_t *rt, fsstate_t *st, fsreq_step step);
+fsreq_t *fsreq_new(lua_State *L, task_t *t, fsreq_step step);
+void fsreq_cb(uv_fs_t *q);
+void fsreq_check(fsreq_t *r, int rc);
+void fsreq_end(fsreq_t *r);
+void fsreq_finish(fsreq_t *r);
+void fsreq_discard(fsreq_t *r);
+void fsreq_free(fsreq_t *r);
+void fsreq_cancel(task_t *t);
+int fsreq_start(lua_State *L, fsreq_t *r, int rc, lua_KFunction k);
+int fsreq_deliver_k(lua_State *L, int status, lua_KContext ctx);
+fsreq_t *fsreq_resumed(lua_State *L);
+fsreq_t *fs_begin(lua_State *L, const char *what, fsreq_step step,
+                  lua_CFunction push);
+const char *fs_check_path(lua_State *L, int i);
+uint64_t fs_mem_limit(fsstate_t *st);
+int fs_raise(lua_State *L, int err, const char *what, const char *path,
+             const char *path2);
+void file_req_gone(fsreq_t *r);
+void file_open_class(lua_State *L); /* the File class and fs.open */
+
 /* modules.c: bundled Lua modules (generated) and preload registration. */
 void modules_preload(lua_State *L, unsigned libs);
 int modules_load(lua_State *L, const char *name);

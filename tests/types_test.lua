@@ -8,6 +8,7 @@ local modules = {
   ["loom.http"] = { file = "types/loom.http.lua", prefix = "http" },
   ["loom.process"] = { file = "types/loom.process.lua", prefix = "process" },
   ["loom.test"] = { file = "types/loom.test.lua", prefix = "t" },
+  ["loom.fs"] = { file = "types/loom.fs.lua", prefix = "fs" },
 }
 
 for name, m in pairs(modules) do
