@@ -385,68 +385,89 @@ static void dec_number(dec_t *d) {
   }
 }
 
-/* Enter an array or object: depth limit, stack room, and the new table with
-** its mark. */
-static void dec_open(dec_t *d, int mark) {
+/* Members are held on the stack until there are BATCH of them or the
+** container ends, so the table is made at its size: no rehashing while it
+** fills, in the common case of small objects. */
+#define BATCH 32
+
+/* Enter an array or object: depth limit and stack room; returns the stack
+** top the members go above. */
+static int dec_enter(dec_t *d) {
   if (++d->depth > d->max_depth)
     dec_error(d, d->p, "nesting deeper than %d", d->max_depth);
-  if (!lua_checkstack(d->L, 4)) dec_error(d, d->p, "nesting too deep for the stack");
-  lua_createtable(d->L, 0, 0);
-  lua_pushvalue(d->L, lua_upvalueindex(mark));
-  lua_setmetatable(d->L, -2);
+  if (!lua_checkstack(d->L, 2 * BATCH + 4))
+    dec_error(d, d->p, "nesting too deep for the stack");
   d->p = skip_ws(d->p + 1);
+  return lua_gettop(d->L);
+}
+
+/* Make the table for the n members above base (values of an array, key and
+** value pairs of an object), with its mark, move them in, and leave it
+** alone at base + 1. */
+static void dec_table(dec_t *d, int base, int n, int mark) {
+  lua_State *L = d->L;
+  int i;
+  if (mark == UP_OBJECT) lua_createtable(L, 0, n);
+  else lua_createtable(L, n, 0);
+  lua_pushvalue(L, lua_upvalueindex(mark));
+  lua_setmetatable(L, -2);
+  for (i = 0; i < n; i++) {
+    if (mark == UP_OBJECT) { /* in order: the last of duplicate keys wins */
+      lua_pushvalue(L, base + 1 + 2 * i);
+      lua_pushvalue(L, base + 2 + 2 * i);
+      lua_rawset(L, -3);
+    } else {
+      lua_pushvalue(L, base + 1 + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+  }
+  if (n > 0) { /* else the table is at base + 1 already */
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
+  }
+}
+
+/* After a member: 1 if a ',' follows, 0 at the closing bracket. */
+static int dec_more(dec_t *d, char close, const char *want) {
+  d->p = skip_ws(d->p);
+  if (*d->p == ',') {
+    d->p++;
+    return 1;
+  }
+  if (*d->p != close) dec_unexpected(d, d->p, want);
+  d->p++;
+  return 0;
 }
 
 static void dec_array(dec_t *d) {
-  lua_Integer i = 1;
-  dec_open(d, UP_ARRAY);
-  if (*d->p == ']') {
-    d->p++;
-    d->depth--;
-    return;
-  }
-  for (;; i++) {
-    dec_value(d);
-    lua_rawseti(d->L, -2, i);
-    d->p = skip_ws(d->p);
-    if (*d->p == ',') {
-      d->p++;
-    } else if (*d->p == ']') {
-      d->p++;
-      break;
-    } else {
-      dec_unexpected(d, d->p, "expected ',' or ']'");
-    }
-  }
+  int base = dec_enter(d), n = 0;
+  if (*d->p == ']') d->p++;
+  else
+    do {
+      dec_value(d);
+      if (++n > BATCH) lua_rawseti(d->L, base + 1, n);
+      else if (n == BATCH) dec_table(d, base, n, UP_ARRAY);
+    } while (dec_more(d, ']', "expected ',' or ']'"));
+  if (n < BATCH) dec_table(d, base, n, UP_ARRAY);
   d->depth--;
 }
 
 static void dec_object(dec_t *d) {
-  dec_open(d, UP_OBJECT);
-  if (*d->p == '}') {
-    d->p++;
-    d->depth--;
-    return;
-  }
-  for (;;) {
-    d->p = skip_ws(d->p);
-    if (*d->p != '"') dec_unexpected(d, d->p, "expected a string key");
-    dec_string(d);
-    d->p = skip_ws(d->p);
-    if (*d->p != ':') dec_unexpected(d, d->p, "expected ':'");
-    d->p++;
-    dec_value(d);
-    lua_rawset(d->L, -3);
-    d->p = skip_ws(d->p);
-    if (*d->p == ',') {
+  int base = dec_enter(d), n = 0;
+  if (*d->p == '}') d->p++;
+  else
+    do {
+      d->p = skip_ws(d->p);
+      if (*d->p != '"') dec_unexpected(d, d->p, "expected a string key");
+      dec_string(d);
+      d->p = skip_ws(d->p);
+      if (*d->p != ':') dec_unexpected(d, d->p, "expected ':'");
       d->p++;
-    } else if (*d->p == '}') {
-      d->p++;
-      break;
-    } else {
-      dec_unexpected(d, d->p, "expected ',' or '}'");
-    }
-  }
+      dec_value(d);
+      if (++n > BATCH) lua_rawset(d->L, base + 1);
+      else if (n == BATCH) dec_table(d, base, n, UP_OBJECT);
+    } while (dec_more(d, '}', "expected ',' or '}'"));
+  if (n < BATCH) dec_table(d, base, n, UP_OBJECT);
   d->depth--;
 }
 
@@ -689,11 +710,12 @@ static void enc_integer(enc_t *e, lua_Integer v) {
 
 /* Shortest of %.15g, %.16g, %.17g that reads back as x (17 always does),
 ** with '.' whatever the locale, and ".0" added if it would read as an
-** integer. */
+** integer. 15 digits are enough for any shorter text of a normal double;
+** a subnormal has fewer significant bits, so all precisions are tried. */
 static void enc_float_slow(enc_t *e, double x) {
   char buf[40], point = localeconv()->decimal_point[0];
   int prec, n = 0;
-  for (prec = 15; prec <= 17; prec++) {
+  for (prec = fabs(x) < DBL_MIN ? 1 : 15; prec <= 17; prec++) {
     n = snprintf(buf, sizeof buf - 2, "%.*g", prec, x);
     if (prec == 17 || strtod(buf, NULL) == x) break;
   }
