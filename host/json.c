@@ -231,9 +231,9 @@ static const unsigned char *dec_uescape(dec_t *d, const unsigned char *p) {
 /* One escape sequence at p (pointing after the backslash). */
 static const unsigned char *dec_escape(dec_t *d, const unsigned char *p) {
   static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-  const char *e;
+  const char *e = *p ? strchr(from, *p) : NULL;
   if (*p == 'u') return dec_uescape(d, p);
-  if (*p == '\0' || !(e = strchr(from, *p))) dec_error(d, p - 1, "invalid escape in string");
+  if (!e) dec_error(d, p - 1, "invalid escape in string");
   sbuf_add(d->L, d->b, &to[e - from], 1);
   return p + 1;
 }
