@@ -328,17 +328,18 @@ static double dec_strtod(dec_t *d, const unsigned char *s, const unsigned char *
 }
 
 /* The digits of a number: the first up to 19 significant ones in *m, the
-** power of ten they are to be scaled by in *e10; *lost if more were left
-** out. Returns the byte after the digits. */
+** power of ten they are to be scaled by in *e10; *lost if any were left out
+** (then strtod reads the text, and *e10 no longer matters: it stops
+** counting, so no run of digits can overflow it). Returns the byte after
+** the digits. */
 static const unsigned char *scan_digits(const unsigned char *p, uint64_t *m,
                                         int *e10, int *lost, int frac) {
   for (; *p >= '0' && *p <= '9'; p++) {
-    if (*m < 1000000000000000000u) {
+    if (*m >= 1000000000000000000u || *e10 < -400) {
+      *lost = 1;
+    } else {
       *m = *m * 10 + (uint64_t)(*p - '0');
       *e10 -= frac;
-    } else {
-      *lost = 1;
-      *e10 += !frac;
     }
   }
   return p;
