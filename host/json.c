@@ -22,7 +22,9 @@
 enum { UP_ARRAY = 1, UP_OBJECT, UP_ENC, UP_DEC, NUPVALUES };
 
 #define DEFAULT_DEPTH 512
-#define DEPTH_CAP 10000        /* both codecs recurse on the C stack */
+/* Both codecs recurse on the C stack: about 250 bytes a level optimised,
+** 2 KB under ASan at -O0, so 1000 levels fit in 256 KB / 2 MB of stack. */
+#define DEPTH_CAP 1000
 #define KEEP_BYTES (1u << 20)  /* buffers above this are freed after a call */
 
 static const char null_tag; /* json.null is its address */
