@@ -9,6 +9,7 @@ local modules = {
   ["loom.process"] = { file = "types/loom.process.lua", prefix = "process" },
   ["loom.test"] = { file = "types/loom.test.lua", prefix = "t" },
   ["loom.fs"] = { file = "types/loom.fs.lua", prefix = "fs" },
+  ["loom.json"] = { file = "types/loom.json.lua", prefix = "json" },
 }
 
 for name, m in pairs(modules) do
