@@ -122,4 +122,10 @@ function http.websocket(url, opts) end
 function http.listen(host, port, handler, opts) end
 ---@return loom.Router
 function http.router() end
+---A handler serving the files under dir (index.html, content types,
+---ETag/Last-Modified with 304, ranges; never a path outside dir).
+---@param dir string
+---@param opts {prefix: string?, index: string?}?
+---@return loom.Handler
+function http.static(dir, opts) end
 return http

@@ -343,4 +343,5 @@ end
 
 require("loom.http_client")(http)
 require("loom.websocket")(http, Request)
+require("loom.http_static")(http)
 return http
