@@ -39,3 +39,58 @@ t.test("chat_server.lua relays lines between clients", function()
   b:close()
   stop(p)
 end)
+
+t.test("file_server.lua serves examples/www", function()
+  local http = require "loom.http"
+  local p, port = start("examples/file_server.lua")
+  local res = http.get(("http://127.0.0.1:%d/"):format(port))
+  t.eq(res.status, 200)
+  t.ok(res.body:find("Served by loom"), res.body)
+  t.eq(http.get(("http://127.0.0.1:%d/style.css"):format(port)).headers["content-type"],
+    "text/css; charset=utf-8")
+  t.eq(http.get(("http://127.0.0.1:%d/../README.md"):format(port)).status, 404)
+  http.close_idle()
+  stop(p)
+end)
+
+local function run_example(args, opts)
+  local argv = { LOOM }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return process.run(argv, opts)
+end
+
+t.test("api_client.lua reports failures without stopping the others", function()
+  local r = run_example({ "examples/api_client.lua" }, { timeout = 30 })
+  t.eq(r.code, 0, r.stderr)
+  -- of ids 1..20: 7 and 14 time out; 5, 10, 15, 20 fail with 500 (14 is slow first)
+  t.ok(r.stdout:find("14 fetched, 6 failed"), r.stdout)
+  t.ok(r.stdout:find("/items/7%s+failed: timeout"), r.stdout)
+  t.ok(r.stdout:find("/items/5%s+HTTP 500"), r.stdout)
+end)
+
+t.test("concurrency_demo.lua: the concurrent server is much faster", function()
+  local r = run_example({ "examples/concurrency_demo.lua" }, { timeout = 60 })
+  t.eq(r.code, 0, r.stderr)
+  local factor = tonumber(r.stdout:match("was (%d+)x faster"))
+  t.ok(factor and factor >= 10, r.stdout) -- 50 serial waits against ~1
+end)
+
+t.test("tail_and_run.lua runs a command per new file, at most 4 at a time", function()
+  local fs = require "loom.fs"
+  local dir = fs.mkdtemp()
+  local p = process.spawn({ LOOM, "examples/tail_and_run.lua", dir, "6" }, { stdout = "pipe" })
+  t.eq(loom.timeout(10, p.stdout.read_line, p.stdout), "watching " .. dir)
+  local staging = fs.mkdtemp()
+  for i = 1, 6 do -- whole files appear at once: written aside, renamed in
+    fs.write_file(("%s/f%d.txt"):format(staging, i), ("x"):rep(i))
+    fs.rename(("%s/f%d.txt"):format(staging, i), ("%s/f%d.txt"):format(dir, i))
+  end
+  fs.remove(staging, { recursive = true })
+  local out = loom.timeout(20, p.stdout.read_all, p.stdout)
+  t.eq({ p:wait() }, { 0, nil })
+  p.stdout:close()
+  for i = 1, 6 do
+    t.ok(out:find(("f%d%%.txt %%-> exit 0: %d "):format(i, i)), out)
+  end
+  fs.remove(dir, { recursive = true })
+end)
