@@ -309,8 +309,13 @@ static int li_gc(lua_State *L) {
   if (!l->closed) {
     l->closed = 1;
     l->waiter = NULL;
-    uv_close(&l->h.handle, listener_close_cb);
-  } else if (l->handle_closed) free(l);
+    if (!uv_is_closing(&l->h.handle)) {
+      uv_close(&l->h.handle, listener_close_cb);
+      return 0;
+    }
+    l->handle_closed = 1; /* closed by loom_free's walk, which ran the loop since */
+  }
+  if (l->handle_closed) free(l);
   return 0;
 }
 
@@ -539,8 +544,13 @@ static int u_gc(lua_State *L) {
   if (!u->closed) {
     u->closed = 1;
     u->waiter = NULL;
-    uv_close((uv_handle_t *)&u->h, udp_close_cb);
-  } else if (u->handle_closed) free(u);
+    if (!uv_is_closing((uv_handle_t *)&u->h)) {
+      uv_close((uv_handle_t *)&u->h, udp_close_cb);
+      return 0;
+    }
+    u->handle_closed = 1; /* closed by loom_free's walk, which ran the loop since */
+  }
+  if (u->handle_closed) free(u);
   return 0;
 }
 

@@ -585,9 +585,16 @@ static int s_gc(lua_State *L) {
   if (!s->closed && s->rt->closing) { /* the runtime is going: no waiters */
     s->closed = 1;
     if (s->filter && s->filter->free) s->filter->free(s);
-    uv_close(&s->h.handle, close_cb);
-  } else if (!s->closed) stream_close(s);
-  else if (s->handle_closed) {
+    if (!uv_is_closing(&s->h.handle)) {
+      uv_close(&s->h.handle, close_cb);
+      return 0;
+    }
+    s->handle_closed = 1; /* closed by loom_free's walk, which ran the loop since */
+  } else if (!s->closed) {
+    stream_close(s);
+    return 0;
+  }
+  if (s->handle_closed) {
     free(s->rbuf);
     free(s);
   }
