@@ -556,9 +556,13 @@ static int u_gc(lua_State *L) {
 
 /* udp([ip, port]) -> Udp, bound when an address is given */
 static int l_udp(lua_State *L) {
-  udp_t **box = (udp_t **)lua_newuserdatauv(L, sizeof *box, 0);
-  udp_t *u = (udp_t *)calloc(1, sizeof *u);
-  int rc;
+  struct sockaddr_storage ss;
+  int bind = !lua_isnoneornil(L, 1), rc;
+  udp_t **box, *u;
+  if (bind) check_addr(L, 1, &ss); /* before the userdata takes slot 1 */
+  lua_settop(L, 0);
+  box = (udp_t **)lua_newuserdatauv(L, sizeof *box, 0);
+  u = (udp_t *)calloc(1, sizeof *u);
   *box = NULL;
   if (!u) return luaL_error(L, "not enough memory");
   luaL_setmetatable(L, UDP_MT);
@@ -570,13 +574,9 @@ static int l_udp(lua_State *L) {
   u->h.data = u;
   u->boxed = 1;
   *box = u;
-  if (!lua_isnoneornil(L, 1)) {
-    struct sockaddr_storage ss;
-    check_addr(L, 1, &ss);
-    if ((rc = uv_udp_bind(&u->h, (struct sockaddr *)&ss, 0)) < 0) {
-      udp_close(u);
-      return err_uv(L, rc, "io", "bind");
-    }
+  if (bind && (rc = uv_udp_bind(&u->h, (struct sockaddr *)&ss, 0)) < 0) {
+    udp_close(u);
+    return err_uv(L, rc, "io", "bind");
   }
   return 1;
 }
