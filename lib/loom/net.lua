@@ -169,10 +169,12 @@ function Server:close()
 end
 
 -- Await task t; returns the error if our own wait was interrupted (cancel or
--- timeout of the caller), nil when t ended in any way.
+-- timeout of the caller), nil when t ended in any way. The tasks here end
+-- by returning unless they were cancelled or the acceptor met an unexpected
+-- error, so an error while t is not done, or done by returning, is ours.
 local function await_end(t)
   local ok, err = pcall(t.await, t)
-  if not ok and not t:done() then return err end
+  if not ok and (not t:done() or t:status() == "done") then return err end
 end
 
 -- srv:shutdown([grace]): stop accepting, give handlers up to grace seconds,
@@ -195,7 +197,8 @@ function Server:shutdown(grace)
   end
   for t in pairs(self.conns) do t:cancel() end
   for t, s in pairs(self.conns) do
-    if not interrupt then interrupt = await_end(t) end
+    local e = await_end(t) -- once each: a timeout of ours raises at once
+    interrupt = interrupt or e
     pcall(s.close, s) -- a handler cancelled before it started never closed its stream
     self.conns[t] = nil
   end
