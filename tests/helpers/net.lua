@@ -55,10 +55,10 @@ end
 local Child = {}
 Child.__index = Child
 
--- Start cmd under sh; the shell prints its pid first and then execs cmd,
--- so child.pid is the pid of cmd itself.
-function H.spawn(cmd)
-  local p = assert(io.popen("echo $$; exec " .. cmd .. " 2>&1"))
+-- Start cmd under sh (after the shell commands in prefix, if any); the shell
+-- prints its pid first and then execs cmd, so child.pid is cmd's own pid.
+function H.spawn(cmd, prefix)
+  local p = assert(io.popen((prefix or "") .. " echo $$; exec " .. cmd .. " 2>&1"))
   local pid = tonumber(p:read("l"))
   return setmetatable({ p = p, pid = pid }, Child)
 end
@@ -104,7 +104,7 @@ function H.loom_script(text, shell_prefix, ...)
   f:close()
   local args = { H.sh_quote(H.LOOM), H.sh_quote(path) }
   for _, a in ipairs { ... } do args[#args + 1] = H.sh_quote(a) end
-  local c = H.spawn((shell_prefix or "") .. table.concat(args, " "))
+  local c = H.spawn(table.concat(args, " "), shell_prefix)
   c.script = path
   return c
 end
