@@ -170,6 +170,14 @@ function H.fd_limit()
   return v == "unlimited" and math.huge or tonumber(v)
 end
 
+-- A flat table as text, keys sorted: {a=1, b=2}.
+function H.show(tbl)
+  local parts = {}
+  for k, v in pairs(tbl) do parts[#parts + 1] = tostring(k) .. "=" .. tostring(v) end
+  table.sort(parts)
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
 -- Wait for an event, at most s seconds (a test fails instead of hanging).
 function H.wait(ev, s, what)
   local ok, err = pcall(loom.timeout, s or 5, ev.wait, ev)
