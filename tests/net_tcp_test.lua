@@ -84,6 +84,9 @@ t.test("bad arguments raise at once", function()
     "bad argument #3 to 'listen'")
   t.raises(function() net.listen(7, 0, h) end, "bad argument #1 to 'listen'")
   t.raises(function() net.listen("127.0.0.1", 99999, h) end, "bad argument #2")
+  -- the message points at the caller's line
+  t.raises(function() net.connect("127.0.0.1", -1) end, "^tests/net_tcp_test%.lua:%d+: bad")
+  t.raises(function() net.connect(false, 1) end, "^tests/net_tcp_test%.lua:%d+: bad")
 end)
 
 t.test("listening on a port in use raises io EADDRINUSE", function()

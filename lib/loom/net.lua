@@ -11,13 +11,15 @@ local function is_ip(host)
   return host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
 end
 
-local function check(cond, n, fname, msg)
-  if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
+-- Raise a bad-argument error that points at the caller of the public
+-- function (level: 3 from a check in the public function itself).
+local function check(cond, n, fname, msg, level)
+  if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), level or 3) end
 end
 
 local function check_port(port, n, fname)
   check(math.type(port) == "integer" and port >= 0 and port <= 65535, n, fname,
-    "port must be an integer in 0..65535")
+    "port must be an integer in 0..65535", 4)
 end
 
 -- net.resolve(host) -> array of address strings
