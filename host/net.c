@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -28,6 +29,15 @@ static void check_addr(lua_State *L, int idx, struct sockaddr_storage *ss) {
   luaL_argcheck(L, port >= 0 && port <= 65535, idx + 1, "port out of range");
   if (parse_addr(ip, (int)port, ss) != 0)
     luaL_argerror(L, idx, "not a numeric IP address");
+}
+
+/* libuv 1.44 silently truncates a socket path that does not fit in
+** sun_path, binding or connecting to another file: refuse it instead. */
+static void check_sun_path(lua_State *L, const char *path, const char *op) {
+  if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    lua_pushfstring(L, "%s %s", op, path);
+    err_uv(L, UV_ENAMETOOLONG, "io", lua_tostring(L, -1));
+  }
 }
 
 /* ---- DNS ---- */
@@ -174,6 +184,7 @@ static int l_connect_unix(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   task_t *t = task_check_current(L, "net.connect_unix");
   connect_req *r;
+  check_sun_path(L, path, "connect");
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   if (!(r = (connect_req *)calloc(1, sizeof *r))) return luaL_error(L, "not enough memory");
   snprintf(r->what, sizeof r->what, "connect %s", path);
@@ -391,6 +402,7 @@ static int l_listen_unix(lua_State *L) {
   char what[300];
   listener_t *l;
   snprintf(what, sizeof what, "listen %s", path);
+  check_sun_path(L, path, "listen");
   lua_settop(L, 1);
   l = new_listener(L, STREAM_PIPE);
   rc = uv_pipe_init(rt_get(L)->loop, &l->h.pipe, 0);
