@@ -121,7 +121,7 @@ local function try_exchange(port, text, conns)
 end
 
 t.test("EMFILE on accept: the server neither spins nor dies", function()
-  local child = H.loom_script(EMFILE_SERVER, "ulimit -n 64 &&")
+  local child = H.loom_script(EMFILE_SERVER, { prefix = "ulimit -n 64 &&", own_pid = true })
   local port = tonumber(child:line())
   if not port then
     local out = child:finish()

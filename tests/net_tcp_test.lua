@@ -290,3 +290,39 @@ t.test("set_nodelay, set_keepalive and set_limit take their arguments", function
   c:close()
   srv:shutdown(1)
 end)
+
+t.test("writing to a peer that has closed raises io EPIPE; the process lives", function()
+  local srv = net.listen("127.0.0.1", 0, function() end) -- closes at once
+  local c = net.connect("127.0.0.1", srv.port)
+  t.eq(c:read(), nil)
+  local err = t.raises(function()
+    for _ = 1, 10 do -- the first write may still be taken by the kernel
+      c:write("x")
+      c:flush()
+    end
+  end, "io")
+  t.ok(err.code == "EPIPE" or err.code == "ECONNRESET", tostring(err.code))
+  t.raises(function() c:write("again") end, "io")
+  c:close()
+  srv:shutdown(1)
+end)
+
+-- Regression: sockets still open when the runtime was freed were closed
+-- twice (by the runtime's handle walk, then by their finalizers), which
+-- aborted in libuv instead of exiting with the script's status.
+t.test("a script that ends with sockets open exits with its own status", function()
+  local body = [==[
+local net = require "loom.net"
+local srv = net.listen("127.0.0.1", 0, function() end)
+KEEP = { net.connect("127.0.0.1", srv.port), net.udp("127.0.0.1", 0),
+         require("loom.net.core").listen("127.0.0.1", 0) }
+srv:close()
+]==]
+  for _, case in ipairs { { "", 0 }, { "error('boom')\n", 1 } } do
+    local child = H.loom_script(body .. case[1])
+    local out, status = child:finish()
+    child:remove_script()
+    t.eq(status, case[2], out)
+    t.eq(out:find("Assertion", 1, true), nil, out)
+  end
+end)

@@ -97,14 +97,21 @@ function H.peer_server(mode, ...)
 end
 
 -- A loom script in a child process; the script text is written to a file.
-function H.loom_script(text, shell_prefix, ...)
+-- opts: prefix (shell commands to run first, e.g. "ulimit -n 64 &&"), args
+-- (a list), own_pid (exec loom directly so that child.pid is loom's; the
+-- script must then limit its own run time). Otherwise coreutils' timeout
+-- ends the script after 20 s, so a broken test cannot hang on its output.
+function H.loom_script(text, opts)
+  opts = opts or {}
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write(text)
   f:close()
   local args = { H.sh_quote(H.LOOM), H.sh_quote(path) }
-  for _, a in ipairs { ... } do args[#args + 1] = H.sh_quote(a) end
-  local c = H.spawn(table.concat(args, " "), shell_prefix)
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = H.sh_quote(a) end
+  local cmd = table.concat(args, " ")
+  if not opts.own_pid then cmd = "timeout -k 1 20 " .. cmd end
+  local c = H.spawn(cmd, opts.prefix)
   c.script = path
   return c
 end
