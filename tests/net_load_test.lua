@@ -7,7 +7,7 @@ local H = require "helpers.net"
 
 local MiB = 1024 * 1024
 
--- First in the file, so that the process is small when it starts.
+-- What is measured is the growth of resident memory during the transfer.
 t.test("100 MiB to a slow reader: memory stays bounded, the writer waits", function()
   local TOTAL, CHUNK = 100 * MiB, 256 * 1024
   local block = string.rep("0123456789abcdef", CHUNK // 16)
