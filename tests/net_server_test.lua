@@ -244,17 +244,13 @@ end)
 
 -- Regression: a connection accepted just before shutdown was handed to a
 -- handler after shutdown had looked for handlers, which then ran on.
+-- (The runner fails the test if a task or a socket is left behind.)
 t.test("shutdown right after a connect leaves no handler or socket behind", function()
-  local ran = false
-  local srv = net.listen("127.0.0.1", 0, function(s)
-    ran = true
-    s:read_all()
-  end)
+  local srv = net.listen("127.0.0.1", 0, function(s) s:read_all() end)
   local c = net.connect("127.0.0.1", srv.port)
   srv:shutdown() -- at once: the handler may not have started
   t.eq(c:read(), nil)
   c:close()
-  t.ok(ran == true or ran == false)
 end)
 
 t.test("a handler that catches the cancel may still say goodbye", function()
