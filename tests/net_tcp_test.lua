@@ -237,13 +237,14 @@ t.test("a <close> variable closes the stream at the end of its scope", function(
   local q = loom.queue()
   local srv = net.listen("127.0.0.1", 0, function(s) q:put(s:read_all()) end)
   local kept
+  local big = string.rep("scoped", 200000) -- more than is sent at once
   do
     local c <close> = net.connect("127.0.0.1", srv.port)
-    c:write("scoped")
+    c:write(big)
     kept = c
   end
   t.eq(tostring(kept), "Stream (closed)")
-  t.eq(q:get(), "scoped") -- the server saw the end of the stream
+  t.eq(q:get() == big, true, "all sent, then the end of the stream")
   -- leaving the scope by an error closes it too
   local ok = pcall(function()
     local c <close> = net.connect("127.0.0.1", srv.port)
