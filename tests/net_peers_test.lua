@@ -115,8 +115,10 @@ t.test("32 MiB to a slow python3 reader arrive whole, the writer held back", fun
 end)
 
 -- A tiny HTTP/1.1 responder for curl: answers 100-continue, reads the
--- body by Content-Length, and closes after each response.
-local function http_server(host, on_request)
+-- body by Content-Length, and closes after each response. `done` is set
+-- once the response is written: curl then needs nothing more from us, and
+-- the test may block on curl's output.
+local function http_server(host, on_request, done)
   return net.listen(host, 0, function(s)
     local request = s:read_line()
     local headers = {}
@@ -142,6 +144,8 @@ local function http_server(host, on_request)
     local answer = on_request(request, headers, body)
     s:write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ", #answer,
       "\r\nConnection: close\r\n\r\n", answer)
+    s:close()
+    done:set()
   end)
 end
 
@@ -155,9 +159,8 @@ t.test("curl GET against a loom HTTP responder (IPv4 and IPv6)", function()
     local done, seen = loom.event(), {}
     local srv = http_server(host, function(request, headers)
       seen.request, seen.host = request, headers.host
-      done:set()
       return "hello from loom\n"
-    end)
+    end, done)
     local url = host:find(":") and ("http://[%s]:%d/path?q=1"):format(host, srv.port)
       or ("http://%s:%d/path?q=1"):format(host, srv.port)
     local child = curl(H.sh_quote(url))
@@ -181,9 +184,8 @@ t.test("curl uploads 4 MiB to a loom server that reads slowly", function()
   local done, got = loom.event(), nil
   local srv = http_server("127.0.0.1", function(_, _, body)
     got = body
-    done:set()
     return ("received %d bytes\n"):format(#body)
-  end)
+  end, done)
   local child = curl(("--data-binary @%s http://127.0.0.1:%d/upload"):format(
     H.sh_quote(path), srv.port))
   H.wait(done, 10, "the upload")
