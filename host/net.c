@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -28,6 +29,15 @@ static void check_addr(lua_State *L, int idx, struct sockaddr_storage *ss) {
   luaL_argcheck(L, port >= 0 && port <= 65535, idx + 1, "port out of range");
   if (parse_addr(ip, (int)port, ss) != 0)
     luaL_argerror(L, idx, "not a numeric IP address");
+}
+
+/* libuv 1.44 silently truncates a socket path that does not fit in
+** sun_path, binding or connecting to another file: refuse it instead. */
+static void check_sun_path(lua_State *L, const char *path, const char *op) {
+  if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    lua_pushfstring(L, "%s %s", op, path);
+    err_uv(L, UV_ENAMETOOLONG, "io", lua_tostring(L, -1));
+  }
 }
 
 /* ---- DNS ---- */
@@ -174,6 +184,7 @@ static int l_connect_unix(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   task_t *t = task_check_current(L, "net.connect_unix");
   connect_req *r;
+  check_sun_path(L, path, "connect");
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   if (!(r = (connect_req *)calloc(1, sizeof *r))) return luaL_error(L, "not enough memory");
   snprintf(r->what, sizeof r->what, "connect %s", path);
@@ -309,8 +320,13 @@ static int li_gc(lua_State *L) {
   if (!l->closed) {
     l->closed = 1;
     l->waiter = NULL;
-    uv_close(&l->h.handle, listener_close_cb);
-  } else if (l->handle_closed) free(l);
+    if (!uv_is_closing(&l->h.handle)) {
+      uv_close(&l->h.handle, listener_close_cb);
+      return 0;
+    }
+    l->handle_closed = 1; /* closed by loom_free's walk, which ran the loop since */
+  }
+  if (l->handle_closed) free(l);
   return 0;
 }
 
@@ -386,6 +402,7 @@ static int l_listen_unix(lua_State *L) {
   char what[300];
   listener_t *l;
   snprintf(what, sizeof what, "listen %s", path);
+  check_sun_path(L, path, "listen");
   lua_settop(L, 1);
   l = new_listener(L, STREAM_PIPE);
   rc = uv_pipe_init(rt_get(L)->loop, &l->h.pipe, 0);
@@ -539,16 +556,25 @@ static int u_gc(lua_State *L) {
   if (!u->closed) {
     u->closed = 1;
     u->waiter = NULL;
-    uv_close((uv_handle_t *)&u->h, udp_close_cb);
-  } else if (u->handle_closed) free(u);
+    if (!uv_is_closing((uv_handle_t *)&u->h)) {
+      uv_close((uv_handle_t *)&u->h, udp_close_cb);
+      return 0;
+    }
+    u->handle_closed = 1; /* closed by loom_free's walk, which ran the loop since */
+  }
+  if (u->handle_closed) free(u);
   return 0;
 }
 
 /* udp([ip, port]) -> Udp, bound when an address is given */
 static int l_udp(lua_State *L) {
-  udp_t **box = (udp_t **)lua_newuserdatauv(L, sizeof *box, 0);
-  udp_t *u = (udp_t *)calloc(1, sizeof *u);
-  int rc;
+  struct sockaddr_storage ss;
+  int bind = !lua_isnoneornil(L, 1), rc;
+  udp_t **box, *u;
+  if (bind) check_addr(L, 1, &ss); /* before the userdata takes slot 1 */
+  lua_settop(L, 0);
+  box = (udp_t **)lua_newuserdatauv(L, sizeof *box, 0);
+  u = (udp_t *)calloc(1, sizeof *u);
   *box = NULL;
   if (!u) return luaL_error(L, "not enough memory");
   luaL_setmetatable(L, UDP_MT);
@@ -560,13 +586,9 @@ static int l_udp(lua_State *L) {
   u->h.data = u;
   u->boxed = 1;
   *box = u;
-  if (!lua_isnoneornil(L, 1)) {
-    struct sockaddr_storage ss;
-    check_addr(L, 1, &ss);
-    if ((rc = uv_udp_bind(&u->h, (struct sockaddr *)&ss, 0)) < 0) {
-      udp_close(u);
-      return err_uv(L, rc, "io", "bind");
-    }
+  if (bind && (rc = uv_udp_bind(&u->h, (struct sockaddr *)&ss, 0)) < 0) {
+    udp_close(u);
+    return err_uv(L, rc, "io", "bind");
   }
   return 1;
 }

@@ -3,6 +3,7 @@
 ** drive the scheduler (idle/prepare/check/timer/async). The public API of
 ** loom.h lives here.
 */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,9 +109,19 @@ static void init_handles(loom_t *rt) {
   init_handle(rt, (uv_handle_t *)&rt->async, 0);
 }
 
+/* A write to a socket whose peer has gone raises SIGPIPE, which kills the
+** process by default: libuv leaves it to the program, and a network
+** runtime must get EPIPE instead. A handler the host installed is kept. */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+    signal(SIGPIPE, SIG_IGN);
+}
+
 loom_t *loom_new(const loom_options *opts) {
   loom_t *rt = (loom_t *)calloc(1, sizeof *rt);
   if (!rt) return NULL;
+  ignore_sigpipe();
   rt->libs = (opts && opts->libs) ? (opts->libs | LOOM_LIB_CORE) : LOOM_LIBS_ALL;
   rt->mem_limit = opts ? opts->memory_limit : 0;
   rt->main_ref = LUA_NOREF;
@@ -318,7 +329,12 @@ void loom_free(loom_t *rt) {
     rt->exiting = 0;
     task_cancel_all(rt);
     for (i = 0; i < 16 && rt->rhead; i++) task_drain(rt);
+    /* no Lua runs from here on: tasks still ready stay unresumed, and the
+    ** deadlines left are disarmed, so nothing refers to them */
+    uv_prepare_stop(&rt->prepare);
+    uv_check_stop(&rt->check);
     rt->rhead = rt->rtail = NULL;
+    for (i = 0; i < (int)rt->nheap; i++) rt->heap[i]->idx = 0;
     rt->nheap = 0;
     uv_run(rt->loop, UV_RUN_NOWAIT); /* callbacks of aborted operations */
     lua_close(rt->L);

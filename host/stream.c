@@ -235,13 +235,15 @@ static int take_line(lua_State *L, stream_t *s) {
   size_t have = buffered(s);
   char *nl = have > s->scan ? memchr(start + s->scan, '\n', have - s->scan) : NULL;
   if (nl) {
-    size_t n = (size_t)(nl - start);
-    lua_pushlstring(L, start, (n > 0 && nl[-1] == '\r') ? n - 1 : n);
+    size_t n = (size_t)(nl - start), len = (n > 0 && nl[-1] == '\r') ? n - 1 : n;
+    if (len > s->limit) goto too_long; /* a long line that came in whole */
+    lua_pushlstring(L, start, len);
     consume(s, n + 1);
     return 1;
   }
   s->scan = have;
-  if (have > s->limit) {
+  if (have - (have > 0 && start[have - 1] == '\r') > s->limit) {
+  too_long:
     err_push(L, "limit", NULL, "line longer than %d bytes", (int)s->limit);
     return -1;
   }
@@ -301,12 +303,14 @@ static int take_until(lua_State *L, stream_t *s) {
   char *hit = have >= s->dlen ? memmem(start + from, have - from, s->delim, s->dlen) : NULL;
   if (hit) {
     size_t n = (size_t)(hit - start);
+    if (n > s->limit) goto too_long; /* a long section that came in whole */
     lua_pushlstring(L, start, n);
     consume(s, n + s->dlen);
     return 1;
   }
   s->scan = have;
-  if (have > s->limit) {
+  if (have + 1 > s->limit + s->dlen) { /* the section is longer than the limit */
+  too_long:
     err_push(L, "limit", NULL, "no delimiter within %d bytes", (int)s->limit);
     return -1;
   }
@@ -482,6 +486,7 @@ int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs) {
   if (s->reader)
     return err_raise(L, "busy", NULL, "another task is reading this stream");
   if (mode == READ_UNTIL) s->delim = lua_tolstring(L, 2, &s->dlen);
+  s->scan = 0; /* what an earlier read scanned for was maybe not this */
   r = try_read(L, s, mode, arg);
   while (r == 0 && s->kind == STREAM_FILE) { /* a regular file: read it now */
     read_file_chunk(s);
@@ -790,9 +795,16 @@ static int s_gc(lua_State *L) {
   if (!s->closed && s->rt->closing) { /* the runtime is going: no waiters */
     s->closed = 1;
     if (s->filter && s->filter->free) s->filter->free(s);
-    uv_close(&s->h.handle, close_cb);
-  } else if (!s->closed) stream_close(s);
-  else if (s->handle_closed) {
+    if (!uv_is_closing(&s->h.handle)) {
+      uv_close(&s->h.handle, close_cb);
+      return 0;
+    }
+    s->handle_closed = 1; /* closed by loom_free's walk, which ran the loop since */
+  } else if (!s->closed) {
+    stream_close(s);
+    return 0;
+  }
+  if (s->handle_closed) {
     free(s->rbuf);
     free(s);
   }

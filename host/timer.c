@@ -75,7 +75,7 @@ void heap_push(loom_t *rt, tentry_t *e) {
 void heap_remove(loom_t *rt, tentry_t *e) {
   size_t i;
   tentry_t *last;
-  if (!e->idx) return;
+  if (!e->idx || e->idx > rt->nheap) return;
   i = e->idx - 1;
   e->idx = 0;
   last = rt->heap[--rt->nheap];

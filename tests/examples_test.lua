@@ -23,3 +23,32 @@ t.test("pipeline.lua processes every item", function()
   t.eq(status, 0, out)
   t.ok(out:find("processed 20 items, total 2870"), out)
 end)
+
+t.test("echo_server.lua echoes to several clients on the port it prints", function()
+  local loom = require "loom"
+  local net = require "loom.net"
+  -- the shell prints its pid, then becomes the server
+  local p = io.popen("echo $$; exec " .. LOOM .. " examples/echo_server.lua 0 2>&1")
+  local pid = tonumber(p:read("l"))
+  local first = p:read("l")
+  local ok, err = pcall(function()
+    local port = tonumber(tostring(first):match("^listening on (%d+)$"))
+    t.ok(port and port > 0, "first line: " .. tostring(first))
+    local a = net.connect("127.0.0.1", port)
+    local b = net.connect("127.0.0.1", port)
+    b:write("from b\n")
+    a:write("from a\r\n")
+    t.eq(a:read_line(), "from a")
+    t.eq(b:read_line(), "from b")
+    local big = string.rep("0123456789", 100000) -- 1 MB, echoed while it is sent
+    local writer = loom.spawn(function() a:write(big) a:shutdown() end)
+    t.eq(a:read_all(), big)
+    writer:await()
+    a:close()
+    b:close()
+  end)
+  os.execute("kill " .. pid)
+  local rest = p:read("a")
+  p:close()
+  if not ok then error(tostring(err) .. "\n" .. rest, 0) end
+end)

@@ -11,13 +11,15 @@ local function is_ip(host)
   return host:match("^%d+%.%d+%.%d+%.%d+$") ~= nil or host:find(":", 1, true) ~= nil
 end
 
-local function check(cond, n, fname, msg)
-  if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
+-- Raise a bad-argument error that points at the caller of the public
+-- function (level: 3 from a check in the public function itself).
+local function check(cond, n, fname, msg, level)
+  if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), level or 3) end
 end
 
 local function check_port(port, n, fname)
   check(math.type(port) == "integer" and port >= 0 and port <= 65535, n, fname,
-    "port must be an integer in 0..65535")
+    "port must be an integer in 0..65535", 4)
 end
 
 -- net.resolve(host) -> array of address strings
@@ -132,7 +134,7 @@ local function start_server(listener, handler, opts)
         error(s, 0)
       end
       local t = loom.spawn(serve, srv, handler, s)
-      srv.conns[t] = true
+      srv.conns[t] = s
     end
   end)
   return srv
@@ -168,20 +170,41 @@ function Server:close()
   if self.path then os.remove(self.path) end
 end
 
+-- Await task t; returns the error if our own wait was interrupted (cancel or
+-- timeout of the caller), nil when t ended in any way. The tasks here end
+-- by returning unless they were cancelled or the acceptor met an unexpected
+-- error, so an error while t is not done, or done by returning, is ours.
+local function await_end(t)
+  local ok, err = pcall(t.await, t)
+  if not ok and (not t:done() or t:status() == "done") then return err end
+end
+
 -- srv:shutdown([grace]): stop accepting, give handlers up to grace seconds,
 -- then cancel the rest and wait for them.
 function Server:shutdown(grace)
   self:close()
-  pcall(loom.timeout, grace or 0, function()
-    while next(self.conns) do
-      local t = next(self.conns)
-      pcall(t.await, t)
-      self.conns[t] = nil
-    end
-  end)
+  -- the acceptor may hold a connection accepted just before the close
+  local interrupt = await_end(self.acceptor)
+  if not interrupt and grace and grace > 0 then
+    local ok, err = pcall(loom.timeout, grace, function()
+      for _ = 1, math.huge do
+        local t = next(self.conns)
+        if not t then return end
+        local e = await_end(t)
+        if e then error(e, 0) end -- the grace period is over, or we were cancelled
+        self.conns[t] = nil
+      end
+    end)
+    if not ok and type(err) == "table" and err.kind == "cancelled" then interrupt = err end
+  end
   for t in pairs(self.conns) do t:cancel() end
-  for t in pairs(self.conns) do pcall(t.await, t) end
-  pcall(self.acceptor.await, self.acceptor)
+  for t, s in pairs(self.conns) do
+    local e = await_end(t) -- once each: a timeout of ours raises at once
+    interrupt = interrupt or e
+    pcall(s.close, s) -- a handler cancelled before it started never closed its stream
+    self.conns[t] = nil
+  end
+  if interrupt then error(interrupt, 0) end
 end
 
 -- srv:wait(): until the server is closed.

@@ -1,0 +1,163 @@
+-- Under load: 100 MiB through a slow reader in bounded memory, 1,000
+-- connections at once, and a server at its file-descriptor limit (EMFILE).
+local loom = require "loom"
+local net = require "loom.net"
+local t = require "loom.test"
+local H = require "helpers.net"
+
+local MiB = 1024 * 1024
+
+-- What is measured is the growth of resident memory during the transfer.
+t.test("100 MiB to a slow reader: memory stays bounded, the writer waits", function()
+  local TOTAL, CHUNK = 100 * MiB, 256 * 1024
+  local block = string.rep("0123456789abcdef", CHUNK // 16)
+  local read_bytes, waits, max_ahead = 0, 0, 0
+  local srv = net.listen("127.0.0.1", 0, function(s)
+    for _ = 1, TOTAL // CHUNK do
+      local before = read_bytes
+      s:write(block)
+      -- the reader moved on while this write was suspended: it waited
+      if read_bytes ~= before then waits = waits + 1 end
+    end
+  end)
+  local rss0 = H.status_kb("VmRSS")
+  local rss_max, lua_max = rss0, collectgarbage("count")
+  local c = net.connect("127.0.0.1", srv.port)
+  local n = 0
+  repeat
+    local d = c:read(16 * 1024)
+    if d then
+      read_bytes = read_bytes + #d
+      n = n + 1
+      if n % 64 == 0 then -- every MiB or so
+        rss_max = math.max(rss_max, H.status_kb("VmRSS"))
+        lua_max = math.max(lua_max, collectgarbage("count"))
+      end
+      loom.sleep(0) -- a slow reader: let everyone else run between reads
+    end
+  until not d
+  c:close()
+  srv:shutdown(1)
+  if os.getenv("LOOM_TEST_VERBOSE") then
+    print(("waits %d, rss %d -> %d KiB, lua %.0f KiB"):format(waits, rss0, rss_max, lua_max))
+  end
+  t.eq(read_bytes, TOTAL)
+  t.ok(waits >= 10, ("the writer waited for the reader only %d times"):format(waits))
+  t.ok(lua_max < 32 * 1024, ("the Lua heap reached %.0f KiB"):format(lua_max))
+  if not H.sanitized() then
+    t.ok(rss_max - rss0 < 64 * 1024,
+      ("resident memory grew by %d KiB"):format(rss_max - rss0))
+  end
+end, { timeout = 60 })
+
+t.test("1,000 concurrent connections to one server", function()
+  local N = 1000
+  local limit = H.fd_limit()
+  if limit < 2 * N + 100 then
+    t.skip(("ulimit -n is %d; this test needs %d (run `ulimit -n 4096` first)")
+      :format(limit, 2 * N + 100))
+  end
+  -- every handler waits until all N are running: N connections at once
+  local inside, all_in = 0, loom.event()
+  local srv = net.listen("127.0.0.1", 0, function(s)
+    inside = inside + 1
+    if inside == N then all_in:set() end
+    all_in:wait()
+    local line = s:read_line()
+    s:write(line, "\n")
+  end, { backlog = 1024 })
+  local results = {}
+  loom.group(function(g)
+    for i = 1, N do
+      g:spawn(function()
+        local c <close> = net.connect("127.0.0.1", srv.port)
+        c:write("hello ", i, "\n")
+        results[i] = c:read_line()
+      end)
+    end
+  end)
+  srv:shutdown(1)
+  local wrong = 0
+  for i = 1, N do
+    if results[i] ~= "hello " .. i then wrong = wrong + 1 end
+  end
+  t.eq(wrong, 0, "wrong answers")
+  t.eq(inside, N)
+end, { timeout = 30 })
+
+-- A loom echo server limited to 64 open files; "quit" closes it.
+local EMFILE_SERVER = [==[
+local loom = require "loom"
+local net = require "loom.net"
+local srv
+srv = net.listen("127.0.0.1", 0, function(s)
+  repeat
+    local line = s:read_line()
+    if line == "quit" then srv:close() end
+    if line then s:write(line, "\n") end
+  until not line or line == "quit"
+end)
+local watchdog = loom.spawn(function() loom.sleep(20) os.exit(3) end)
+print(srv.port)
+io.stdout:flush()
+srv:wait()
+watchdog:cancel()
+]==]
+
+-- Open a connection and exchange a line: "served", "dropped" (end of stream
+-- or reset: the server could not take it) or an error.
+local function try_exchange(port, text, conns)
+  local ok, c = pcall(net.connect, "127.0.0.1", port)
+  if not ok then return "connect failed: " .. tostring(c) end
+  if conns then conns[#conns + 1] = c end
+  local ok2, line = pcall(loom.timeout, 5, function()
+    c:write(text, "\n")
+    return c:read_line()
+  end)
+  if not conns then c:close() end
+  if ok2 and line == text then return "served" end
+  if (ok2 and line == nil) or (not ok2 and line.kind == "io") then return "dropped" end
+  return "unexpected: " .. tostring(line)
+end
+
+t.test("EMFILE on accept: the server neither spins nor dies", function()
+  local child = H.loom_script(EMFILE_SERVER, { prefix = "ulimit -n 64 &&", own_pid = true })
+  local port = tonumber(child:line())
+  if not port then
+    local out = child:finish()
+    child:remove_script()
+    error("the server did not start: " .. tostring(out))
+  end
+  -- 100 connections: more than the server can hold open
+  local conns, outcome = {}, {}
+  loom.group(function(g)
+    for i = 1, 100 do
+      g:spawn(function()
+        local r = try_exchange(port, "ping " .. i, conns)
+        outcome[r] = (outcome[r] or 0) + 1
+      end)
+    end
+  end)
+  local served, dropped = outcome.served or 0, outcome.dropped or 0
+  if os.getenv("LOOM_TEST_VERBOSE") then print("EMFILE outcome " .. H.show(outcome)) end
+  t.eq(served + dropped, 100, "every connection was served or dropped: "
+    .. H.show(outcome))
+  t.ok(served >= 20 and dropped >= 1, "the limit was reached: " .. H.show(outcome))
+  -- while at its limit with clients connected, the server must be idle
+  local cpu0 = H.cpu_ticks(child.pid)
+  loom.sleep(0.5) -- the measured idle period
+  local cpu1 = H.cpu_ticks(child.pid)
+  t.ok(cpu1 - cpu0 <= 10, ("the server used %d ticks of CPU in 0.5 s"):format(cpu1 - cpu0))
+  for _, c in ipairs(conns) do c:close() end
+  -- the server goes on: once its handlers have seen the ends, it serves
+  local last
+  for _ = 1, 50 do
+    last = try_exchange(port, "again")
+    if last == "served" then break end
+  end
+  t.eq(last, "served")
+  t.eq(try_exchange(port, "quit"), "served")
+  local out, status = child:finish()
+  child:remove_script()
+  t.eq(status, 0, out)
+end, { timeout = 30 })
