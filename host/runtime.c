@@ -3,6 +3,7 @@
 ** drive the scheduler (idle/prepare/check/timer/async). The public API of
 ** loom.h lives here.
 */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,9 +89,19 @@ static void init_handle(loom_t *rt, uv_handle_t *h, int ref) {
   if (!ref) uv_unref(h);
 }
 
+/* A write to a socket whose peer has gone raises SIGPIPE, which kills the
+** process by default: libuv leaves it to the program, and a network
+** runtime must get EPIPE instead. A handler the host installed is kept. */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+    signal(SIGPIPE, SIG_IGN);
+}
+
 loom_t *loom_new(const loom_options *opts) {
   loom_t *rt = (loom_t *)calloc(1, sizeof *rt);
   if (!rt) return NULL;
+  ignore_sigpipe();
   rt->libs = (opts && opts->libs) ? (opts->libs | LOOM_LIB_CORE) : LOOM_LIBS_ALL;
   rt->mem_limit = opts ? opts->memory_limit : 0;
   rt->main_ref = LUA_NOREF;
