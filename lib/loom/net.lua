@@ -175,7 +175,9 @@ function Server:shutdown(grace)
   pcall(loom.timeout, grace or 0, function()
     while next(self.conns) do
       local t = next(self.conns)
-      pcall(t.await, t)
+      local _, err = pcall(t.await, t)
+      -- not done: the grace period is over; the rest are cancelled below
+      if not t:done() then error(err, 0) end
       self.conns[t] = nil
     end
   end)
