@@ -309,7 +309,9 @@ static int li_gc(lua_State *L) {
   if (!l->closed) {
     l->closed = 1;
     l->waiter = NULL;
-    uv_close(&l->h.handle, listener_close_cb);
+    /* loom_free's walk may have closed the handle already (no callback) */
+    if (uv_is_closing(&l->h.handle)) free(l);
+    else uv_close(&l->h.handle, listener_close_cb);
   } else if (l->handle_closed) free(l);
   return 0;
 }
@@ -539,7 +541,9 @@ static int u_gc(lua_State *L) {
   if (!u->closed) {
     u->closed = 1;
     u->waiter = NULL;
-    uv_close((uv_handle_t *)&u->h, udp_close_cb);
+    /* loom_free's walk may have closed the handle already (no callback) */
+    if (uv_is_closing((uv_handle_t *)&u->h)) free(u);
+    else uv_close((uv_handle_t *)&u->h, udp_close_cb);
   } else if (u->handle_closed) free(u);
   return 0;
 }

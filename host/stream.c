@@ -585,7 +585,13 @@ static int s_gc(lua_State *L) {
   if (!s->closed && s->rt->closing) { /* the runtime is going: no waiters */
     s->closed = 1;
     if (s->filter && s->filter->free) s->filter->free(s);
-    uv_close(&s->h.handle, close_cb);
+    /* loom_free's walk may have closed the handle already (no callback) */
+    if (uv_is_closing(&s->h.handle)) {
+      free(s->rbuf);
+      free(s);
+    } else {
+      uv_close(&s->h.handle, close_cb);
+    }
   } else if (!s->closed) stream_close(s);
   else if (s->handle_closed) {
     free(s->rbuf);
