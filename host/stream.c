@@ -161,7 +161,7 @@ static void push_end_error(lua_State *L, stream_t *s, const char *what) {
 
 /* Push the next line (without \n or \r\n); 0 when more data is needed. */
 static int take_line(lua_State *L, stream_t *s) {
-  char *start = s->rbuf + s->rpos;
+  char *start = s->rbuf ? s->rbuf + s->rpos : NULL; /* an idle stream has no buffer */
   size_t have = buffered(s);
   char *nl = have > s->scan ? memchr(start + s->scan, '\n', have - s->scan) : NULL;
   if (nl) {
@@ -188,7 +188,7 @@ static int take_line(lua_State *L, stream_t *s) {
 
 /* Push the data before the delimiter, consuming both; 0: need more. */
 static int take_until(lua_State *L, stream_t *s) {
-  char *start = s->rbuf + s->rpos;
+  char *start = s->rbuf ? s->rbuf + s->rpos : NULL;
   size_t have = buffered(s), from = s->scan >= s->dlen ? s->scan - s->dlen + 1 : 0;
   char *hit = have >= s->dlen ? memmem(start + from, have - from, s->delim, s->dlen) : NULL;
   if (hit) {
