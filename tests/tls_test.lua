@@ -58,6 +58,7 @@ end
 local SKIP = not HAVE_OPENSSL and "the openssl command is missing"
   or not make_certificates() and "making the test certificates failed" or nil
 
+-- A test that needs the certificates (t.test: one that does not).
 local function test(name, fn, opts)
   opts = opts or {}
   opts.skip = opts.skip or SKIP
@@ -414,7 +415,7 @@ test("a plain-text client to a TLS server: tls error, no hang", function()
   t.ok(log:find("loom: TLS handshake failed: tls: handshake: ", 1, true), log)
 end)
 
-test("a server that answers garbage: tls error, no hang", function()
+t.test("a server that answers garbage: tls error, no hang", function()
   local srv = net.listen("127.0.0.1", 0, function(s)
     s:write("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
     s:read()
@@ -425,7 +426,7 @@ test("a server that answers garbage: tls error, no hang", function()
   srv:shutdown()
 end)
 
-test("a server that closes during the handshake: tls error", function()
+t.test("a server that closes during the handshake: tls error", function()
   local srv = net.listen("127.0.0.1", 0, function(s) s:read() end) -- gets the hello, closes
   local err = connect_error("127.0.0.1", srv.port, { verify = false })
   t.eq(err.kind, "tls", tostring(err))
@@ -448,7 +449,7 @@ local function with_silent_server(fn)
   if not ok then error(err, 0) end
 end
 
-test("a handshake honours loom.timeout and closes the stream", function()
+t.test("a handshake honours loom.timeout and closes the stream", function()
   with_silent_server(function(port)
     local t0 = loom.now()
     local err = t.raises(function()
@@ -468,7 +469,7 @@ test("a handshake honours loom.timeout and closes the stream", function()
   end)
 end)
 
-test("a handshake can be cancelled, or ended by closing the stream", function()
+t.test("a handshake can be cancelled, or ended by closing the stream", function()
   with_silent_server(function(port, hellos)
     local task = loom.spawn(net.connect, "127.0.0.1", port, { tls = { verify = false } })
     hellos:get()
@@ -495,7 +496,7 @@ test("a server drops a client that never finishes its handshake", function()
   end)
 end)
 
-test("TLS methods on a plain stream answer nil", function()
+t.test("TLS methods on a plain stream answer nil", function()
   local srv = net.listen("127.0.0.1", 0, function() end)
   local c <close> = net.connect("127.0.0.1", srv.port)
   t.eq({ c:alpn(), c:tls_version(), c:peer_certificate() }, {})
