@@ -610,6 +610,7 @@ end, { skip = not HAVE_CURL and "the curl command is missing" or nil })
 
 -- ---- end ----
 
+-- (LOOM_KEEP_CERTS=1 keeps them, to reproduce a failure by hand)
 t.test("remove the test certificates", function()
-  if DIR and not os.getenv("KEEP") then t.ok(sh("rm -rf " .. DIR)) end
+  if DIR and not os.getenv("LOOM_KEEP_CERTS") then t.ok(sh("rm -rf " .. DIR)) end
 end)
