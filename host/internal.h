@@ -241,6 +241,10 @@ struct stream {
   size_t dlen;
   const stream_filter *filter;
   void *fdata;
+  int hold;              /* the filter waits for transport bytes (a TLS
+                            handshake): read and keep the loop alive */
+  const char *ekind;     /* a filter's fatal error (static kind, message) */
+  char *emsg;            /* raised by reads once the buffer is drained */
 };
 
 stream_t *stream_new(lua_State *L, uv_loop_t *loop, int kind);
@@ -250,6 +254,9 @@ stream_t *stream_check(lua_State *L, int idx);
 int stream_start(stream_t *s);
 void stream_deliver(stream_t *s, const char *data, size_t n);
 void stream_deliver_eof(stream_t *s, int err);
+void stream_deliver_error(stream_t *s, const char *kind, const char *msg);
+void stream_set_filter(stream_t *s, const stream_filter *f, void *fdata);
+void stream_update(stream_t *s);
 int stream_send(stream_t *s, const char *data, size_t n);
 void stream_close(stream_t *s);
 int stream_push_address(lua_State *L, const struct sockaddr *sa);

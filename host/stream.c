@@ -38,13 +38,16 @@ static void read_cb(uv_stream_t *h, ssize_t n, const uv_buf_t *buf);
 
 /* ---- lifetime ---- */
 
+static void stream_free(stream_t *s) {
+  free(s->rbuf);
+  free(s->emsg);
+  free(s);
+}
+
 static void close_cb(uv_handle_t *h) {
   stream_t *s = (stream_t *)h;
   s->handle_closed = 1;
-  if (!s->boxed) {
-    free(s->rbuf);
-    free(s);
-  }
+  if (!s->boxed) stream_free(s);
 }
 
 static stream_t **check_box(lua_State *L, int idx) {
@@ -200,9 +203,10 @@ void stream_close(stream_t *s) {
 
 /* Read from the socket while someone waits or the buffer has room. */
 static void update_reading(stream_t *s) {
-  int want;
+  int waiting, want;
   if (s->kind == STREAM_FILE) return;
-  want = !s->eof && !s->closed && (s->reader || buffered(s) < RHWM);
+  waiting = s->reader || s->hold;
+  want = !s->eof && !s->closed && (waiting || buffered(s) < RHWM);
   if (want && !s->reading && uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0)
     s->reading = 1;
   if (!want && s->reading) {
@@ -211,7 +215,7 @@ static void update_reading(stream_t *s) {
   }
   if (s->closed) return;
   /* an open stream nobody waits on does not keep the program alive */
-  if (s->reader) uv_ref(&s->h.handle);
+  if (waiting) uv_ref(&s->h.handle);
   else uv_unref(&s->h.handle);
 }
 
@@ -221,9 +225,12 @@ static void consume(stream_t *s, size_t n) {
   if (s->rpos == s->rlen) s->rpos = s->rlen = s->scan = 0;
 }
 
-/* Push the error a read sees at the end: io with the code, or eof. */
+/* Push the error a read sees at the end: the filter's, io with the code,
+** or eof. */
 static void push_end_error(lua_State *L, stream_t *s, const char *what) {
-  if (s->rerr)
+  if (s->emsg)
+    err_push(L, s->ekind, NULL, "%s: %s", what, s->emsg);
+  else if (s->rerr)
     err_push(L, "io", uv_err_name(s->rerr), "%s: %s", what, uv_strerror(s->rerr));
   else
     err_push(L, "eof", NULL, "%s: end of stream", what);
@@ -415,6 +422,19 @@ void stream_deliver_eof(stream_t *s, int err) {
   update_reading(s);
 }
 
+/* The filter failed for good (a TLS protocol error): reads raise an error
+** of this kind (a static string) once the buffered bytes are taken. */
+void stream_deliver_error(stream_t *s, const char *kind, const char *msg) {
+  if (!s->emsg) {
+    s->ekind = kind;
+    s->emsg = strdup(msg);
+  }
+  stream_deliver_eof(s, UV_EPROTO);
+}
+
+/* Let the filter's waits (the handshake) read and hold the loop. */
+void stream_update(stream_t *s) { update_reading(s); }
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   stream_t *s = (stream_t *)h->data;
   (void)suggested;
@@ -438,6 +458,24 @@ static void read_cb(uv_stream_t *h, ssize_t n, const uv_buf_t *buf) {
       stream_deliver_eof(s, n == UV_EOF ? 0 : (int)n);
     }
   }
+}
+
+/* Put a filter between the socket and the buffers. Bytes read before it
+** (a client's hello that arrived before the server task ran) and an end
+** already seen were raw transport data: they are handed to the filter. */
+void stream_set_filter(stream_t *s, const stream_filter *f, void *fdata) {
+  char *raw = s->rbuf;
+  size_t from = s->rpos, n = buffered(s);
+  int ended = s->eof;
+  s->filter = f;
+  s->fdata = fdata;
+  s->rbuf = NULL;
+  s->rpos = s->rlen = s->rcap = s->scan = 0;
+  s->eof = 0;
+  if (n) f->on_read(s, raw + from, n);
+  free(raw);
+  if (ended && s->filter == f) f->on_eof(s);
+  update_reading(s);
 }
 
 /* Begin reading (a new connection); 0 or a UV_* error. */
@@ -642,6 +680,7 @@ int stream_send(stream_t *s, const char *data, size_t n) {
 }
 
 static int raise_write_error(lua_State *L, stream_t *s) {
+  if (s->emsg) return err_raise(L, s->ekind, NULL, "write: %s", s->emsg);
   return err_raise(L, "io", uv_err_name(s->werr), "write failed: %s",
                    uv_strerror(s->werr));
 }

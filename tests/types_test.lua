@@ -10,6 +10,7 @@ local modules = {
   ["loom.test"] = { file = "types/loom.test.lua", prefix = "t" },
   ["loom.fs"] = { file = "types/loom.fs.lua", prefix = "fs" },
   ["loom.json"] = { file = "types/loom.json.lua", prefix = "json" },
+  ["loom.tls"] = { file = "types/loom.tls.lua", prefix = "tls" },
 }
 
 for name, m in pairs(modules) do

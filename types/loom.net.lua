@@ -39,6 +39,15 @@ function Stream:set_nodelay(on) end
 function Stream:set_keepalive(on, delay) end
 ---@param n integer
 function Stream:set_limit(n) end
+---TLS streams: the negotiated ALPN protocol, or nil.
+---@return string?
+function Stream:alpn() end
+---TLS streams: e.g. "TLSv1.3"; nil on a plain stream.
+---@return string?
+function Stream:tls_version() end
+---TLS streams: the peer's certificate, or nil.
+---@return {subject: string, issuer: string, san: string[], not_before: number, not_after: number, serial: string, fingerprint: string}?
+function Stream:peer_certificate() end
 
 ---@class loom.Server
 ---@field port integer

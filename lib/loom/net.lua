@@ -63,6 +63,8 @@ function net.connect(host, port, opts)
   check(type(host) == "string", 1, "connect", "string expected")
   check_port(port, 2, "connect")
   opts = opts or {}
+  check(opts.tls == nil or type(opts.tls) == "boolean" or type(opts.tls) == "table", 3,
+    "connect", "tls must be true or a table")
   return with_timeout(opts.timeout, function()
     local s = connect_any(host, port)
     if opts.nodelay ~= false then s:set_nodelay(true) end
@@ -103,29 +105,40 @@ local function handler_traceback(e)
   return debug.traceback(error_text(e), 2)
 end
 
--- One connection: run the handler, close the stream, log a failure.
+-- One connection: the TLS handshake if any, then the handler; close the
+-- stream, log a failure (a failed handshake is logged as such, as Go does:
+-- the handler never saw the connection).
 local function serve(srv, handler, s)
   local me = loom.current()
-  local ok, err = true, nil
+  local ok, err, what = true, nil, "error in connection handler"
   if srv.tls then
     ok, err = pcall(srv.tls, s)
-    if ok then s = err end
+    if ok then s = err else what = "TLS handshake failed" end
   end
   if ok then ok, err = xpcall(handler, handler_traceback, s) end
   pcall(s.close, s)
   srv.conns[me] = nil
   if not ok and not (type(err) == "table" and err.kind == "cancelled") then
-    io.stderr:write("loom: error in connection handler: ", error_text(err), "\n")
+    io.stderr:write("loom: ", what, ": ", error_text(err), "\n")
   end
 end
 
-local function start_server(listener, handler, opts)
-  local srv = setmetatable({ listener = listener, conns = {}, closed = loom.event() }, Server)
-  if opts.tls then
-    tls = tls or require "loom.tls"
-    local ctx = tls.server_context(opts.tls)
-    srv.tls = function(s) return tls.server(s, ctx) end
+-- The TLS side of a server (opts.tls): a context made once, before the
+-- socket is bound, and a handshake per connection under a deadline, so a
+-- client that never finishes its handshake does not hold a task forever.
+local function server_tls(opts_tls)
+  local limit = opts_tls.handshake_timeout or 30
+  if type(limit) ~= "number" or limit <= 0 then
+    error("bad tls option 'handshake_timeout' (positive number expected)", 3)
   end
+  tls = tls or require "loom.tls"
+  local ctx = tls.server_context(opts_tls)
+  return function(s) return loom.timeout(limit, tls.server, s, ctx) end
+end
+
+local function start_server(listener, handler, server_handshake)
+  local srv = setmetatable({ listener = listener, conns = {}, closed = loom.event(),
+    tls = server_handshake }, Server)
   srv.acceptor = loom.spawn(function()
     while true do
       local ok, s = pcall(listener.accept, listener)
@@ -147,8 +160,10 @@ function net.listen(host, port, handler, opts)
   check(type(handler) == "function" or (getmetatable(handler) or {}).__call, 3, "listen",
     "function expected")
   opts = opts or {}
+  check(opts.tls == nil or type(opts.tls) == "table", 4, "listen", "tls must be a table")
+  local handshake = opts.tls and server_tls(opts.tls)
   local l = core.listen(bind_address(host), port, opts.backlog, opts.reuseport)
-  local srv = start_server(l, handler, opts)
+  local srv = start_server(l, handler, handshake)
   srv.host, srv.port = l:address()
   return srv
 end
@@ -157,7 +172,9 @@ end
 function net.listen_unix(path, handler, opts)
   check(type(path) == "string", 1, "listen_unix", "string expected")
   opts = opts or {}
-  local srv = start_server(core.listen_unix(path, opts.backlog), handler, opts)
+  check(opts.tls == nil or type(opts.tls) == "table", 3, "listen_unix", "tls must be a table")
+  local handshake = opts.tls and server_tls(opts.tls)
+  local srv = start_server(core.listen_unix(path, opts.backlog), handler, handshake)
   srv.path = path
   return srv
 end
