@@ -302,7 +302,8 @@ static int db_close(lua_State *L) {
   task_t *t;
   if (!s) return 0;
   shutdown_db(s, 1);
-  if (s->joined || !(t = task_current(L))) return 0;
+  /* outside a task, or in a __close that cannot yield: do not wait */
+  if (s->joined || !(t = task_current(L)) || !lua_isyieldable(L)) return 0;
   lua_settop(L, 1);
   tlist_push(&s->closers, t);
   t->flags |= TF_SHIELD;
@@ -502,10 +503,14 @@ enum { TX_WAIT = 1, TX_BEGIN, TX_BODY, TX_COMMIT, TX_ROLLBACK };
 
 static int tx_k(lua_State *L, int status, lua_KContext ctx);
 
-/* Run one statement of the transaction machinery and wait for it. */
+/* Run one statement of the transaction machinery and wait for it. BEGIN,
+** COMMIT and ROLLBACK are shielded from interrupts: a cancel or timeout
+** that lands while one runs is raised after it, so the transaction is
+** never left open, nor reported failed when it committed. */
 static int tx_submit(lua_State *L, task_t *t, sjob_t *j, lua_KContext ctx) {
   j->t = t;
   submit(j->s, j);
+  t->flags |= TF_SHIELD;
   return task_wait(L, t, job_cancel, j, "db:transaction", ctx, tx_k);
 }
 
@@ -554,7 +559,6 @@ static int tx_fail(lua_State *L, task_t *t, sdb_t *s) {
   }
   if (d == 0) snprintf(sql, sizeof sql, "ROLLBACK");
   else snprintf(sql, sizeof sql, "ROLLBACK TO loom_%d; RELEASE loom_%d", d, d);
-  t->flags |= TF_SHIELD;
   return tx_submit(L, t, tx_job(L, s, sql), TX_ROLLBACK);
 }
 
@@ -566,17 +570,19 @@ static void take_error(lua_State *L, sjob_t *j) {
   job_free(j);
 }
 
-/* BEGIN or SAVEPOINT is done: call fn(...) protected. */
+/* BEGIN or SAVEPOINT is done: call fn(...) protected, unless the task
+** was interrupted meanwhile. */
 static int tx_begun(lua_State *L, task_t *t, sdb_t *s) {
   sjob_t *j = (sjob_t *)t->wdata;
   int st;
   if (t->wake != WAKE_VALUES || j->r.rc != 0) {
     tx_release(s);
-    task_resumed(L, t); /* interrupted or closed */
+    task_resumed(L, t); /* closed */
     take_error(L, j);
     return lua_error(L);
   }
   job_free(j);
+  if (task_push_interrupt(L, t)) return tx_fail(L, t, s);
   st = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, TX_BODY, tx_k);
   return tx_k(L, st, TX_BODY);
 }
@@ -600,12 +606,7 @@ static int tx_committed(lua_State *L, task_t *t, sdb_t *s) {
   sjob_t *j = (sjob_t *)t->wdata;
   int wake = t->wake;
   t->wake = WAKE_VALUES;
-  if (wake == WAKE_INTERRUPT) {
-    if (!task_push_interrupt(L, t))
-      err_push(L, "cancelled", NULL, "task %d was cancelled", (int)t->id);
-    return tx_fail(L, t, s);
-  }
-  if (wake == WAKE_ERROR) return tx_fail(L, t, s);
+  if (wake == WAKE_ERROR) return tx_fail(L, t, s); /* closed */
   if (j->r.rc != 0) {
     take_error(L, j);
     return tx_fail(L, t, s);
