@@ -43,6 +43,7 @@ struct sdb {
   sjob_t *dhead, *dtail; /* done, for the loop to reap */
   sqlconn_t *conn;       /* set once open; for sqlx_interrupt */
   int stop, exited;
+  int idle;              /* the thread sleeps on cv */
   /* loop thread only */
   loom_t *rt;
   char *path;
@@ -69,7 +70,11 @@ static void thread_main(void *arg) {
   sjob_t *j;
   uv_mutex_lock(&s->mu);
   for (;;) {
-    while (!s->qhead && !s->stop) uv_cond_wait(&s->cv, &s->mu);
+    while (!s->qhead && !s->stop) {
+      s->idle = 1;
+      uv_cond_wait(&s->cv, &s->mu);
+      s->idle = 0;
+    }
     if (!(j = s->qhead)) break; /* stopped and nothing left */
     s->qhead = j->next;
     if (!s->qhead) s->qtail = NULL;
@@ -131,15 +136,20 @@ static void job_done(sdb_t *s) {
   if (--s->inflight == 0 && !s->closed) uv_unref((uv_handle_t *)&s->async);
 }
 
+/* Queue j. The thread is signalled only when it sleeps, and after the
+** unlock, so that it does not wake up only to block on the mutex. */
 static void submit(sdb_t *s, sjob_t *j) {
+  int wake;
   uv_mutex_lock(&s->mu);
   j->state = J_QUEUED;
   j->next = NULL;
   if (s->qtail) s->qtail->next = j;
   else s->qhead = j;
   s->qtail = j;
-  uv_cond_signal(&s->cv);
+  wake = s->idle;
+  s->idle = 0; /* one signal is enough */
   uv_mutex_unlock(&s->mu);
+  if (wake) uv_cond_signal(&s->cv);
   if (s->inflight++ == 0) uv_ref((uv_handle_t *)&s->async);
 }
 
