@@ -147,7 +147,8 @@ t.test("CPU work on a worker does not stop the loop", function()
   ticker:await()
   t.eq(math.type(s), "integer")
   t.ok(elapsed > 0.05, "the work took a while: " .. elapsed)
-  t.ok(ticks >= elapsed / 0.01 * 0.5,
+  -- a blocked loop would give 0 or 1 tick; the margin is for loaded machines
+  t.ok(ticks >= 3 and ticks >= elapsed / 0.01 * 0.2,
     ("the ticker kept ticking: %d ticks in %.3f s"):format(ticks, elapsed))
 end)
 
