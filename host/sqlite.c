@@ -13,6 +13,7 @@
 ** interrupts it (sqlite3_interrupt) and detaches it: the connection stays
 ** usable and the job is freed when it comes back.
 */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -335,7 +336,9 @@ static int put_param(lua_State *L, vbuf_t *b, int idx) {
   const char *p;
   switch (lua_type(L, idx)) {
   case LUA_TNIL: vbuf_put_tag(b, VT_NIL); return 0;
-  case LUA_TBOOLEAN: vbuf_put_tag(b, lua_toboolean(L, idx) ? VT_TRUE : VT_FALSE); return 0;
+  case LUA_TBOOLEAN:
+    vbuf_put_tag(b, lua_toboolean(L, idx) ? VT_TRUE : VT_FALSE);
+    return 0;
   case LUA_TNUMBER:
     if (lua_isinteger(L, idx)) vbuf_put_int(b, lua_tointeger(L, idx));
     else vbuf_put_flt(b, lua_tonumber(L, idx));

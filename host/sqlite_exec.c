@@ -234,7 +234,8 @@ static int is_text(const unsigned char *s, size_t n) {
     size_t k, len = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3
                     : (b >> 3) == 30 ? 4 : 0;
     if (b == 0 || len == 0 || i + len > n) return 0;
-    if ((len == 2 && b < 0xc2) || (len == 4 && b > 0xf4)) return 0; /* overlong, too big */
+    if ((len == 2 && b < 0xc2) || (len == 4 && b > 0xf4)) /* overlong, too big */
+      return 0;
     for (k = 1; k < len; k++)
       if ((s[i + k] & 0xc0) != 0x80) return 0;
     if (len == 3 && ((b == 0xe0 && s[i + 1] < 0xa0) ||  /* overlong */

@@ -76,8 +76,8 @@ t.test("cycles, functions, userdata and threads are refused", function()
   e = t.raises(function()
     worker.run(function() local c = {}; c.c = c; return 1, { c } end)
   end, "value")
-  t.ok(e.message:find("result #2: cannot copy a table that contains itself (a cycle) at [1].c", 1, true),
-    e.message)
+  t.ok(e.message:find("result #2: cannot copy a table that contains itself (a cycle) "
+    .. "at [1].c", 1, true), e.message)
   local deep = {}
   for _ = 1, 300 do deep = { deep } end
   t.raises(function() worker.run(function() end, deep) end, "nested too deeply")
@@ -123,7 +123,10 @@ t.test("each call sees fresh globals; the worker has lpeg and re, not the loop",
     local re = require "re"
     return re.match("key = value", "{%a+} ' = ' {%a+}")
   end), "key")
-  t.eq(worker.run(function() return require("lpeg").match(require("lpeg").R("09") ^ 1, "123x") end), 4)
+  t.eq(worker.run(function()
+    local lpeg = require "lpeg"
+    return lpeg.match(lpeg.R("09") ^ 1, "123x")
+  end), 4)
   t.eq(worker.run(function() return (pcall(require, "loom")) end), false,
     "no loom (and no loop) in a worker")
   local has_json = pcall(require, "loom.json")
