@@ -21,7 +21,8 @@ typedef struct cached {
 
 struct sqlconn {
   sqlite3 *db;
-  sqlreq_t *cur; /* the request running, for the progress handler */
+  sqlreq_t *cur; /* the request running, for the progress and busy handlers */
+  int busy_ms;   /* how long a statement waits for another connection's lock */
   cached_t *cache;
   int ncache, cache_max;
   uint64_t clock;
@@ -82,11 +83,32 @@ static void db_error(sqlconn_t *c, sqlreq_t *r) {
 
 /* ---- opening and closing ---- */
 
-/* Every 1000 VM steps: has the running request been cancelled? */
-static int progress_cb(void *arg) {
-  sqlconn_t *c = (sqlconn_t *)arg;
+static int cancelled(sqlconn_t *c) {
   return c->cur && atomic_load_explicit(&c->cur->cancel, memory_order_relaxed);
 }
+
+/* Another connection holds the lock: wait and retry, like SQLite's own
+** busy handler, but in slices of at most 10 ms that check for
+** cancellation (which the progress handler cannot see while we sleep).
+** Returns 0 to give up with SQLITE_BUSY. */
+static int busy_cb(void *arg, int count) {
+  static const int delays[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50};
+  sqlconn_t *c = (sqlconn_t *)arg;
+  int i, waited = 0, delay;
+  for (i = 0; i < count && i < 11; i++) waited += delays[i];
+  if (count >= 11) waited += (count - 11) * 100;
+  delay = count < 11 ? delays[count] : 100;
+  if (waited + delay > c->busy_ms) delay = c->busy_ms - waited;
+  if (delay <= 0) return 0;
+  while (delay > 0 && !cancelled(c)) {
+    sqlite3_sleep(delay < 10 ? delay : 10);
+    delay -= 10;
+  }
+  return !cancelled(c);
+}
+
+/* Every 1000 VM steps: has the running request been cancelled? */
+static int progress_cb(void *arg) { return cancelled((sqlconn_t *)arg); }
 
 static void open_conn(sqlconn_t **cp, sqlreq_t *r) {
   sqlconn_t *c = (sqlconn_t *)calloc(1, sizeof *c);
@@ -107,18 +129,21 @@ static void open_conn(sqlconn_t **cp, sqlreq_t *r) {
     sqlx_close(c);
     return;
   }
-  sqlite3_busy_timeout(c->db, r->busy_ms);
+  c->busy_ms = r->busy_ms;
+  sqlite3_busy_handler(c->db, busy_cb, c);
   sqlite3_progress_handler(c->db, 1000, progress_cb, c);
   /* WAL for file databases: readers and a writer no longer block each
   ** other, and commits are cheaper. Memory and temporary databases have
   ** no file name and keep their own journal. */
   file = sqlite3_db_filename(c->db, "main");
+  c->cur = r; /* the switch may wait for a lock: let a cancel stop it */
   if (!(r->flags & (SQ_NOWAL | SQ_READONLY)) && file && *file &&
       sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {
     db_error(c, r);
     sqlx_close(c);
     return;
   }
+  c->cur = NULL;
   *cp = c;
 }
 
