@@ -339,32 +339,67 @@ static int l_unescape(lua_State *L) {
   return 1;
 }
 
-/* split_target(target) -> path (decoded), query string or nil; nil when the
-** target is not origin-form, absolute-form or "*" */
+/* An authority-form target (RFC 9112 3.2.3), the only form CONNECT takes:
+** uri-host ":" port, the host an IP literal in brackets or a reg-name (which
+** covers IPv4 addresses). */
+static int authority_form(const char *t, size_t n) {
+  static const char *const host_extra = "-._~!$&'()*+,;=%";
+  size_t i = 0, port;
+  if (n > 0 && t[0] == '[') {
+    for (i = 1; i < n && t[i] != ']'; i++)
+      if (hexval((unsigned char)t[i]) < 0 && t[i] != ':' && t[i] != '.') return 0;
+    if (i == n || i == 1) return 0;
+    i++;
+  } else {
+    for (; i < n && t[i] != ':'; i++) {
+      int c = (unsigned char)t[i];
+      if (!((c >= '0' && c <= '9') || (lower(c) >= 'a' && lower(c) <= 'z') ||
+            (c && strchr(host_extra, c))))
+        return 0;
+    }
+    if (i == 0) return 0;
+  }
+  if (i == n || t[i] != ':') return 0;
+  port = ++i;
+  while (i < n && t[i] >= '0' && t[i] <= '9') i++;
+  return i == n && i > port && i - port <= 5;
+}
+
+/* split_target(target [, method]) -> path (decoded), query string or nil;
+** nil when the target is not origin-form, absolute-form or "*" (or, for
+** CONNECT, not authority-form: then the path is the authority itself). */
 static int l_split_target(lua_State *L) {
   size_t n, i = 0;
-  const char *t = luaL_checklstring(L, 1, &n), *q, *hash;
+  const char *t = luaL_checklstring(L, 1, &n), *q, *hash, *pend;
   luaL_Buffer b;
+  if (strcmp(luaL_optstring(L, 2, ""), "CONNECT") == 0) {
+    if (authority_form(t, n)) lua_pushvalue(L, 1);
+    else lua_pushnil(L);
+    return 1;
+  }
   if (n == 1 && t[0] == '*') {
     lua_pushliteral(L, "*");
     return 1;
   }
-  if (n > 8 && (ieq(t, 7, "http://") || ieq(t, 8, "https://"))) { /* absolute-form */
-    i = t[4] == ':' ? 7 : 8;
-    while (i < n && t[i] != '/' && t[i] != '?') i++;
-    if (i == n || t[i] != '/') {
-      lua_pushliteral(L, "/");
+  if (n > 7 && (ieq(t, 7, "http://") || (n > 8 && ieq(t, 8, "https://")))) {
+    size_t host;
+    i = host = t[4] == ':' ? 7 : 8; /* absolute-form: skip the authority */
+    while (i < n && t[i] != '/' && t[i] != '?' && t[i] != '#') i++;
+    if (i == host) {
+      lua_pushnil(L);
       return 1;
     }
-  } else if (t[0] != '/') {
+  } else if (n == 0 || t[0] != '/') {
     lua_pushnil(L);
     return 1;
   }
   hash = memchr(t + i, '#', n - i);
   if (hash) n = (size_t)(hash - t);
   q = memchr(t + i, '?', n - i);
+  pend = q ? q : t + n;
   luaL_buffinit(L, &b);
-  if (!unescape(&b, t + i, (size_t)((q ? q : t + n) - (t + i)), 0)) {
+  if (pend == t + i) luaL_addchar(&b, '/'); /* "http://host?q": the path is "/" */
+  else if (!unescape(&b, t + i, (size_t)(pend - (t + i)), 0)) {
     lua_pushnil(L);
     return 1;
   }

@@ -103,7 +103,7 @@ function Request:json()
 end
 
 local function new_request(stream, head, opts)
-  local path, qs = core.split_target(head.target)
+  local path, qs = core.split_target(head.target, head.method)
   if not path then return nil, 400, "bad request target" end
   head.path, head._qs, head._stream, head.params = path, qs, stream, {}
   local body = { seen = 0, max = opts.max_body_bytes, continue = head.expect_continue }
