@@ -45,7 +45,7 @@ static const char *const methods[] = {
     "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH",
     "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE",
     "UNSUBSCRIBE", "PURGE", "LINK", "UNLINK", "BIND", "REBIND", "UNBIND", "ACL",
-    "MKCALENDAR", "QUERY", NULL};
+    "MKCALENDAR", "QUERY", "SOURCE", NULL};
 
 static int known_method(const char *p, size_t n) {
   int i;
