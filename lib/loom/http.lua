@@ -48,13 +48,37 @@ function Request:header(name)
   return self.headers[name:lower()]
 end
 
-local function too_large(max)
-  return loom.error("limit", ("request body larger than %d bytes"):format(max))
+-- A body that cannot be read to its end: remember how to answer (the
+-- handler's own response is replaced, the connection closed) and raise.
+-- answer: a status, or false to close without one (the peer is gone).
+local function body_failed(b, answer, kind, msg)
+  b.failed, b.why, b.done = answer, msg, true
+  error(loom.error(kind, msg), 0)
 end
 
--- The next chunk of the body, nil at its end.
+-- Wait for body bytes with fn(stream, ...): at most idle_timeout seconds of
+-- silence, so a client that stalls in its body is dropped like an idle one.
+local function body_wait(b, fn, stream, ...)
+  local deadline = loom.now() + b.timeout
+  local ok, r, r2 = pcall(loom.timeout, b.timeout, fn, stream, ...)
+  if ok then return r, r2 end
+  if type(r) == "table" then
+    if r.kind == "timeout" and loom.now() >= deadline - 0.001 then
+      body_failed(b, 408, "timeout", "request body timed out")
+    elseif r.kind == "http" then -- a malformed chunked body
+      body_failed(b, 400, "http", r.message)
+    elseif r.kind == "io" or r.kind == "closed" then
+      body_failed(b, false, r.kind, r.message)
+    end
+  end
+  error(r, 0) -- cancelled, or an outer scope's timeout
+end
+
+-- The next chunk of the body, nil at its end. A malformed or truncated body
+-- raises kind "http", one larger than max_body_bytes kind "limit".
 function Request:read()
   local b = self._body
+  if b.failed ~= nil then error(loom.error("http", "request body unreadable: " .. b.why), 0) end
   if b.done then return nil end
   if b.continue then -- the client waits for our go-ahead
     b.continue = false
@@ -63,24 +87,30 @@ function Request:read()
   local data
   if b.length then
     if b.length == 0 then b.done = true; return nil end
-    data = self._stream:read(math.min(b.length, 65536))
-    if not data then error(loom.error("http", "request body truncated"), 0) end
+    data = body_wait(b, self._stream.read, self._stream, math.min(b.length, 65536))
+    if not data then body_failed(b, 400, "http", "request body truncated") end
     b.length = b.length - #data
   else -- chunked
     while true do
       local done
-      data, done = core.chunked_read(self._stream, b.decoder)
+      data, done = body_wait(b, core.chunked_read, self._stream, b.decoder)
       if done then b.done = true end
       if data ~= "" or done then break end
-      if not core.wait_more(self._stream) then
-        error(loom.error("http", "request body truncated"), 0)
+      if not body_wait(b, core.wait_more, self._stream) then
+        body_failed(b, 400, "http", "request body truncated")
       end
     end
     if data == "" then data = nil end
   end
   b.seen = b.seen + (data and #data or 0)
-  if b.seen > b.max then error(too_large(b.max), 0) end
-  if b.inflate and data then data = b.inflate:feed(data) end
+  if b.seen > b.max then
+    body_failed(b, 413, "limit", ("request body larger than %d bytes"):format(b.max))
+  end
+  if b.inflate and data then
+    local ok, r = pcall(b.inflate.feed, b.inflate, data)
+    if not ok then body_failed(b, 400, "http", tostring(r.message or r)) end
+    data = r
+  end
   if b.length == 0 then b.done = true end
   return data
 end
@@ -106,7 +136,8 @@ local function new_request(stream, head, opts)
   local path, qs = core.split_target(head.target, head.method)
   if not path then return nil, 400, "bad request target" end
   head.path, head._qs, head._stream, head.params = path, qs, stream, {}
-  local body = { seen = 0, max = opts.max_body_bytes, continue = head.expect_continue }
+  local body = { seen = 0, max = opts.max_body_bytes, timeout = opts.idle_timeout,
+    continue = head.expect_continue }
   if head.chunked then
     body.decoder = core.chunked()
     if head.te_coded then -- gzip/deflate under chunked: undo it for the handler
@@ -147,15 +178,20 @@ local function respond(stream, req, handler, conn)
     if type(e) == "table" and e.kind == "cancelled" then return e end
     return debug.traceback(error_text(e), 2)
   end, req)
+  local b = req._body
+  if not ok and type(status) == "table" and status.kind == "cancelled" then error(status, 0) end
+  if b.failed ~= nil then -- the body was malformed, too large or cut off
+    if b.failed then send_error(stream, b.failed, b.why) end
+    return false
+  end
   if not ok then
-    if type(status) == "table" and status.kind == "cancelled" then error(status, 0) end
     io.stderr:write("loom: error in HTTP handler for ", req.method, " ", req.target, ": ",
       error_text(status), "\n")
     status, body, headers = 500, "internal server error\n", nil
   end
   status = math.tointeger(status) or 200
   local keep = req.keep_alive and conn.open
-  if not req._body.done then keep = false end -- unread body: close rather than drain
+  if not b.done then keep = false end -- unread body: close rather than drain
   local connection
   if not keep then connection = "close"
   elseif req.version == "1.0" then connection = "keep-alive" end
