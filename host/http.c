@@ -24,6 +24,7 @@ static unsigned char tchar[256]; /* token characters (RFC 9110 5.6.2) */
 static void init_tables(void) {
   const char *extra = "!#$%&'*+-.^_`|~";
   int c;
+  if (tchar['0']) return;
   for (c = 0; c < 256; c++)
     tchar[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
   for (; *extra; extra++) tchar[(unsigned char)*extra] = 1;
@@ -452,129 +453,200 @@ static int l_parse_query(lua_State *L) {
   return 1;
 }
 
-/* ---- the chunked decoder ---- */
+/* ---- the chunked decoder (RFC 9112 7.1) ----
+**
+**   chunked-body = *chunk last-chunk trailer-section CRLF
+**   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+**   chunk-ext    = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )
+**   ext-val      = token / quoted-string
+**   trailer-section = *( field-line CRLF )
+**
+** A byte-at-a-time state machine (except for chunk data, copied in runs),
+** so the input may be split anywhere. Extensions and trailer fields are
+** checked and dropped. */
 
-enum { CH_SIZE, CH_SIZE_WS, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
-       CH_TRAILER, CH_DONE };
+enum {
+  CH_SIZE,       /* hex digits of the chunk size */
+  CH_EXT_BWS,    /* whitespace that must lead to ';' */
+  CH_EXT_PRE,    /* after ';': BWS, then the extension name */
+  CH_EXT_NAME,
+  CH_EXT_NAME_WS, /* BWS after a name: '=' or ';' next */
+  CH_EXT_EQ,     /* after '=': BWS, then a token or a quoted string */
+  CH_EXT_TOKEN,
+  CH_EXT_QUOTED,
+  CH_EXT_QESC,   /* after a backslash inside the quoted string */
+  CH_EXT_QEND,   /* after the closing quote */
+  CH_SIZE_LF,    /* CR seen at the end of the size line */
+  CH_DATA,
+  CH_DATA_CR,
+  CH_DATA_LF,
+  CH_TR_START,   /* start of a trailer line, or of the final CRLF */
+  CH_TR_NAME,
+  CH_TR_VALUE,
+  CH_TR_LF,
+  CH_END_LF,
+  CH_DONE
+};
 
-typedef struct {
-  int state, digits, ext_quoted, ext_escape, line_start, prev, empty_line;
-  uint64_t size;
-  size_t trailer;
-} chunked_t;
+#define CH_MAX_TRAILER 16384
+#define CH_MAX_SIZE ((uint64_t)1 << 60)
 
-static const char *DECODER_MT = "loom.ChunkedDecoder";
-
-static int l_chunked(lua_State *L) {
-  chunked_t *c = (chunked_t *)lua_newuserdatauv(L, sizeof *c, 0);
+void chunked_init(chunked_t *c) {
+  init_tables(); /* C users may come here before luaopen_loom_http_core */
   memset(c, 0, sizeof *c);
-  c->line_start = 1;
-  luaL_setmetatable(L, DECODER_MT);
-  return 1;
 }
 
-/* Advance the decoder over in[0..n): data bytes go to out. Returns bytes
-** used; sets *err on malformed input. Size lines: 1*HEXDIG, then optional
-** extensions (BWS ";" name [= token / quoted-string]), then CRLF. */
-size_t chunked_step(chunked_t *c, const char *in, size_t n, luaL_Buffer *out, size_t max,
-                    const char **err) {
-  size_t i = 0;
-  while (i < n && c->state != CH_DONE && !*err) {
-    int ch = (unsigned char)in[i];
+int chunked_done(const chunked_t *c) { return c->state == CH_DONE; }
+
+static int is_ws(int ch) { return ch == ' ' || ch == '\t'; }
+
+/* qdtext and quoted-pair octets (RFC 9110 5.6.4) */
+static int is_qdtext(int ch) {
+  return ch == '\t' || ch == ' ' || ch == 0x21 || (ch >= 0x23 && ch <= 0x5b) ||
+         (ch >= 0x5d && ch <= 0x7e) || ch >= 0x80;
+}
+
+/* One byte of everything but chunk data; returns the error or NULL. */
+static const char *chunked_byte(chunked_t *c, int ch) {
+  switch (c->state) {
+  case CH_SIZE:
+    if (hexval(ch) >= 0) {
+      if (c->size >= CH_MAX_SIZE) return "chunk size too large";
+      c->size = c->size * 16 + (uint64_t)hexval(ch);
+      c->digits++;
+      return NULL;
+    }
+    if (c->digits == 0) return "bad chunk size";
+    if (ch == '\r') c->state = CH_SIZE_LF;
+    else if (ch == ';') c->state = CH_EXT_PRE;
+    else if (is_ws(ch)) c->state = CH_EXT_BWS;
+    else return "bad chunk size";
+    return NULL;
+  case CH_EXT_BWS:
+    if (ch == ';') c->state = CH_EXT_PRE;
+    else if (!is_ws(ch)) return "bad chunk extension";
+    return NULL;
+  case CH_EXT_PRE:
+    if (tchar[ch]) c->state = CH_EXT_NAME;
+    else if (!is_ws(ch)) return "bad chunk extension";
+    return NULL;
+  case CH_EXT_NAME:
+  case CH_EXT_NAME_WS:
+    if (tchar[ch] && c->state == CH_EXT_NAME) return NULL;
+    if (ch == '=') c->state = CH_EXT_EQ;
+    else if (ch == ';') c->state = CH_EXT_PRE;
+    else if (is_ws(ch)) c->state = CH_EXT_NAME_WS;
+    else if (ch == '\r' && c->state == CH_EXT_NAME) c->state = CH_SIZE_LF;
+    else return "bad chunk extension";
+    return NULL;
+  case CH_EXT_EQ:
+    if (tchar[ch]) c->state = CH_EXT_TOKEN;
+    else if (ch == '"') c->state = CH_EXT_QUOTED;
+    else if (!is_ws(ch)) return "bad chunk extension";
+    return NULL;
+  case CH_EXT_TOKEN:
+  case CH_EXT_QEND:
+    if (tchar[ch] && c->state == CH_EXT_TOKEN) return NULL;
+    if (ch == '\r') c->state = CH_SIZE_LF;
+    else if (ch == ';') c->state = CH_EXT_PRE;
+    else if (is_ws(ch)) c->state = CH_EXT_BWS;
+    else return "bad chunk extension";
+    return NULL;
+  case CH_EXT_QUOTED:
+    if (ch == '"') c->state = CH_EXT_QEND;
+    else if (ch == '\\') c->state = CH_EXT_QESC;
+    else if (!is_qdtext(ch)) return "bad chunk extension";
+    return NULL;
+  case CH_EXT_QESC:
+    if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) return "bad chunk extension";
+    c->state = CH_EXT_QUOTED;
+    return NULL;
+  case CH_SIZE_LF:
+    if (ch != '\n') return "bad chunk size line ending";
+    c->state = c->size ? CH_DATA : CH_TR_START;
+    return NULL;
+  case CH_DATA_CR:
+    if (ch != '\r') return "chunk data longer than its size";
+    c->state = CH_DATA_LF;
+    return NULL;
+  case CH_DATA_LF:
+    if (ch != '\n') return "bad chunk ending";
+    c->state = CH_SIZE;
+    c->digits = 0;
+    c->size = 0;
+    return NULL;
+  default: /* trailer fields: checked as header lines, dropped */
+    if (++c->trailer > CH_MAX_TRAILER) return "trailers too large";
     switch (c->state) {
-    case CH_SIZE:
-      if (hexval(ch) >= 0) {
-        if (++c->digits > 15) { *err = "chunk size too large"; break; }
-        c->size = c->size * 16 + (uint64_t)hexval(ch);
-      } else if (c->digits == 0) *err = "bad chunk size";
-      else if (ch == ' ' || ch == '\t') c->state = CH_SIZE_WS;
-      else if (ch == ';') c->state = CH_EXT, c->ext_quoted = 0, c->line_start = 1;
-      else if (ch == '\r') c->state = CH_SIZE_LF;
-      else *err = "bad chunk size";
-      i++;
-      break;
-    case CH_SIZE_WS: /* BWS is allowed only before an extension */
-      if (ch == ';') c->state = CH_EXT, c->ext_quoted = 0, c->line_start = 1;
-      else if (ch != ' ' && ch != '\t') *err = "bad chunk size";
-      i++;
-      break;
-    case CH_EXT:
-      if (c->ext_quoted) {
-        if (c->ext_escape) c->ext_escape = 0;
-        else if (ch == '\\') c->ext_escape = 1;
-        else if (ch == '"') c->ext_quoted = 0;
-        else if (ch < 0x20 && ch != '\t') *err = "bad chunk extension";
-      } else if (ch == '\r') {
-        if (c->line_start) *err = "bad chunk extension";
-        c->state = CH_SIZE_LF;
-      } else if (ch == '"') c->ext_quoted = 1;
-      else if (ch == ';') {
-        if (c->line_start) *err = "bad chunk extension";
-        c->line_start = 1;
-      } else if (tchar[ch]) c->line_start = 0;
-      else if (ch == '=') {
-        if (c->line_start) *err = "bad chunk extension";
-      } else if (ch != ' ' && ch != '\t') *err = "bad chunk extension";
-      i++;
-      break;
-    case CH_SIZE_LF:
-      if (ch != '\n') { *err = "bad chunk size line ending"; break; }
-      i++;
-      c->state = c->size ? CH_DATA : CH_TRAILER;
-      c->line_start = 1;
-      c->prev = 0;
-      c->empty_line = 0;
-      c->trailer = 0;
-      break;
-    case CH_DATA: {
+    case CH_TR_START:
+      if (ch == '\r') c->state = CH_END_LF;
+      else if (tchar[ch]) c->state = CH_TR_NAME;
+      else return "bad trailer field";
+      return NULL;
+    case CH_TR_NAME:
+      if (ch == ':') c->state = CH_TR_VALUE;
+      else if (!tchar[ch]) return "bad trailer field";
+      return NULL;
+    case CH_TR_VALUE:
+      if (ch == '\r') c->state = CH_TR_LF;
+      else if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) return "bad trailer field";
+      return NULL;
+    case CH_TR_LF:
+      if (ch != '\n') return "bad trailer line ending";
+      c->state = CH_TR_START;
+      return NULL;
+    case CH_END_LF:
+      if (ch != '\n') return "bad chunked body ending";
+      c->state = CH_DONE;
+      return NULL;
+    }
+  }
+  return "bad decoder state";
+}
+
+/* Advance the decoder over in[0..n), handing chunk data to emit (at most
+** max bytes in all). Returns the bytes used: it stops early at the end of
+** the body, when max is reached, or at an error (*err set; the decoder is
+** then stuck). */
+size_t chunked_step(chunked_t *c, const char *in, size_t n, size_t max,
+                    chunked_emit emit, void *ud, const char **err) {
+  size_t i = 0;
+  while (i < n && c->state != CH_DONE) {
+    if (c->err) {
+      *err = c->err;
+      return i;
+    }
+    if (c->state == CH_DATA) {
       size_t k = n - i;
       if (k > c->size) k = (size_t)c->size;
       if (k > max) k = max;
       if (k == 0) return i; /* out is full */
-      luaL_addlstring(out, in + i, k);
+      emit(ud, in + i, k);
       max -= k;
       i += k;
       c->size -= k;
       if (c->size == 0) c->state = CH_DATA_CR;
-      break;
+      continue;
     }
-    case CH_DATA_CR:
-      if (ch != '\r') { *err = "chunk data longer than its size"; break; }
-      c->state = CH_DATA_LF;
-      i++;
-      break;
-    case CH_DATA_LF:
-      if (ch != '\n') { *err = "bad chunk ending"; break; }
-      c->state = CH_SIZE;
-      c->digits = 0;
-      c->size = 0;
-      i++;
-      break;
-    case CH_TRAILER: /* trailer fields: checked as header lines, dropped */
-      if (++c->trailer > 16384) { *err = "trailers too large"; break; }
-      if (ch == '\n') {
-        if (c->prev != '\r') { *err = "bad trailer line ending"; break; }
-        if (c->empty_line) c->state = CH_DONE;
-        c->line_start = 1;
-        c->empty_line = 0;
-      } else if (c->prev == '\r') {
-        *err = "bare CR in trailers";
-        break;
-      } else if (ch == '\r') {
-        c->empty_line = c->line_start;
-      } else if (c->line_start && (ch == ' ' || ch == '\t' || ch == ':')) {
-        *err = "bad trailer";
-        break;
-      } else if (ch < 0x20 && ch != '\t') {
-        *err = "bad trailer";
-        break;
-      } else c->line_start = 0;
-      c->prev = ch;
-      i++;
-      break;
-    }
+    c->err = chunked_byte(c, (unsigned char)in[i]);
+    if (!c->err) i++;
   }
+  if (c->err) *err = c->err;
   return i;
+}
+
+static void emit_buffer(void *ud, const char *data, size_t n) {
+  luaL_addlstring((luaL_Buffer *)ud, data, n);
+}
+
+static const char *DECODER_MT = "loom.ChunkedDecoder";
+
+/* chunked() -> a new chunked decoder */
+static int l_chunked(lua_State *L) {
+  chunked_t *c = (chunked_t *)lua_newuserdatauv(L, sizeof *c, 0);
+  chunked_init(c);
+  luaL_setmetatable(L, DECODER_MT);
+  return 1;
 }
 
 /* chunked_read(stream, decoder [, max]) -> data ("" when more input is
@@ -587,13 +659,14 @@ static int l_chunked_read(lua_State *L) {
   const char *err = NULL;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
-  used = chunked_step(c, s->rbuf ? s->rbuf + s->rpos : "", s->rlen - s->rpos, &b, max, &err);
+  used = chunked_step(c, s->rbuf ? s->rbuf + s->rpos : "", s->rlen - s->rpos, max,
+                      emit_buffer, &b, &err);
   if (err) return err_raise(L, "http", NULL, "malformed chunked body: %s", err);
   s->rpos += used;
   if (s->rpos == s->rlen) s->rpos = s->rlen = 0;
   s->scan = 0;
   luaL_pushresult(&b);
-  lua_pushboolean(L, c->state == CH_DONE);
+  lua_pushboolean(L, chunked_done(c));
   return 2;
 }
 
