@@ -257,7 +257,7 @@ static void framing(lua_State *L, parser *ps) {
   lua_setfield(L, -2, "te_coded");
   lua_pushboolean(L, ps->minor == 1 ? !ps->conn_close : (ps->conn_keep && !ps->conn_close));
   lua_setfield(L, -2, "keep_alive");
-  lua_pushboolean(L, ps->expect);
+  lua_pushboolean(L, ps->expect && ps->minor == 1); /* 1.0: MUST ignore it */
   lua_setfield(L, -2, "expect_continue");
   lua_pushboolean(L, ps->conn_upgrade);
   lua_setfield(L, -2, "upgrade");
