@@ -171,30 +171,57 @@ local function error_text(e)
   return ("(error object is a %s value)"):format(type(e))
 end
 
+local function traceback(e)
+  if type(e) == "table" and e.kind == "cancelled" then return e end
+  return debug.traceback(error_text(e), 2)
+end
+
+local function is_cancel(e)
+  return type(e) == "table" and e.kind == "cancelled"
+end
+
+local function log_error(req, e, when)
+  io.stderr:write("loom: error in HTTP handler for ", req.method, " ", req.target,
+    when or "", ": ", error_text(e), "\n")
+end
+
+-- Send a streamed body, chunk by chunk as body() gives them: chunked in
+-- HTTP/1.1; raw in HTTP/1.0 (it has no chunked coding: the close ends the
+-- body). Returns false when body() failed and the response is cut short.
+local function send_stream(stream, req, body, chunked)
+  while true do
+    local ok, chunk = xpcall(body, traceback)
+    if not ok then
+      if is_cancel(chunk) then error(chunk, 0) end
+      log_error(req, chunk, " (while streaming the body)")
+      return false
+    end
+    if chunk == nil then break end
+    chunk = tostring(chunk)
+    if #chunk > 0 then
+      if chunked then stream:write(("%x\r\n"):format(#chunk), chunk, "\r\n")
+      else stream:write(chunk) end
+    end
+  end
+  if chunked then stream:write("0\r\n\r\n") end
+  return true
+end
+
 -- Run the handler and send its response; returns whether the connection
 -- may carry another request.
 local function respond(stream, req, handler, conn)
-  local ok, status, body, headers = xpcall(handler, function(e)
-    if type(e) == "table" and e.kind == "cancelled" then return e end
-    return debug.traceback(error_text(e), 2)
-  end, req)
+  local ok, status, body, headers = xpcall(handler, traceback, req)
   local b = req._body
-  if not ok and type(status) == "table" and status.kind == "cancelled" then error(status, 0) end
+  if not ok and is_cancel(status) then error(status, 0) end
   if b.failed ~= nil then -- the body was malformed, too large or cut off
     if b.failed then send_error(stream, b.failed, b.why) end
     return false
   end
   if not ok then
-    io.stderr:write("loom: error in HTTP handler for ", req.method, " ", req.target, ": ",
-      error_text(status), "\n")
+    log_error(req, status)
     status, body, headers = 500, "internal server error\n", nil
   end
   status = math.tointeger(status) or 200
-  local keep = req.keep_alive and conn.open
-  if not b.done then keep = false end -- unread body: close rather than drain
-  local connection
-  if not keep then connection = "close"
-  elseif req.version == "1.0" then connection = "keep-alive" end
   local head_only = req.method == "HEAD" or no_body_status(status)
   local btype = type(body)
   if btype == "table" and not (getmetatable(body) or {}).__call then
@@ -205,19 +232,18 @@ local function respond(stream, req, handler, conn)
     end
     body, btype = text, "string"
   end
-  if btype == "function" or btype == "table" then -- streamed, chunked
-    if head_only then
-      stream:write(core.head(status, headers, nil, connection, TEXT))
-    else
-      stream:write(core.head(status, headers, -1, connection, TEXT))
-      while true do
-        local chunk = body()
-        if chunk == nil then break end
-        chunk = tostring(chunk)
-        if #chunk > 0 then stream:write(("%x\r\n"):format(#chunk), chunk, "\r\n") end
-      end
-      stream:write("0\r\n\r\n")
-    end
+  local streamed = btype == "function" or btype == "table"
+  local keep = req.keep_alive and conn.open
+  if not b.done then keep = false end -- unread body: close rather than drain
+  if streamed and req.version == "1.0" and not head_only then keep = false end
+  local connection
+  if not keep then connection = "close"
+  elseif req.version == "1.0" then connection = "keep-alive" end
+  if streamed then
+    local chunked = req.version == "1.1"
+    stream:write(core.head(status, headers, (chunked and not head_only) and -1 or nil,
+      connection, TEXT))
+    if not head_only and not send_stream(stream, req, body, chunked) then return false end
   else
     body = body ~= nil and tostring(body) or ""
     local len = no_body_status(status) and nil or #body
