@@ -278,19 +278,52 @@ local function read_request(stream, opts, first)
   return new_request(stream, h, opts)
 end
 
-local function serve_connection(stream, handler, opts, conn)
+-- Close after our last response without destroying it: closing a socket
+-- with unread input makes the kernel send a reset, which can discard the
+-- response still in flight. So shut our side first, then read and drop
+-- what the client still sends, for a bounded time (RFC 9112 9.6).
+local LINGER_SECONDS, LINGER_BYTES = 2, 1024 * 1024
+
+local function linger(stream)
+  if not pcall(stream.shutdown, stream) then return end
+  pcall(loom.timeout, LINGER_SECONDS, function()
+    local n = 0
+    while n < LINGER_BYTES do
+      local d = stream:read()
+      if not d then return end
+      n = n + #d
+    end
+  end)
+end
+
+local function serve_requests(stream, handler, opts, conn)
   local first = true
   while conn.open do
     local req, status, why = read_request(stream, opts, first)
     first = false
     if not req then
-      if status then send_error(stream, status, why) end
+      if status then
+        send_error(stream, status, why)
+        linger(stream)
+      end
       return
     end
     conn.busy = true
     local keep = respond(stream, req, handler, conn)
     conn.busy = false
-    if not keep then return end
+    if not keep then
+      linger(stream)
+      return
+    end
+  end
+end
+
+-- A connection's requests, in order. The peer going away while we write
+-- is how connections end, not an error worth a log line.
+local function serve_connection(stream, handler, opts, conn)
+  local ok, err = pcall(serve_requests, stream, handler, opts, conn)
+  if not ok and not (type(err) == "table" and (err.kind == "io" or err.kind == "closed")) then
+    error(err, 0)
   end
 end
 
