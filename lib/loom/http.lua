@@ -246,7 +246,8 @@ local function respond(stream, req, handler, conn)
     if not head_only and not send_stream(stream, req, body, chunked) then return false end
   else
     body = body ~= nil and tostring(body) or ""
-    local len = no_body_status(status) and nil or #body
+    local len = #body
+    if no_body_status(status) then len = nil end -- 1xx/204/304: no Content-Length
     if head_only then
       stream:write(core.head(status, headers, len, connection, TEXT))
     else
