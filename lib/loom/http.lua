@@ -207,6 +207,27 @@ local function send_stream(stream, req, body, chunked)
   return true
 end
 
+-- The handler left (part of) the body unread. Read and drop a little of it
+-- so the connection can carry the next request; true when that worked.
+-- More than DISCARD_MAX, a malformed body, or a client that still waits for
+-- 100 Continue (it may never send the body): the connection closes instead.
+local DISCARD_MAX = 256 * 1024
+
+local function discard_body(req)
+  if req._body.continue then return false end
+  local n = 0
+  while n <= DISCARD_MAX do
+    local ok, d = pcall(req.read, req)
+    if not ok then
+      if is_cancel(d) then error(d, 0) end
+      return false
+    end
+    if not d then return true end
+    n = n + #d
+  end
+  return false
+end
+
 -- Run the handler and send its response; returns whether the connection
 -- may carry another request.
 local function respond(stream, req, handler, conn)
@@ -234,7 +255,7 @@ local function respond(stream, req, handler, conn)
   end
   local streamed = btype == "function" or btype == "table"
   local keep = req.keep_alive and conn.open
-  if not b.done then keep = false end -- unread body: close rather than drain
+  if keep and not b.done and not discard_body(req) then keep = false end
   if streamed and req.version == "1.0" and not head_only then keep = false end
   local connection
   if not keep then connection = "close"
