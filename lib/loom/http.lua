@@ -349,27 +349,47 @@ local function serve_connection(stream, handler, opts, conn)
   end
 end
 
+-- Wait until every connection in conns has ended.
+local function wait_conns(conns)
+  while true do
+    local conn = next(conns)
+    if not conn then return end
+    conn.done:wait()
+  end
+end
+
 -- http.listen(host, port, handler [, opts]) -> Server
 function http.listen(host, port, handler, opts)
   opts = setmetatable(opts or {}, { __index = DEFAULTS })
-  local conns = {}
+  local conns, closing = {}, false
   local srv
   srv = net.listen(host, port, function(stream)
-    local conn = { open = true, task = loom.current() }
+    if closing then return end -- accepted just before shutdown
+    local conn = { open = true, task = loom.current(), done = loom.event() }
     conns[conn] = true
     local ok, err = pcall(serve_connection, stream, handler, opts, conn)
     conns[conn] = nil
+    conn.done:set()
     if not ok then error(err, 0) end
   end, { backlog = opts.backlog, reuseport = opts.reuseport, tls = opts.tls })
-  -- shutdown(grace): requests in flight finish; idle connections close now
+  -- shutdown(grace): stop accepting; idle connections close now; requests
+  -- in flight get up to grace seconds to finish, then are cancelled.
   local net_shutdown = srv.shutdown
   function srv.shutdown(self, grace)
-    for conn in pairs(conns) do conn.open = false end
+    closing = true
     self:close()
-    for conn in pairs(conns) do -- idle keep-alive connections close now
+    for conn in pairs(conns) do
+      conn.open = false -- no further request on any connection
       if not conn.busy then conn.task:cancel() end
     end
-    return net_shutdown(self, grace)
+    local ok, err = true, nil
+    if grace and grace > 0 and next(conns) then
+      ok, err = pcall(loom.timeout, grace, wait_conns, conns)
+    end
+    for conn in pairs(conns) do conn.task:cancel() end
+    wait_conns(conns)
+    net_shutdown(self, 0)
+    if not ok and type(err) == "table" and err.kind == "cancelled" then error(err, 0) end
   end
   return srv
 end
