@@ -222,4 +222,41 @@ function M.base64_decode(s)
   return table.concat(out)
 end
 
+-- M.read_response(stream [, head_only]) -> {status, reason, headers, body,
+-- raw_head} read from a live stream, for keep-alive conversations; nil at
+-- the end of the stream. Interim (1xx) responses are returned like others.
+function M.read_response(s, head_only)
+  local ok, head = pcall(s.read_until, s, "\r\n\r\n")
+  if not ok then
+    if type(head) == "table" and (head.kind == "eof" or head.kind == "io") then return nil end
+    error(head, 0)
+  end
+  local status, reason = head:match("^HTTP/1%.1 (%d%d%d) ([^\r\n]*)")
+  assert(status, "bad status line: " .. head:sub(1, 80))
+  status = tonumber(status)
+  local h = parse_headers(head:sub((head:find("\r\n", 1, true) or #head) + 2) .. "\r\n")
+  local r = { status = status, reason = reason, headers = h, raw_head = head }
+  if status < 200 or status == 204 or status == 304 or head_only then
+    r.body = ""
+  elseif h["transfer-encoding"] then
+    assert(h["transfer-encoding"] == "chunked", "unknown transfer-encoding")
+    local parts = {}
+    while true do
+      local size = tonumber(assert(s:read_line()):match("^%x+"), 16)
+      if size == 0 then
+        assert(s:read_line() == "", "trailers in a response")
+        break
+      end
+      parts[#parts + 1] = s:read_exactly(size)
+      assert(s:read_exactly(2) == "\r\n", "bad chunk end")
+    end
+    r.body, r.chunked = table.concat(parts), #parts
+  elseif h["content-length"] then
+    r.body = s:read_exactly(tonumber(h["content-length"]))
+  else
+    r.body = s:read_all()
+  end
+  return r
+end
+
 return M
