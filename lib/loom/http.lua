@@ -228,6 +228,45 @@ local function discard_body(req)
   return false
 end
 
+local function has_field(headers, name)
+  for k in pairs(headers) do
+    if type(k) == "string" and k:lower() == name then return true end
+  end
+  return false
+end
+
+-- The handler's answer as what to send: the head; the body (a string, a
+-- function for a streamed body, nil for none); whether the connection is
+-- kept; for a streamed body whether it is chunked. Raises on a bad status,
+-- bad header names or values, or a table body JSON cannot encode.
+local function shape(req, status, body, headers, keep)
+  status = math.tointeger(status) or 200
+  local head_only = req.method == "HEAD" or no_body_status(status)
+  local btype = type(body)
+  if btype == "table" and not (getmetatable(body) or {}).__call then
+    body = get_json().encode(body)
+    local h = {} -- the handler's table is left as it was
+    for k, v in pairs(headers or {}) do h[k] = v end
+    if not has_field(h, "content-type") then h["content-type"] = "application/json" end
+    headers, btype = h, "string"
+  end
+  local streamed = btype == "function" or btype == "table"
+  if streamed and req.version == "1.0" and not head_only then keep = false end
+  local connection
+  if not keep then connection = "close"
+  elseif req.version == "1.0" then connection = "keep-alive" end
+  if streamed then
+    local chunked = req.version == "1.1"
+    local len = (chunked and not head_only) and -1 or nil
+    return core.head(status, headers, len, connection, TEXT), not head_only and body or nil,
+      keep, chunked
+  end
+  body = body ~= nil and tostring(body) or ""
+  local len = #body
+  if no_body_status(status) then len = nil end -- 1xx/204/304: no Content-Length
+  return core.head(status, headers, len, connection, TEXT), not head_only and body or nil, keep
+end
+
 -- Run the handler and send its response; returns whether the connection
 -- may carry another request.
 local function respond(stream, req, handler, conn)
@@ -242,40 +281,20 @@ local function respond(stream, req, handler, conn)
     log_error(req, status)
     status, body, headers = 500, "internal server error\n", nil
   end
-  status = math.tointeger(status) or 200
-  local head_only = req.method == "HEAD" or no_body_status(status)
-  local btype = type(body)
-  if btype == "table" and not (getmetatable(body) or {}).__call then
-    local text = get_json().encode(body)
-    headers = headers or {}
-    if not headers["content-type"] and not headers["Content-Type"] then
-      headers["content-type"] = "application/json"
-    end
-    body, btype = text, "string"
-  end
-  local streamed = btype == "function" or btype == "table"
   local keep = req.keep_alive and conn.open
   if keep and not b.done and not discard_body(req) then keep = false end
-  if streamed and req.version == "1.0" and not head_only then keep = false end
-  local connection
-  if not keep then connection = "close"
-  elseif req.version == "1.0" then connection = "keep-alive" end
-  if streamed then
-    local chunked = req.version == "1.1"
-    stream:write(core.head(status, headers, (chunked and not head_only) and -1 or nil,
-      connection, TEXT))
-    if not head_only and not send_stream(stream, req, body, chunked) then return false end
-  else
-    body = body ~= nil and tostring(body) or ""
-    local len = #body
-    if no_body_status(status) then len = nil end -- 1xx/204/304: no Content-Length
-    if head_only then
-      stream:write(core.head(status, headers, len, connection, TEXT))
-    else
-      stream:write(core.head(status, headers, len, connection, TEXT), body)
-    end
+  local shaped, head, payload, kept, chunked = pcall(shape, req, status, body, headers, keep)
+  if not shaped then -- e.g. a header value with CR/LF, a status of 42
+    log_error(req, head, " (its response)")
+    head, payload, kept = shape(req, 500, "internal server error\n", nil, keep)
   end
-  return keep
+  if type(payload) == "string" then
+    stream:write(head, payload)
+  else
+    stream:write(head)
+    if payload and not send_stream(stream, req, payload, chunked) then return false end
+  end
+  return kept
 end
 
 -- ---- connections ----
