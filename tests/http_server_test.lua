@@ -529,6 +529,28 @@ t.test("a handler error is a 500 with a generic body, a traceback on stderr, and
   t.ok(log:find("GET /boom", 1, true), log)
 end)
 
+t.test("a response that cannot be sent (header injection, bad status) is a 500", function()
+  local log = capture_stderr(function()
+    with_server(function(req)
+      if req.path == "/inject" then return 200, "x", { ["X-Bad"] = "a\r\nInjected: 1" } end
+      if req.path == "/name" then return 200, "x", { ["Bad Name"] = "v" } end
+      if req.path == "/status" then return 42, "x" end
+      return 200, "fine"
+    end, function(srv)
+      local s <close> = connect(srv)
+      for _, p in ipairs { "/inject", "/name", "/status" } do
+        s:write("GET " .. p .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+        local r = raw.read_response(s)
+        t.eq({ r.status, r.body, r.headers.injected }, { 500, "internal server error\n", nil }, p)
+      end
+      s:write("GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+      t.eq(raw.read_response(s).body, "fine")
+    end)
+  end)
+  t.ok(log:find("X-Bad", 1, true), log)
+  t.ok(log:find("status out of range", 1, true), log)
+end)
+
 t.test("an error inside a streamed body cuts the response short and is logged", function()
   local log = capture_stderr(function()
     with_server(function()
