@@ -276,7 +276,7 @@ static int l_parse_request(lua_State *L) {
   ps.cl = -1;
   ps.max_headers = (int)luaL_optinteger(L, 2, 100);
   lua_settop(L, 2);
-  lua_createtable(L, 0, 12); /* 3: the head */
+  lua_createtable(L, 0, 20); /* 3: the head (and the fields http.lua adds) */
   if (parse_request_line(L, &ps) == 0) {
     lua_createtable(L, 0, 8); /* 4: its headers */
     lua_pushvalue(L, 4);
@@ -674,17 +674,20 @@ static int l_chunked_read(lua_State *L) {
 ** (The chunked decoder always consumes what is buffered, so "more" and
 ** "any" are the same thing for it.) */
 static int l_wait_more(lua_State *L) {
+  double secs = luaL_optnumber(L, 2, 0);
   stream_check(L, 1);
   lua_settop(L, 1);
-  return stream_read(L, READ_MORE, 0);
+  return stream_read_deadline(L, READ_MORE, 0, secs);
 }
 
-/* read_head(stream, max) -> the head of the next message, or nil at a clean
-** end; raises kind "limit" past max bytes */
+/* read_head(stream, max [, timeout]) -> the head of the next message, or nil
+** at a clean end; raises kind "limit" past max bytes, "timeout" when the
+** head is not complete within timeout seconds */
 static int l_read_head(lua_State *L) {
   lua_Integer max = luaL_checkinteger(L, 2);
+  double secs = luaL_optnumber(L, 3, 0);
   lua_settop(L, 1);
-  return stream_read(L, READ_HEAD, (size_t)max);
+  return stream_read_deadline(L, READ_HEAD, (size_t)max, secs);
 }
 
 /* ---- zlib inflaters for gzip and deflate ---- */
@@ -847,8 +850,13 @@ static int l_head(lua_State *L) {
   luaL_Buffer b;
   luaL_argcheck(L, status >= 100 && status <= 999, 1, "status out of range");
   luaL_buffinit(L, &b);
-  lua_pushfstring(L, "HTTP/1.1 %d %s\r\n", status, reason(status));
-  luaL_addvalue(&b);
+  {
+    char line[64];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
+    luaL_addlstring(&b, line, (size_t)n);
+    luaL_addstring(&b, reason(status));
+    luaL_addlstring(&b, "\r\n", 2);
+  }
   if (lua_istable(L, 2)) has_type = add_user_fields(L, &b, 2);
   if (!has_type && lua_isstring(L, 5)) {
     luaL_addstring(&b, "Content-Type: ");
@@ -858,8 +866,9 @@ static int l_head(lua_State *L) {
   if (lua_isinteger(L, 3)) {
     lua_Integer n = lua_tointeger(L, 3);
     if (n >= 0) {
-      lua_pushfstring(L, "Content-Length: %I\r\n", n);
-      luaL_addvalue(&b);
+      char num[32];
+      int k = snprintf(num, sizeof num, "Content-Length: %lld\r\n", (long long)n);
+      luaL_addlstring(&b, num, (size_t)k);
     } else luaL_addstring(&b, "Transfer-Encoding: chunked\r\n");
   }
   luaL_addstring(&b, "Date: ");
@@ -901,6 +910,8 @@ int luaopen_loom_http_core(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  luaL_newlib(L, fns);
+  luaL_newlibtable(L, fns);
+  luaL_getmetatable(L, "loom.Stream"); /* upvalue 1: udata_check's fast path */
+  luaL_setfuncs(L, fns, 1);
   return 1;
 }

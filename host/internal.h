@@ -27,7 +27,7 @@ typedef struct tentry {
   uint8_t kind;  /* TE_SLEEP, TE_SCOPE */
 } tentry_t;
 
-enum { TE_SLEEP = 1, TE_SCOPE };
+enum { TE_SLEEP = 1, TE_SCOPE, TE_DEADLINE };
 
 /* Task states, as task:status() reports them (T_NEW, T_READY, T_WAIT are
 ** "pending"/"running" to scripts). */
@@ -41,6 +41,7 @@ enum { T_NEW, T_READY, T_WAIT, T_RUNNING, T_DONE, T_FAILED, T_CANCELLED };
 #define TF_SHIELD 0x08    /* the current wait is not interrupted */
 #define TF_WAITED 0x10    /* someone awaited the result */
 #define TF_QUIET 0x80     /* its failure is raised by loom.run, not reported */
+#define TF_DEADLINE 0x100 /* the current wait has a deadline in w.tm */
 
 /* How a suspended task is woken. */
 enum { WAKE_VALUES, WAKE_INTERRUPT, WAKE_ERROR };
@@ -67,7 +68,8 @@ struct task {
   int ref;         /* registry reference while unfinished */
   uint32_t id;
   int nvals;       /* values pushed on co for the resume / results */
-  uint8_t status, flags, wake;
+  uint16_t flags;
+  uint8_t status, wake;
 };
 
 /* A timeout or group cancel scope of one task; lives in a userdata on the
@@ -145,6 +147,8 @@ task_t *task_check(lua_State *L, int idx);
 task_t *task_test(lua_State *L, int idx);
 int task_wait(lua_State *L, task_t *t, wait_cancel_fn cancel, void *wdata,
               const char *what, lua_KContext ctx, lua_KFunction k);
+void task_set_deadline(loom_t *rt, task_t *t, double secs);
+void task_deadline_fired(loom_t *rt, task_t *t);
 int task_resumed(lua_State *L, task_t *t);
 int task_yield(lua_State *L, task_t *t);
 void task_wake(loom_t *rt, task_t *t, int nvals);
@@ -208,6 +212,7 @@ enum { STREAM_TCP = 1, STREAM_PIPE, STREAM_TTY, STREAM_FILE };
 ** (false), consuming nothing. */
 enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL, READ_HEAD, READ_MORE };
 int stream_read(lua_State *L, int mode, size_t arg);
+int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs);
 
 struct stream {
   union {
@@ -262,6 +267,84 @@ void chunked_init(chunked_t *c);
 size_t chunked_step(chunked_t *c, const char *in, size_t n, size_t max,
                     chunked_emit emit, void *ud, const char **err);
 int chunked_done(const chunked_t *c);
+
+/* websocket.c: the RFC 6455 frame decoder, kept free of Lua so that the
+** fuzz target (tests/fuzz/fuzz_websocket.c) drives it directly. */
+enum { WS_MORE, WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG, WS_ERROR };
+
+typedef struct ws_decoder {
+  int expect_mask;        /* a server's decoder: frames must be masked */
+  uint64_t max_message;   /* a longer message fails with 1009 */
+  /* the frame being read */
+  int in_frame, fin, op, masked;
+  uint64_t remaining;     /* payload bytes still to come */
+  unsigned char key[4];
+  unsigned mpos;          /* offset into the mask key */
+  /* the data message being assembled (op 1 or 2; 0: none) */
+  int msg_op;
+  unsigned char *msg;
+  size_t msg_len, msg_cap;
+  unsigned char u_need, u_lo, u_hi; /* UTF-8 validator state (text) */
+  /* the control frame being read: ping, pong or close */
+  unsigned char ctl[125];
+  size_t ctl_len;
+  int close_code;         /* WS_CLOSE: the peer's code, 1005 when none */
+  int err_code;           /* WS_ERROR: the close code to fail with (sticky) */
+  const char *err_reason;
+} ws_decoder;
+
+void ws_decoder_init(ws_decoder *d, int expect_mask, uint64_t max_message);
+int ws_decode(ws_decoder *d, const unsigned char *in, size_t n, size_t *used);
+void ws_decoder_free(ws_decoder *d);
+int ws_utf8_valid(const unsigned char *p, size_t n);
+
+/* fs.c, file.c: loom.fs. One chain of libuv file requests, run for one
+** waiting task (or, once detached, on its own until it has cleaned up). */
+typedef struct fsreq fsreq_t;
+typedef struct fsstate fsstate_t;
+typedef struct file file_t;
+typedef void (*fsreq_step)(fsreq_t *r);
+
+struct fsreq {
+  uv_fs_t req;
+  loom_t *rt;
+  fsstate_t *st;
+  task_t *task;      /* the waiting task; NULL once detached */
+  file_t *file;      /* the File worked on (a reference), or NULL */
+  fsreq_step step;   /* runs when the current libuv request completes */
+  lua_CFunction push; /* in the task: raise r->err or push the results */
+  const char *what;  /* the Lua name, for error messages */
+  const char *path, *path2; /* strings on the task's stack: valid while it waits */
+  uv_file fd;        /* a descriptor the request owns (closed if abandoned); -1 */
+  int err;           /* the first failure (UV_E*); 0 */
+  int op, eof, holds; /* holds: the request holds the File's lock */
+  char *buf;         /* C memory the thread pool reads into or writes from */
+  size_t len, cap, n;
+  const char *src;   /* data to write: a string on the task's stack */
+  size_t srclen, srcoff;
+  int64_t size;
+};
+
+fsreq_t *fsreq_alloc(loom_t *rt, fsstate_t *st, fsreq_step step);
+fsreq_t *fsreq_new(lua_State *L, task_t *t, fsreq_step step);
+void fsreq_cb(uv_fs_t *q);
+void fsreq_check(fsreq_t *r, int rc);
+void fsreq_end(fsreq_t *r);
+void fsreq_finish(fsreq_t *r);
+void fsreq_discard(fsreq_t *r);
+void fsreq_free(fsreq_t *r);
+void fsreq_cancel(task_t *t);
+int fsreq_start(lua_State *L, fsreq_t *r, int rc, lua_KFunction k);
+int fsreq_deliver_k(lua_State *L, int status, lua_KContext ctx);
+fsreq_t *fsreq_resumed(lua_State *L);
+fsreq_t *fs_begin(lua_State *L, const char *what, fsreq_step step,
+                  lua_CFunction push);
+const char *fs_check_path(lua_State *L, int i);
+uint64_t fs_mem_limit(fsstate_t *st);
+int fs_raise(lua_State *L, int err, const char *what, const char *path,
+             const char *path2);
+void file_req_gone(fsreq_t *r);
+void file_open_class(lua_State *L); /* the File class and fs.open */
 
 /* modules.c: bundled Lua modules (generated) and preload registration. */
 void modules_preload(lua_State *L, unsigned libs);

@@ -231,7 +231,7 @@ static void push_end_error(lua_State *L, stream_t *s, const char *what) {
 
 /* Push the next line (without \n or \r\n); 0 when more data is needed. */
 static int take_line(lua_State *L, stream_t *s) {
-  char *start = s->rbuf + s->rpos;
+  char *start = s->rbuf ? s->rbuf + s->rpos : NULL; /* no buffer yet: NULL + 0 is UB */
   size_t have = buffered(s);
   char *nl = have > s->scan ? memchr(start + s->scan, '\n', have - s->scan) : NULL;
   if (nl) {
@@ -264,7 +264,7 @@ static int take_head(lua_State *L, stream_t *s, size_t max) {
   size_t have, i;
   while (buffered(s) >= 2 && s->rbuf[s->rpos] == '\r' && s->rbuf[s->rpos + 1] == '\n')
     consume(s, 2);
-  start = s->rbuf + s->rpos;
+  start = s->rbuf ? s->rbuf + s->rpos : NULL;
   have = buffered(s);
   for (i = s->scan > 2 ? s->scan - 2 : 0; i + 1 < have; i++) {
     if (start[i] != '\n') continue;
@@ -296,7 +296,7 @@ static int take_head(lua_State *L, stream_t *s, size_t max) {
 
 /* Push the data before the delimiter, consuming both; 0: need more. */
 static int take_until(lua_State *L, stream_t *s) {
-  char *start = s->rbuf + s->rpos;
+  char *start = s->rbuf ? s->rbuf + s->rpos : NULL;
   size_t have = buffered(s), from = s->scan >= s->dlen ? s->scan - s->dlen + 1 : 0;
   char *hit = have >= s->dlen ? memmem(start + from, have - from, s->delim, s->dlen) : NULL;
   if (hit) {
@@ -471,6 +471,11 @@ static void read_file_chunk(stream_t *s) {
 
 /* The common body of every read form: serve from the buffer or wait. */
 int stream_read(lua_State *L, int mode, size_t arg) {
+  return stream_read_deadline(L, mode, arg, 0);
+}
+
+/* The same, the wait (if any) limited to secs seconds when secs > 0. */
+int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs) {
   stream_t *s = stream_check(L, 1);
   task_t *t;
   int r, top = lua_gettop(L);
@@ -496,6 +501,7 @@ int stream_read(lua_State *L, int mode, size_t arg) {
     if (uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0) s->reading = 1;
   }
   update_reading(s);
+  if (secs > 0) task_set_deadline(s->rt, t, secs);
   return task_wait(L, t, reader_cancel, s, "stream:read", top, read_k);
 }
 

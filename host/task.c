@@ -71,6 +71,10 @@ void task_make_ready(loom_t *rt, task_t *t) {
 
 /* Complete a wait with nvals values already pushed on t->co. */
 void task_wake(loom_t *rt, task_t *t, int nvals) {
+  if (t->flags & TF_DEADLINE) { /* the wait ended first: drop its deadline */
+    t->flags &= ~TF_DEADLINE;
+    heap_remove(rt, &t->w.tm);
+  }
   t->wcancel = NULL;
   t->wake = WAKE_VALUES;
   t->nvals = nvals;
@@ -158,7 +162,7 @@ int task_raise_interrupt(lua_State *L, task_t *t) {
 int task_push_interrupt(lua_State *L, task_t *t) {
   scope_t *sc;
   if (t->flags & TF_CANCEL) {
-    t->flags = (uint8_t)((t->flags & ~TF_CANCEL) | TF_CANCELLED);
+    t->flags = (uint16_t)((t->flags & ~TF_CANCEL) | TF_CANCELLED);
     err_push(L, "cancelled", NULL, "task %d was cancelled", (int)t->id);
     return 1;
   }
@@ -223,6 +227,26 @@ int task_yield(lua_State *L, task_t *t) {
   task_make_ready(rt_get(L), t);
   lua_pushlightuserdata(L, &task_tag);
   return lua_yieldk(L, 1, 0, yield_k);
+}
+
+/* Give the wait about to start a deadline: when it passes, the operation
+** is aborted and the wait raises kind "timeout". Only for waits that do not
+** sit in a wait list (they share t->w). Call just before task_wait. */
+void task_set_deadline(loom_t *rt, task_t *t, double secs) {
+  t->w.tm.kind = TE_DEADLINE;
+  t->w.tm.due = timer_due(secs);
+  t->flags |= TF_DEADLINE;
+  heap_push(rt, &t->w.tm);
+}
+
+/* The deadline of t's wait passed (from the timer callback). */
+void task_deadline_fired(loom_t *rt, task_t *t) {
+  t->flags &= ~TF_DEADLINE;
+  if (t->status != T_WAIT) return;
+  if (t->wcancel) t->wcancel(t);
+  t->wcancel = NULL;
+  err_push(t->co, "timeout", "ETIMEDOUT", "%s timed out", t->wwhat ? t->wwhat : "wait");
+  task_wake_error(rt, t);
 }
 
 /* ---- spawning, running, finishing ---- */

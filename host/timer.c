@@ -111,6 +111,9 @@ void timer_cb(uv_timer_t *h) {
     if (e->kind == TE_SLEEP) {
       heap_pop(rt);
       task_wake(rt, (task_t *)((char *)e - offsetof(task_t, w.tm)), 0);
+    } else if (e->kind == TE_DEADLINE) {
+      heap_pop(rt);
+      task_deadline_fired(rt, (task_t *)((char *)e - offsetof(task_t, w.tm)));
     } else {
       heap_pop(rt);
       scope_expire(rt, (scope_t *)e);

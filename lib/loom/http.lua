@@ -270,9 +270,19 @@ end
 -- Run the handler and send its response; returns whether the connection
 -- may carry another request.
 local function respond(stream, req, handler, conn)
-  local ok, status, body, headers = xpcall(handler, traceback, req)
+  local ok, status, body, headers = xpcall(handler, function(e)
+    if is_cancel(e) or e == req._refused then return e end
+    return debug.traceback(error_text(e), 2)
+  end, req)
   local b = req._body
   if not ok and is_cancel(status) then error(status, 0) end
+  -- req:websocket() took the connection over (or refused it with its own
+  -- response): no response from us, and no further request is read on it
+  if req._upgraded then
+    if not ok and status ~= req._refused then log_error(req, status) end
+    if req._websocket then req._websocket:_handler_done(ok) end
+    return false
+  end
   if b.failed ~= nil then -- the body was malformed, too large or cut off
     if b.failed then send_error(stream, b.failed, b.why) end
     return false
@@ -302,10 +312,13 @@ end
 local function read_request(stream, opts, first)
   -- idle: until the first byte of the next request; then the head itself
   local wait = first and opts.header_timeout or opts.idle_timeout
-  local ok, more = pcall(loom.timeout, wait, core.wait_more, stream)
-  if not ok or not more then return nil end
-  local ok2, head = pcall(loom.timeout, opts.header_timeout, core.read_head, stream,
-    opts.max_header_bytes)
+  local ok, more = pcall(core.wait_more, stream, wait)
+  if not ok then
+    if type(more) == "table" and more.kind == "cancelled" then error(more, 0) end
+    return nil
+  end
+  if not more then return nil end
+  local ok2, head = pcall(core.read_head, stream, opts.max_header_bytes, opts.header_timeout)
   if not ok2 then
     if type(head) == "table" and head.kind == "limit" then
       return nil, 431, "request header fields too large"
@@ -352,6 +365,7 @@ local function serve_requests(stream, handler, opts, conn)
     conn.busy = true
     local keep = respond(stream, req, handler, conn)
     conn.busy = false
+    if req._upgraded then return end -- the connection belongs to a WebSocket now
     if not keep then
       linger(stream)
       return
@@ -486,4 +500,7 @@ function Router:__call(req)
   return 405, "method not allowed\n", { allow = table.concat(list, ", ") }
 end
 
+require("loom.http_client")(http)
+require("loom.websocket")(http, Request)
+require("loom.http_static")(http)
 return http

@@ -1,0 +1,601 @@
+-- loom.http_client: the HTTP/1.1 client of loom.http: http.request, its
+-- shortcuts, and a keep-alive pool per origin. lib/loom/http.lua installs it
+-- with require("loom.http_client")(http).
+--
+-- Response heads are parsed strictly in C (loom.http.client.core); bodies
+-- reuse the server's chunked decoder and zlib inflaters (loom.http.core).
+-- Everything a server sends wrong is an error of kind "http" and the
+-- connection is closed: a connection goes back to the pool only after its
+-- response was read to the end and both sides agreed to keep it.
+local loom = require "loom"
+local net = require "loom.net"
+local core = require "loom.http.core"
+local ccore = require "loom.http.client.core"
+
+local MAX_HEAD = 64 * 1024     -- a response head larger than this is refused
+local MAX_REDIRECTS = 10
+local MAX_INFORMATIONAL = 10   -- 1xx responses skipped before giving up
+local DISCARD_MAX = 64 * 1024  -- a redirect's body read to keep its connection
+local DEFAULT_TIMEOUT = 30
+local USER_AGENT = "loom/" .. loom.version
+local DEFAULT_PORT = { http = 80, https = 443 }
+local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true,
+  OPTIONS = true, TRACE = true }
+local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
+
+local json -- require "loom.json" on first use
+local function get_json()
+  json = json or require "loom.json"
+  return json
+end
+
+local function http_error(msg)
+  error(loom.error("http", msg), 0)
+end
+
+local function value_error(msg)
+  error(loom.error("value", msg), 0)
+end
+
+-- ---- URLs ----
+
+local function pct(c) return ("%%%02X"):format(c:byte()) end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+local function base64(s)
+  return (s:gsub("..?.?", function(c)
+    local a, b, d = c:byte(1, 3)
+    local n = a * 65536 + (b or 0) * 256 + (d or 0)
+    local out = {}
+    for i = 1, 4 do
+      local k = (n >> (6 * (4 - i))) & 63
+      out[i] = B64:sub(k + 1, k + 1)
+    end
+    if not b then out[3], out[4] = "=", "=" elseif not d then out[4] = "=" end
+    return table.concat(out)
+  end))
+end
+
+-- parse_url(s) -> {scheme, host, port, target, authority, origin, href,
+-- userinfo} or nil, why. host is what to connect to (an IPv6 address
+-- without brackets); authority is the Host header; target is path and query,
+-- with bytes that may not appear in a request line percent-encoded.
+local function parse_url(s)
+  local scheme, rest = s:match("^(%a[%w+.%-]*)://(.*)$")
+  if not scheme then return nil, "not an absolute http or https URL" end
+  scheme = scheme:lower()
+  if not DEFAULT_PORT[scheme] then return nil, "unsupported scheme " .. scheme end
+  local authority, path = rest:match("^([^/?#]*)(.*)$")
+  local userinfo, hostport = authority:match("^(.*)@(.*)$")
+  hostport = hostport or authority
+  local host, port, bracketed
+  if hostport:sub(1, 1) == "[" then
+    host, port = hostport:match("^%[([%x:.]+)%](.*)$")
+    bracketed = true
+  else
+    host, port = hostport:match("^([%w%-._~%%!$&'()*+,;=]+)(.*)$")
+  end
+  if not host then return nil, "bad host" end
+  host = host:lower()
+  local default = DEFAULT_PORT[scheme]
+  if port == "" or port == ":" then port = default
+  else
+    port = tonumber(port:match("^:(%d%d?%d?%d?%d?)$"))
+    if not port or port < 1 or port > 65535 then return nil, "bad port" end
+  end
+  path = path:gsub("#.*", "")
+  if path == "" then path = "/" elseif path:sub(1, 1) == "?" then path = "/" .. path end
+  path = path:gsub('[%c "<>`\128-\255]', pct)
+  local name = bracketed and "[" .. host .. "]" or host
+  local auth = port == default and name or name .. ":" .. port
+  return { scheme = scheme, host = host, port = port, target = path, authority = auth,
+    origin = scheme .. "://" .. name .. ":" .. port, href = scheme .. "://" .. auth .. path,
+    userinfo = userinfo }
+end
+
+-- RFC 3986 5.2.4, for a path that starts with "/".
+local function remove_dot_segments(path)
+  local parts, out = {}, {}
+  for seg in (path:sub(2) .. "/"):gmatch("([^/]*)/") do parts[#parts + 1] = seg end
+  for i, seg in ipairs(parts) do
+    if seg == ".." then
+      if #out > 0 then out[#out] = nil end
+      if i == #parts then out[#out + 1] = "" end
+    elseif seg == "." then
+      if i == #parts then out[#out + 1] = "" end
+    else
+      out[#out + 1] = seg
+    end
+  end
+  return "/" .. table.concat(out, "/")
+end
+
+-- The absolute URL a Location names, relative to the URL u (RFC 3986 5.2).
+local function resolve(u, loc)
+  loc = loc:gsub("#.*", "")
+  if loc:match("^%a[%w+.%-]*:") then return loc end
+  if loc:sub(1, 2) == "//" then return u.scheme .. ":" .. loc end
+  local prefix = u.scheme .. "://" .. u.authority
+  local base = u.target:match("^[^?]*")
+  if loc == "" then return prefix .. u.target end
+  if loc:sub(1, 1) == "?" then return prefix .. base .. loc end
+  local path, query = loc:match("^([^?]*)(.*)$")
+  if path:sub(1, 1) ~= "/" then path = base:match("^(.*/)") .. path end
+  return prefix .. remove_dot_segments(path) .. query
+end
+
+-- ---- the pool ----
+
+-- Idle connections by key (origin, and for https whether the peer was
+-- verified), newest last. Each entry: {stream, time it went idle}. An idle
+-- Stream is read by nobody, so it never keeps the program alive, and it
+-- goes on reading into its buffer, so a close by the server is seen at once
+-- (ccore.reusable).
+local idle = {}
+local pool = { max_idle = 64, idle_timeout = 30 }
+local last_sweep = 0
+
+local function close_quietly(s)
+  pcall(s.close, s)
+end
+
+local function fresh(e, now)
+  return now - e[2] < pool.idle_timeout and ccore.reusable(e[1])
+end
+
+-- Close the idle connections that expired or that the server closed.
+local function sweep(now)
+  last_sweep = now
+  for key, list in pairs(idle) do
+    local keep = {}
+    for _, e in ipairs(list) do
+      if fresh(e, now) then keep[#keep + 1] = e else close_quietly(e[1]) end
+    end
+    idle[key] = #keep > 0 and keep or nil
+  end
+end
+
+local function checkout(key)
+  local list = idle[key]
+  if not list then return nil end
+  local now = loom.now()
+  while #list > 0 do
+    local e = table.remove(list)
+    if fresh(e, now) then
+      if #list == 0 then idle[key] = nil end
+      return e[1]
+    end
+    close_quietly(e[1])
+  end
+  idle[key] = nil
+end
+
+local function checkin(key, s)
+  local now = loom.now()
+  if pool.max_idle < 1 or not ccore.reusable(s) then return close_quietly(s) end
+  local list = idle[key]
+  if not list then
+    list = {}
+    idle[key] = list
+  end
+  list[#list + 1] = { s, now }
+  if #list > pool.max_idle then close_quietly(table.remove(list, 1)[1]) end
+  if now - last_sweep > 1 then sweep(now) end
+end
+
+local function close_idle()
+  local all = idle
+  idle = {}
+  for _, list in pairs(all) do
+    for _, e in ipairs(list) do close_quietly(e[1]) end
+  end
+end
+
+-- ---- requests ----
+
+-- Connections are shared only between requests that would have made the
+-- same one: for https, also the same verification and trust anchors.
+local function pool_key(u, verify, ca)
+  if u.scheme ~= "https" then return u.origin end
+  if not verify then return u.origin .. " unverified" end
+  if ca then return u.origin .. " ca=" .. ca end
+  return u.origin
+end
+
+local function connect(req)
+  local u = req.url
+  local tls
+  if u.scheme == "https" then tls = { server_name = u.host, verify = req.verify, ca = req.ca } end
+  return net.connect(u.host, u.port, { tls = tls })
+end
+
+local FRAMING = { ["content-length"] = true, ["transfer-encoding"] = true }
+
+-- The request head: our fields unless the caller gave them, then theirs.
+local function build_head(req)
+  local u, has = req.url, req.has
+  local t = { req.method, " ", u.target, " HTTP/1.1\r\n" }
+  if not has.host then t[#t + 1] = "Host: " .. u.authority .. "\r\n" end
+  if not has["user-agent"] then t[#t + 1] = "User-Agent: " .. USER_AGENT .. "\r\n" end
+  if not has["accept-encoding"] then t[#t + 1] = "Accept-Encoding: gzip, deflate\r\n" end
+  if not has.connection then t[#t + 1] = "Connection: keep-alive\r\n" end
+  if req.body then
+    t[#t + 1] = "Content-Length: " .. #req.body .. "\r\n"
+  elseif req.method == "POST" or req.method == "PUT" or req.method == "PATCH" then
+    t[#t + 1] = "Content-Length: 0\r\n"
+  end
+  for _, f in ipairs(req.fields) do
+    if not FRAMING[f[1]] then t[#t + 1] = f[2] .. ": " .. f[3] .. "\r\n" end
+  end
+  t[#t + 1] = "\r\n"
+  return table.concat(t)
+end
+
+-- Send the request on s and read the response head, skipping 1xx. Returns
+-- the parsed head, or nil when the connection ended before any byte of a
+-- response (what a pooled connection the server closed looks like).
+local function roundtrip(s, req)
+  if req.body then s:write(req.head, req.body) else s:write(req.head) end
+  local informational = 0
+  while true do
+    local ok, text = pcall(core.read_head, s, MAX_HEAD)
+    if not ok then
+      local kind = type(text) == "table" and text.kind
+      if kind == "limit" then http_error("response head larger than 64 KiB") end
+      if kind == "eof" then http_error("connection closed in the response head") end
+      error(text, 0)
+    end
+    if not text then
+      if informational > 0 then http_error("connection closed after a 1xx response") end
+      return nil
+    end
+    if #text > MAX_HEAD then http_error("response head larger than 64 KiB") end
+    local h, why = ccore.parse_response(text)
+    if not h then http_error("malformed response: " .. why) end
+    if h.status >= 200 then return h end
+    if h.status == 101 then http_error("unexpected 101 Switching Protocols") end
+    informational = informational + 1
+    if informational > MAX_INFORMATIONAL then http_error("too many 1xx responses") end
+  end
+end
+
+-- One request on a pooled or new connection -> stream, head. A pooled
+-- connection that turns out closed is replaced once for idempotent methods.
+local function exchange(req)
+  local s = checkout(req.key)
+  local reused = s ~= nil
+  if not s then s = connect(req) end
+  local ok, h = pcall(roundtrip, s, req)
+  if ok and h then return s, h end
+  close_quietly(s)
+  local stale = ok or (type(h) == "table" and h.kind == "io")
+  if reused and stale and IDEMPOTENT[req.method] then
+    s = connect(req)
+    ok, h = pcall(roundtrip, s, req)
+    if ok and h then return s, h end
+    close_quietly(s)
+  end
+  if ok then http_error("connection closed before a response") end
+  error(h, 0)
+end
+
+-- ---- responses ----
+
+local Response = {}
+Response.__index = Response
+
+-- Give the connection back (body read to its end) or close it.
+local function release(b)
+  b.done = true
+  local s = b.stream
+  if not s then return end
+  b.stream = nil
+  if b.keep then checkin(b.key, s) else close_quietly(s) end
+end
+
+local function abort(b)
+  b.done = true
+  b.keep = false
+  release(b)
+end
+
+-- The next piece of the body as framed on the wire (transfer codings still
+-- applied to chunked data); nil at its end.
+local function raw_chunk(b)
+  local s, mode = b.stream, b.mode
+  if mode == "length" then
+    local left = b.left
+    if left == 0 then return nil end
+    local d = s:read(left < 65536 and left or 65536)
+    if not d then http_error("response body truncated") end
+    b.left = left - #d
+    return d
+  elseif mode == "chunked" then
+    if b.ended then return nil end
+    while true do
+      local d, done = core.chunked_read(s, b.decoder)
+      if done then
+        b.ended = true
+        return d ~= "" and d or nil
+      end
+      if d ~= "" then return d end
+      if not core.wait_more(s) then http_error("chunked response body truncated") end
+    end
+  elseif mode == "eof" then
+    return s:read()
+  end
+  return nil
+end
+
+-- The next decoded piece of the body; nil at its end (the connection is
+-- then released).
+local function next_chunk(b)
+  while true do
+    local d = raw_chunk(b)
+    if d == nil then
+      if b.fed and ((b.te and not b.te:done()) or (b.ce and not b.ce:done())) then
+        http_error("compressed response body truncated")
+      end
+      release(b)
+      return nil
+    end
+    if #d > 0 then b.fed = true end
+    if b.te then d = b.te:feed(d) end
+    if b.ce and d ~= "" then d = b.ce:feed(d) end
+    if d ~= "" then return d end
+  end
+end
+
+-- res:read() -> the next piece of the body, nil at its end. A failure is
+-- raised again by every later read, so it is never taken for the end.
+function Response:read()
+  local b = self._b
+  if b.err then error(b.err, 0) end
+  if b.done then return nil end
+  local ok, d = pcall(next_chunk, b)
+  if not ok then
+    abort(b)
+    if type(d) ~= "table" or d.kind ~= "cancelled" then b.err = d end
+    error(d, 0)
+  end
+  return d
+end
+
+local function read_rest(res)
+  local parts = {}
+  while true do
+    local d = res:read()
+    if not d then break end
+    parts[#parts + 1] = d
+  end
+  return table.concat(parts)
+end
+
+-- res:close(): release the connection; a body not read to its end closes it.
+function Response:close()
+  local b = self._b
+  if not b.done then abort(b) end
+end
+Response.__close = Response.close
+
+function Response:json()
+  return get_json().decode(self.body or read_rest(self))
+end
+
+function Response:__tostring()
+  return ("Response %d %s"):format(self.status, self.reason)
+end
+
+local function no_body(method, status)
+  return method == "HEAD" or status < 200 or status == 204 or status == 304
+end
+
+local CODINGS = { gzip = "gzip", ["x-gzip"] = "gzip", deflate = "deflate" }
+
+local function new_response(s, h, req)
+  local headers = h.headers
+  local res = setmetatable({ status = h.status, reason = h.reason, ok = h.status >= 200
+    and h.status < 300, headers = headers, version = h.version, url = req.url.href }, Response)
+  local b = { stream = s, key = req.key, keep = h.keep_alive and req.keep_alive }
+  res._b = b
+  if no_body(req.method, h.status) then
+    b.mode = "none"
+  elseif h.chunked then
+    b.mode, b.decoder = "chunked", core.chunked()
+    if h.te_coding then b.te = core.inflater(h.te_coding) end
+  elseif h.content_length then
+    b.mode, b.left = "length", h.content_length
+  else -- the body runs to the end of the connection
+    b.mode, b.keep = "eof", false
+  end
+  local ce = headers["content-encoding"]
+  if ce and req.decode and b.mode ~= "none" then
+    local coding = CODINGS[ce:lower():match("^%s*(.-)%s*$")]
+    if coding then -- decoded for the caller: these fields no longer apply
+      b.ce = core.inflater(coding)
+      headers["content-encoding"], headers["content-length"] = nil, nil
+    end
+  end
+  if b.mode == "none" or b.left == 0 then release(b) end
+  return res
+end
+
+-- Read a redirect's (small) body so its connection can be reused; close it
+-- when the body is large, unframed or broken.
+local function discard(res)
+  local b, budget = res._b, DISCARD_MAX
+  if b.mode == "eof" then return abort(b) end
+  while not b.done do
+    local ok, d = pcall(raw_chunk, b)
+    if not ok or budget < 0 then return abort(b) end
+    if d == nil then return release(b) end
+    budget = budget - #d
+  end
+end
+
+-- ---- redirects ----
+
+local DROP_ACROSS_ORIGINS = { authorization = true, cookie = true,
+  ["proxy-authorization"] = true, host = true }
+local DROP_WITH_BODY = { ["content-type"] = true, ["content-encoding"] = true,
+  ["content-language"] = true, ["content-location"] = true }
+
+local function filter_fields(req, drop)
+  local fields, has = {}, {}
+  for _, f in ipairs(req.fields) do
+    if not drop[f[1]] then
+      fields[#fields + 1] = f
+      has[f[1]] = true
+    end
+  end
+  req.fields, req.has = fields, has
+end
+
+-- Credentials in the URL become basic authorization unless the caller set one.
+local function add_userinfo(req)
+  local ui = req.url.userinfo
+  if ui and not req.has.authorization then
+    local user, pass = ui:match("^([^:]*):?(.*)$")
+    local cred = (core.unescape(user) or user) .. ":" .. (core.unescape(pass) or pass)
+    req.fields[#req.fields + 1] = { "authorization", "Authorization", "Basic " .. base64(cred) }
+    req.has.authorization = true
+  end
+end
+
+local function follow(req, status, location)
+  local href = resolve(req.url, location)
+  local u, why = parse_url(href)
+  if not u then http_error("bad redirect location " .. location .. ": " .. why) end
+  local new = {}
+  for k, v in pairs(req) do new[k] = v end
+  new.url, new.key = u, pool_key(u, req.verify, req.ca)
+  local to_get = (status == 303 and req.method ~= "HEAD")
+    or ((status == 301 or status == 302) and req.method == "POST")
+  if to_get then
+    new.method, new.body = "GET", nil
+    filter_fields(new, DROP_WITH_BODY)
+  end
+  if u.origin ~= req.url.origin then filter_fields(new, DROP_ACROSS_ORIGINS) end
+  add_userinfo(new)
+  new.head = build_head(new)
+  return new
+end
+
+local function perform(req)
+  local redirects = 0
+  while true do
+    local s, h = exchange(req)
+    local res = new_response(s, h, req)
+    local location = h.headers.location
+    if not (req.follow and REDIRECT[h.status] and location) then
+      if not req.stream then res.body = read_rest(res) end
+      return res
+    end
+    discard(res)
+    redirects = redirects + 1
+    if redirects > MAX_REDIRECTS then
+      http_error(("too many redirects (more than %d)"):format(MAX_REDIRECTS))
+    end
+    req = follow(req, h.status, location)
+  end
+end
+
+-- ---- the API ----
+
+local function argerror(n, fname, msg)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
+end
+
+local TOKEN = "^[%w!#$%%&'*+%-.^_`|~]+$"
+
+-- The caller's headers as {lower-case name, name, value}, checked: a CR or
+-- LF in a value would let it write a header (or a request) of its own.
+local function caller_fields(headers)
+  local fields, has = {}, {}
+  for name, v in pairs(headers or {}) do
+    if type(name) ~= "string" or not name:find(TOKEN) then
+      value_error("bad header name " .. tostring(name))
+    end
+    local values = type(v) == "table" and v or { v }
+    for _, x in ipairs(values) do
+      x = tostring(x)
+      if x:find("[\r\n%z]") then value_error("bad value for header " .. name) end
+      local lname = name:lower()
+      fields[#fields + 1] = { lname, name, x }
+      has[lname] = true
+    end
+  end
+  return fields, has
+end
+
+local function new_request(opts)
+  local method = opts.method or "GET"
+  if type(method) ~= "string" or not method:find(TOKEN) then
+    argerror(1, "request", "method must be a token string")
+  end
+  method = method:upper()
+  if type(opts.url) ~= "string" then argerror(1, "request", "url must be a string") end
+  local u, why = parse_url(opts.url)
+  if not u then value_error("bad URL " .. opts.url .. ": " .. why) end
+  local body = opts.body
+  if body ~= nil and type(body) ~= "string" then argerror(1, "request", "body must be a string") end
+  local fields, has = caller_fields(opts.headers)
+  if opts.json ~= nil then
+    body = get_json().encode(opts.json)
+    if not has["content-type"] then
+      fields[#fields + 1] = { "content-type", "Content-Type", "application/json" }
+      has["content-type"] = true
+    end
+  end
+  local keep_alive = true -- unless the caller asked for Connection: close
+  for _, f in ipairs(fields) do
+    if f[1] == "connection" and f[3]:lower():find("close", 1, true) then keep_alive = false end
+  end
+  local verify = opts.verify ~= false
+  if opts.ca ~= nil and type(opts.ca) ~= "string" then argerror(1, "request", "ca must be a path") end
+  local req = { method = method, url = u, body = body, fields = fields, has = has,
+    key = pool_key(u, verify, opts.ca), verify = verify, ca = opts.ca, stream = opts.stream and true or false,
+    follow = opts.follow_redirects ~= false, decode = not has["accept-encoding"],
+    keep_alive = keep_alive }
+  add_userinfo(req)
+  req.head = build_head(req)
+  return req
+end
+
+return function(http)
+  -- http.request(opts) -> Response
+  function http.request(opts)
+    if type(opts) ~= "table" then argerror(1, "request", "table expected") end
+    local timeout = opts.timeout or DEFAULT_TIMEOUT
+    if type(timeout) ~= "number" or timeout < 0 then
+      argerror(1, "request", "timeout must be a non-negative number")
+    end
+    local req = new_request(opts)
+    return loom.timeout(timeout, perform, req)
+  end
+
+  local function with(opts, fields)
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    for k, v in pairs(fields) do o[k] = v end
+    return o
+  end
+
+  local function body_fields(method, url, body)
+    if type(body) == "table" then return { method = method, url = url, json = body } end
+    return { method = method, url = url, body = body }
+  end
+
+  function http.get(url, opts) return http.request(with(opts, { method = "GET", url = url })) end
+  function http.delete(url, opts) return http.request(with(opts, { method = "DELETE", url = url })) end
+  function http.post(url, body, opts) return http.request(with(opts, body_fields("POST", url, body))) end
+  function http.put(url, body, opts) return http.request(with(opts, body_fields("PUT", url, body))) end
+
+  -- http.close_idle(): close every idle pooled connection.
+  http.close_idle = close_idle
+  -- http.pool: max_idle (per origin) and idle_timeout (s), read at each use.
+  http.pool = pool
+  http._parse_url, http._resolve = parse_url, resolve -- for tests
+  return http
+end

@@ -1,0 +1,96 @@
+-- The networking examples run as users run them: as programs, talked to by
+-- clients over 127.0.0.1.
+local t = require "loom.test"
+local loom = require "loom"
+local net = require "loom.net"
+local process = require "loom.process"
+
+local LOOM = os.getenv("LOOM_BIN") or "build/loom"
+
+-- Start an example on port 0; return the process and the port it printed.
+local function start(script)
+  local p = process.spawn({ LOOM, script, "0" }, { stdout = "pipe" })
+  local line = loom.timeout(10, p.stdout.read_line, p.stdout)
+  local port = tonumber(line and line:match("listening on (%d+)"))
+  t.ok(port, "no port in " .. tostring(line))
+  return p, port
+end
+
+local function stop(p)
+  p:kill()
+  p:wait()
+  p.stdout:close()
+end
+
+t.test("chat_server.lua relays lines between clients", function()
+  local p, port = start("examples/chat_server.lua")
+  local a = net.connect("127.0.0.1", port)
+  t.ok(a:read_line():find("^welcome"))
+  local b = net.connect("127.0.0.1", port)
+  t.ok(b:read_line():find("^welcome"))
+  t.ok(a:read_line():find("joined$"))      -- a hears b arrive
+  a:write("hello from a\n")
+  t.ok(b:read_line():find(": hello from a$"))
+  b:write("hi a\n")
+  t.ok(a:read_line():find(": hi a$"))
+  b:write("/quit\n")
+  t.ok(a:read_line():find("left$"))
+  a:close()
+  b:close()
+  stop(p)
+end)
+
+t.test("file_server.lua serves examples/www", function()
+  local http = require "loom.http"
+  local p, port = start("examples/file_server.lua")
+  local res = http.get(("http://127.0.0.1:%d/"):format(port))
+  t.eq(res.status, 200)
+  t.ok(res.body:find("Served by loom"), res.body)
+  t.eq(http.get(("http://127.0.0.1:%d/style.css"):format(port)).headers["content-type"],
+    "text/css; charset=utf-8")
+  t.eq(http.get(("http://127.0.0.1:%d/../README.md"):format(port)).status, 404)
+  http.close_idle()
+  stop(p)
+end)
+
+local function run_example(args, opts)
+  local argv = { LOOM }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return process.run(argv, opts)
+end
+
+t.test("api_client.lua reports failures without stopping the others", function()
+  local r = run_example({ "examples/api_client.lua" }, { timeout = 30 })
+  t.eq(r.code, 0, r.stderr)
+  -- of ids 1..20: 7 and 14 time out; 5, 10, 15, 20 fail with 500 (14 is slow first)
+  t.ok(r.stdout:find("14 fetched, 6 failed"), r.stdout)
+  t.ok(r.stdout:find("/items/7%s+failed: timeout"), r.stdout)
+  t.ok(r.stdout:find("/items/5%s+HTTP 500"), r.stdout)
+end)
+
+t.test("concurrency_demo.lua: the concurrent server is much faster", function()
+  local r = run_example({ "examples/concurrency_demo.lua" }, { timeout = 60 })
+  t.eq(r.code, 0, r.stderr)
+  local factor = tonumber(r.stdout:match("was (%d+)x faster"))
+  t.ok(factor and factor >= 10, r.stdout) -- 50 serial waits against ~1
+end)
+
+t.test("tail_and_run.lua runs a command per new file, at most 4 at a time", function()
+  local fs = require "loom.fs"
+  local dir = fs.mkdtemp()
+  local p = process.spawn({ LOOM, "examples/tail_and_run.lua", dir, "6" }, { stdout = "pipe" })
+  t.eq(loom.timeout(10, p.stdout.read_line, p.stdout), "watching " .. dir)
+  local staging = fs.mkdtemp()
+  for i = 1, 6 do -- whole files appear at once: written aside, renamed in
+    fs.write_file(("%s/f%d.txt"):format(staging, i), ("x"):rep(i))
+    fs.rename(("%s/f%d.txt"):format(staging, i), ("%s/f%d.txt"):format(dir, i))
+  end
+  fs.remove(staging, { recursive = true })
+  local out = loom.timeout(20, p.stdout.read_all, p.stdout)
+  t.eq({ p:wait() }, { 0, nil })
+  p.stdout:close()
+  for i = 1, 6 do
+    t.ok(out:find(("f%d%%.txt %%-> exit 0: %d "):format(i, i)), out)
+  end
+  fs.remove(dir, { recursive = true })
+end)
