@@ -74,17 +74,21 @@ t.test("keep-alive: several requests on one connection", function()
 end)
 
 t.test("pipelining: requests are handled one at a time and answered in order", function()
-  local calls, release = {}, loom.event()
+  local calls, started, release = {}, loom.event(), loom.event()
   with_server(function(req)
     calls[#calls + 1] = req.path
-    if req.path == "/slow" then release:wait() end
+    if req.path == "/slow" then
+      started:set()
+      release:wait()
+    end
     return 200, "body of " .. req.path
   end, function(srv)
     local s <close> = connect(srv)
     s:write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n",
       "POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
       "GET /third HTTP/1.1\r\nHost: x\r\n\r\n")
-    while #calls == 0 do loom.sleep(0) end
+    started:wait()
+    -- give a wrongly concurrent server every chance to start the others
     for _ = 1, 20 do loom.sleep(0) end
     t.eq(calls, { "/slow" }, "a later request was handled while the first was running")
     release:set()
