@@ -244,6 +244,7 @@ static void framing(lua_State *L, parser *ps) {
     else if (ps->cl >= 0) fail(ps, 400, "both content-length and transfer-encoding");
     else if (ps->te_bad || !ps->chunked) fail(ps, 400, "chunked must be the final transfer coding");
     else if (ps->te_unknown) fail(ps, 501, "transfer coding not implemented");
+    else if (ps->te_codings > 2) fail(ps, 501, "stacked transfer codings not implemented");
   }
   if (ps->minor == 1 && ps->host_count != 1) fail(ps, 400, "exactly one host header required");
   if (ps->status) return;
