@@ -101,6 +101,9 @@ local CASES = {
     hex(#DEFLATE_HELLO) .. "\r\n" .. DEFLATE_HELLO .. "\r\n0\r\n\r\n"), { 200 }, body = "hello" },
   { "TE gzip, chunked in two fields is decoded", post("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
     hex(#GZIP_HELLO_WORLD) .. "\r\n" .. GZIP_HELLO_WORLD .. "\r\n0\r\n\r\n"), { 200 }, body = "hello world" },
+  { "TE with two codings before chunked", post("Transfer-Encoding: deflate, gzip, chunked\r\n",
+    hex(#GZIP_HELLO_WORLD) .. "\r\n" .. GZIP_HELLO_WORLD .. "\r\n0\r\n\r\n" .. SMUGGLED), { 501 },
+    why = "stacked transfer codings" },
   { "TE gzip, chunked with data that is not gzip", post("Transfer-Encoding: gzip, chunked\r\n",
     "5\r\nhello\r\n0\r\n\r\n" .. SMUGGLED), { 400 } },
 
