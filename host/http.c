@@ -714,7 +714,8 @@ static int l_inflater(lua_State *L) {
   return 1;
 }
 
-/* inflater:feed(data) -> decompressed bytes; raises kind "http" on bad data */
+/* inflater:feed(data) -> decompressed bytes, input bytes left unused (after
+** the end of the compressed stream); raises kind "http" on bad data */
 static int inf_feed(lua_State *L) {
   inflater_t *f = (inflater_t *)luaL_checkudata(L, 1, INFLATER_MT);
   size_t n;
@@ -744,7 +745,8 @@ static int inf_feed(lua_State *L) {
     if (r == Z_BUF_ERROR && f->z.avail_out != 0) break;
   }
   luaL_pushresult(&b);
-  return 1;
+  lua_pushinteger(L, (lua_Integer)f->z.avail_in);
+  return 2;
 }
 
 static int inf_done(lua_State *L) {

@@ -107,11 +107,17 @@ function Request:read()
     body_failed(b, 413, "limit", ("request body larger than %d bytes"):format(b.max))
   end
   if b.inflate and data then
-    local ok, r = pcall(b.inflate.feed, b.inflate, data)
+    local ok, r, unused = pcall(b.inflate.feed, b.inflate, data)
     if not ok then body_failed(b, 400, "http", tostring(r.message or r)) end
+    if unused > 0 then
+      body_failed(b, 400, "http", "data after the end of the compressed body")
+    end
     data = r
   end
   if b.length == 0 then b.done = true end
+  if b.done and b.inflate and not b.inflate:done() then
+    body_failed(b, 400, "http", "compressed body cut short")
+  end
   return data
 end
 
