@@ -104,6 +104,12 @@ local CASES = {
   { "TE with two codings before chunked", post("Transfer-Encoding: deflate, gzip, chunked\r\n",
     hex(#GZIP_HELLO_WORLD) .. "\r\n" .. GZIP_HELLO_WORLD .. "\r\n0\r\n\r\n" .. SMUGGLED), { 501 },
     why = "stacked transfer codings" },
+  { "TE gzip, chunked with the gzip data cut short", post("Transfer-Encoding: gzip, chunked\r\n",
+    "10\r\n" .. GZIP_HELLO_WORLD:sub(1, 16) .. "\r\n0\r\n\r\n" .. SMUGGLED), { 400 },
+    why = "compressed body cut short" },
+  { "TE gzip, chunked with data after the gzip stream", post("Transfer-Encoding: gzip, chunked\r\n",
+    hex(#GZIP_HELLO_WORLD + 5) .. "\r\n" .. GZIP_HELLO_WORLD .. "extra\r\n0\r\n\r\n" .. SMUGGLED),
+    { 400 }, why = "data after the end of the compressed body" },
   { "TE gzip, chunked with data that is not gzip", post("Transfer-Encoding: gzip, chunked\r\n",
     "5\r\nhello\r\n0\r\n\r\n" .. SMUGGLED), { 400 } },
 
