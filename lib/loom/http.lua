@@ -82,7 +82,13 @@ function Request:read()
   if b.done then return nil end
   if b.continue then -- the client waits for our go-ahead
     b.continue = false
-    self._stream:write("HTTP/1.1 100 Continue\r\n\r\n")
+    local ok, e = pcall(self._stream.write, self._stream, "HTTP/1.1 100 Continue\r\n\r\n")
+    if not ok then
+      if type(e) == "table" and (e.kind == "io" or e.kind == "closed") then
+        body_failed(b, false, e.kind, e.message) -- the client is gone
+      end
+      error(e, 0)
+    end
   end
   local data
   if b.length then
