@@ -263,6 +263,19 @@ void stream_close(stream_t *s);
 int stream_push_address(lua_State *L, const struct sockaddr *sa);
 void stream_open(lua_State *L);
 
+/* http.c: the chunked body decoder, also driven from C (fuzzing). */
+typedef struct chunked {
+  int state, digits;
+  uint64_t size;      /* bytes of the current chunk still to come */
+  size_t trailer;     /* bytes of trailer section seen */
+  const char *err;    /* set once the input was found malformed */
+} chunked_t;
+typedef void (*chunked_emit)(void *ud, const char *data, size_t n);
+void chunked_init(chunked_t *c);
+size_t chunked_step(chunked_t *c, const char *in, size_t n, size_t max,
+                    chunked_emit emit, void *ud, const char **err);
+int chunked_done(const chunked_t *c);
+
 /* websocket.c: the RFC 6455 frame decoder, kept free of Lua so that the
 ** fuzz target (tests/fuzz/fuzz_websocket.c) drives it directly. */
 enum { WS_MORE, WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG, WS_ERROR };
