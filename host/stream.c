@@ -827,8 +827,7 @@ static int s_gc(lua_State *L) {
   s->boxed = 0;
   if (s->kind == STREAM_FILE) {
     if (!s->closed) close(s->fd);
-    free(s->rbuf);
-    free(s);
+    stream_free(s);
     return 0;
   }
   if (!s->closed && s->rt->closing) { /* the runtime is going: no waiters */
@@ -843,10 +842,7 @@ static int s_gc(lua_State *L) {
     stream_close(s);
     return 0;
   }
-  if (s->handle_closed) {
-    free(s->rbuf);
-    free(s);
-  }
+  if (s->handle_closed) stream_free(s);
   return 0;
 }
 
