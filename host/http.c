@@ -24,6 +24,7 @@ static unsigned char tchar[256]; /* token characters (RFC 9110 5.6.2) */
 static void init_tables(void) {
   const char *extra = "!#$%&'*+-.^_`|~";
   int c;
+  if (tchar['0']) return;
   for (c = 0; c < 256; c++)
     tchar[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
   for (; *extra; extra++) tchar[(unsigned char)*extra] = 1;
@@ -45,7 +46,7 @@ static const char *const methods[] = {
     "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH",
     "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE",
     "UNSUBSCRIBE", "PURGE", "LINK", "UNLINK", "BIND", "REBIND", "UNBIND", "ACL",
-    "MKCALENDAR", "QUERY", NULL};
+    "MKCALENDAR", "QUERY", "SOURCE", NULL};
 
 static int known_method(const char *p, size_t n) {
   int i;
@@ -241,8 +242,9 @@ static void framing(lua_State *L, parser *ps) {
   if (ps->te) {
     if (ps->minor == 0) fail(ps, 400, "transfer-encoding in HTTP/1.0");
     else if (ps->cl >= 0) fail(ps, 400, "both content-length and transfer-encoding");
-    else if (ps->te_unknown) fail(ps, 501, "transfer coding not implemented");
     else if (ps->te_bad || !ps->chunked) fail(ps, 400, "chunked must be the final transfer coding");
+    else if (ps->te_unknown) fail(ps, 501, "transfer coding not implemented");
+    else if (ps->te_codings > 2) fail(ps, 501, "stacked transfer codings not implemented");
   }
   if (ps->minor == 1 && ps->host_count != 1) fail(ps, 400, "exactly one host header required");
   if (ps->status) return;
@@ -256,7 +258,7 @@ static void framing(lua_State *L, parser *ps) {
   lua_setfield(L, -2, "te_coded");
   lua_pushboolean(L, ps->minor == 1 ? !ps->conn_close : (ps->conn_keep && !ps->conn_close));
   lua_setfield(L, -2, "keep_alive");
-  lua_pushboolean(L, ps->expect);
+  lua_pushboolean(L, ps->expect && ps->minor == 1); /* 1.0: MUST ignore it */
   lua_setfield(L, -2, "expect_continue");
   lua_pushboolean(L, ps->conn_upgrade);
   lua_setfield(L, -2, "upgrade");
@@ -339,32 +341,67 @@ static int l_unescape(lua_State *L) {
   return 1;
 }
 
-/* split_target(target) -> path (decoded), query string or nil; nil when the
-** target is not origin-form, absolute-form or "*" */
+/* An authority-form target (RFC 9112 3.2.3), the only form CONNECT takes:
+** uri-host ":" port, the host an IP literal in brackets or a reg-name (which
+** covers IPv4 addresses). */
+static int authority_form(const char *t, size_t n) {
+  static const char *const host_extra = "-._~!$&'()*+,;=%";
+  size_t i = 0, port;
+  if (n > 0 && t[0] == '[') {
+    for (i = 1; i < n && t[i] != ']'; i++)
+      if (hexval((unsigned char)t[i]) < 0 && t[i] != ':' && t[i] != '.') return 0;
+    if (i == n || i == 1) return 0;
+    i++;
+  } else {
+    for (; i < n && t[i] != ':'; i++) {
+      int c = (unsigned char)t[i];
+      if (!((c >= '0' && c <= '9') || (lower(c) >= 'a' && lower(c) <= 'z') ||
+            (c && strchr(host_extra, c))))
+        return 0;
+    }
+    if (i == 0) return 0;
+  }
+  if (i == n || t[i] != ':') return 0;
+  port = ++i;
+  while (i < n && t[i] >= '0' && t[i] <= '9') i++;
+  return i == n && i > port && i - port <= 5;
+}
+
+/* split_target(target [, method]) -> path (decoded), query string or nil;
+** nil when the target is not origin-form, absolute-form or "*" (or, for
+** CONNECT, not authority-form: then the path is the authority itself). */
 static int l_split_target(lua_State *L) {
   size_t n, i = 0;
-  const char *t = luaL_checklstring(L, 1, &n), *q, *hash;
+  const char *t = luaL_checklstring(L, 1, &n), *q, *hash, *pend;
   luaL_Buffer b;
+  if (strcmp(luaL_optstring(L, 2, ""), "CONNECT") == 0) {
+    if (authority_form(t, n)) lua_pushvalue(L, 1);
+    else lua_pushnil(L);
+    return 1;
+  }
   if (n == 1 && t[0] == '*') {
     lua_pushliteral(L, "*");
     return 1;
   }
-  if (n > 8 && (ieq(t, 7, "http://") || ieq(t, 8, "https://"))) { /* absolute-form */
-    i = t[4] == ':' ? 7 : 8;
-    while (i < n && t[i] != '/' && t[i] != '?') i++;
-    if (i == n || t[i] != '/') {
-      lua_pushliteral(L, "/");
+  if (n > 7 && (ieq(t, 7, "http://") || (n > 8 && ieq(t, 8, "https://")))) {
+    size_t host;
+    i = host = t[4] == ':' ? 7 : 8; /* absolute-form: skip the authority */
+    while (i < n && t[i] != '/' && t[i] != '?' && t[i] != '#') i++;
+    if (i == host) {
+      lua_pushnil(L);
       return 1;
     }
-  } else if (t[0] != '/') {
+  } else if (n == 0 || t[0] != '/') {
     lua_pushnil(L);
     return 1;
   }
   hash = memchr(t + i, '#', n - i);
   if (hash) n = (size_t)(hash - t);
   q = memchr(t + i, '?', n - i);
+  pend = q ? q : t + n;
   luaL_buffinit(L, &b);
-  if (!unescape(&b, t + i, (size_t)((q ? q : t + n) - (t + i)), 0)) {
+  if (pend == t + i) luaL_addchar(&b, '/'); /* "http://host?q": the path is "/" */
+  else if (!unescape(&b, t + i, (size_t)(pend - (t + i)), 0)) {
     lua_pushnil(L);
     return 1;
   }
@@ -417,129 +454,200 @@ static int l_parse_query(lua_State *L) {
   return 1;
 }
 
-/* ---- the chunked decoder ---- */
+/* ---- the chunked decoder (RFC 9112 7.1) ----
+**
+**   chunked-body = *chunk last-chunk trailer-section CRLF
+**   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+**   chunk-ext    = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )
+**   ext-val      = token / quoted-string
+**   trailer-section = *( field-line CRLF )
+**
+** A byte-at-a-time state machine (except for chunk data, copied in runs),
+** so the input may be split anywhere. Extensions and trailer fields are
+** checked and dropped. */
 
-enum { CH_SIZE, CH_SIZE_WS, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
-       CH_TRAILER, CH_DONE };
+enum {
+  CH_SIZE,       /* hex digits of the chunk size */
+  CH_EXT_BWS,    /* whitespace that must lead to ';' */
+  CH_EXT_PRE,    /* after ';': BWS, then the extension name */
+  CH_EXT_NAME,
+  CH_EXT_NAME_WS, /* BWS after a name: '=' or ';' next */
+  CH_EXT_EQ,     /* after '=': BWS, then a token or a quoted string */
+  CH_EXT_TOKEN,
+  CH_EXT_QUOTED,
+  CH_EXT_QESC,   /* after a backslash inside the quoted string */
+  CH_EXT_QEND,   /* after the closing quote */
+  CH_SIZE_LF,    /* CR seen at the end of the size line */
+  CH_DATA,
+  CH_DATA_CR,
+  CH_DATA_LF,
+  CH_TR_START,   /* start of a trailer line, or of the final CRLF */
+  CH_TR_NAME,
+  CH_TR_VALUE,
+  CH_TR_LF,
+  CH_END_LF,
+  CH_DONE
+};
 
-typedef struct {
-  int state, digits, ext_quoted, ext_escape, line_start, prev, empty_line;
-  uint64_t size;
-  size_t trailer;
-} chunked_t;
+#define CH_MAX_TRAILER 16384
+#define CH_MAX_SIZE ((uint64_t)1 << 60)
 
-static const char *DECODER_MT = "loom.ChunkedDecoder";
-
-static int l_chunked(lua_State *L) {
-  chunked_t *c = (chunked_t *)lua_newuserdatauv(L, sizeof *c, 0);
+void chunked_init(chunked_t *c) {
+  init_tables(); /* C users may come here before luaopen_loom_http_core */
   memset(c, 0, sizeof *c);
-  c->line_start = 1;
-  luaL_setmetatable(L, DECODER_MT);
-  return 1;
 }
 
-/* Advance the decoder over in[0..n): data bytes go to out. Returns bytes
-** used; sets *err on malformed input. Size lines: 1*HEXDIG, then optional
-** extensions (BWS ";" name [= token / quoted-string]), then CRLF. */
-size_t chunked_step(chunked_t *c, const char *in, size_t n, luaL_Buffer *out, size_t max,
-                    const char **err) {
-  size_t i = 0;
-  while (i < n && c->state != CH_DONE && !*err) {
-    int ch = (unsigned char)in[i];
+int chunked_done(const chunked_t *c) { return c->state == CH_DONE; }
+
+static int is_ws(int ch) { return ch == ' ' || ch == '\t'; }
+
+/* qdtext and quoted-pair octets (RFC 9110 5.6.4) */
+static int is_qdtext(int ch) {
+  return ch == '\t' || ch == ' ' || ch == 0x21 || (ch >= 0x23 && ch <= 0x5b) ||
+         (ch >= 0x5d && ch <= 0x7e) || ch >= 0x80;
+}
+
+/* One byte of everything but chunk data; returns the error or NULL. */
+static const char *chunked_byte(chunked_t *c, int ch) {
+  switch (c->state) {
+  case CH_SIZE:
+    if (hexval(ch) >= 0) {
+      if (c->size >= CH_MAX_SIZE) return "chunk size too large";
+      c->size = c->size * 16 + (uint64_t)hexval(ch);
+      c->digits++;
+      return NULL;
+    }
+    if (c->digits == 0) return "bad chunk size";
+    if (ch == '\r') c->state = CH_SIZE_LF;
+    else if (ch == ';') c->state = CH_EXT_PRE;
+    else if (is_ws(ch)) c->state = CH_EXT_BWS;
+    else return "bad chunk size";
+    return NULL;
+  case CH_EXT_BWS:
+    if (ch == ';') c->state = CH_EXT_PRE;
+    else if (!is_ws(ch)) return "bad chunk extension";
+    return NULL;
+  case CH_EXT_PRE:
+    if (tchar[ch]) c->state = CH_EXT_NAME;
+    else if (!is_ws(ch)) return "bad chunk extension";
+    return NULL;
+  case CH_EXT_NAME:
+  case CH_EXT_NAME_WS:
+    if (tchar[ch] && c->state == CH_EXT_NAME) return NULL;
+    if (ch == '=') c->state = CH_EXT_EQ;
+    else if (ch == ';') c->state = CH_EXT_PRE;
+    else if (is_ws(ch)) c->state = CH_EXT_NAME_WS;
+    else if (ch == '\r' && c->state == CH_EXT_NAME) c->state = CH_SIZE_LF;
+    else return "bad chunk extension";
+    return NULL;
+  case CH_EXT_EQ:
+    if (tchar[ch]) c->state = CH_EXT_TOKEN;
+    else if (ch == '"') c->state = CH_EXT_QUOTED;
+    else if (!is_ws(ch)) return "bad chunk extension";
+    return NULL;
+  case CH_EXT_TOKEN:
+  case CH_EXT_QEND:
+    if (tchar[ch] && c->state == CH_EXT_TOKEN) return NULL;
+    if (ch == '\r') c->state = CH_SIZE_LF;
+    else if (ch == ';') c->state = CH_EXT_PRE;
+    else if (is_ws(ch)) c->state = CH_EXT_BWS;
+    else return "bad chunk extension";
+    return NULL;
+  case CH_EXT_QUOTED:
+    if (ch == '"') c->state = CH_EXT_QEND;
+    else if (ch == '\\') c->state = CH_EXT_QESC;
+    else if (!is_qdtext(ch)) return "bad chunk extension";
+    return NULL;
+  case CH_EXT_QESC:
+    if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) return "bad chunk extension";
+    c->state = CH_EXT_QUOTED;
+    return NULL;
+  case CH_SIZE_LF:
+    if (ch != '\n') return "bad chunk size line ending";
+    c->state = c->size ? CH_DATA : CH_TR_START;
+    return NULL;
+  case CH_DATA_CR:
+    if (ch != '\r') return "chunk data longer than its size";
+    c->state = CH_DATA_LF;
+    return NULL;
+  case CH_DATA_LF:
+    if (ch != '\n') return "bad chunk ending";
+    c->state = CH_SIZE;
+    c->digits = 0;
+    c->size = 0;
+    return NULL;
+  default: /* trailer fields: checked as header lines, dropped */
+    if (++c->trailer > CH_MAX_TRAILER) return "trailers too large";
     switch (c->state) {
-    case CH_SIZE:
-      if (hexval(ch) >= 0) {
-        if (++c->digits > 15) { *err = "chunk size too large"; break; }
-        c->size = c->size * 16 + (uint64_t)hexval(ch);
-      } else if (c->digits == 0) *err = "bad chunk size";
-      else if (ch == ' ' || ch == '\t') c->state = CH_SIZE_WS;
-      else if (ch == ';') c->state = CH_EXT, c->ext_quoted = 0, c->line_start = 1;
-      else if (ch == '\r') c->state = CH_SIZE_LF;
-      else *err = "bad chunk size";
-      i++;
-      break;
-    case CH_SIZE_WS: /* BWS is allowed only before an extension */
-      if (ch == ';') c->state = CH_EXT, c->ext_quoted = 0, c->line_start = 1;
-      else if (ch != ' ' && ch != '\t') *err = "bad chunk size";
-      i++;
-      break;
-    case CH_EXT:
-      if (c->ext_quoted) {
-        if (c->ext_escape) c->ext_escape = 0;
-        else if (ch == '\\') c->ext_escape = 1;
-        else if (ch == '"') c->ext_quoted = 0;
-        else if (ch < 0x20 && ch != '\t') *err = "bad chunk extension";
-      } else if (ch == '\r') {
-        if (c->line_start) *err = "bad chunk extension";
-        c->state = CH_SIZE_LF;
-      } else if (ch == '"') c->ext_quoted = 1;
-      else if (ch == ';') {
-        if (c->line_start) *err = "bad chunk extension";
-        c->line_start = 1;
-      } else if (tchar[ch]) c->line_start = 0;
-      else if (ch == '=') {
-        if (c->line_start) *err = "bad chunk extension";
-      } else if (ch != ' ' && ch != '\t') *err = "bad chunk extension";
-      i++;
-      break;
-    case CH_SIZE_LF:
-      if (ch != '\n') { *err = "bad chunk size line ending"; break; }
-      i++;
-      c->state = c->size ? CH_DATA : CH_TRAILER;
-      c->line_start = 1;
-      c->prev = 0;
-      c->empty_line = 0;
-      c->trailer = 0;
-      break;
-    case CH_DATA: {
+    case CH_TR_START:
+      if (ch == '\r') c->state = CH_END_LF;
+      else if (tchar[ch]) c->state = CH_TR_NAME;
+      else return "bad trailer field";
+      return NULL;
+    case CH_TR_NAME:
+      if (ch == ':') c->state = CH_TR_VALUE;
+      else if (!tchar[ch]) return "bad trailer field";
+      return NULL;
+    case CH_TR_VALUE:
+      if (ch == '\r') c->state = CH_TR_LF;
+      else if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) return "bad trailer field";
+      return NULL;
+    case CH_TR_LF:
+      if (ch != '\n') return "bad trailer line ending";
+      c->state = CH_TR_START;
+      return NULL;
+    case CH_END_LF:
+      if (ch != '\n') return "bad chunked body ending";
+      c->state = CH_DONE;
+      return NULL;
+    }
+  }
+  return "bad decoder state";
+}
+
+/* Advance the decoder over in[0..n), handing chunk data to emit (at most
+** max bytes in all). Returns the bytes used: it stops early at the end of
+** the body, when max is reached, or at an error (*err set; the decoder is
+** then stuck). */
+size_t chunked_step(chunked_t *c, const char *in, size_t n, size_t max,
+                    chunked_emit emit, void *ud, const char **err) {
+  size_t i = 0;
+  while (i < n && c->state != CH_DONE) {
+    if (c->err) {
+      *err = c->err;
+      return i;
+    }
+    if (c->state == CH_DATA) {
       size_t k = n - i;
       if (k > c->size) k = (size_t)c->size;
       if (k > max) k = max;
       if (k == 0) return i; /* out is full */
-      luaL_addlstring(out, in + i, k);
+      emit(ud, in + i, k);
       max -= k;
       i += k;
       c->size -= k;
       if (c->size == 0) c->state = CH_DATA_CR;
-      break;
+      continue;
     }
-    case CH_DATA_CR:
-      if (ch != '\r') { *err = "chunk data longer than its size"; break; }
-      c->state = CH_DATA_LF;
-      i++;
-      break;
-    case CH_DATA_LF:
-      if (ch != '\n') { *err = "bad chunk ending"; break; }
-      c->state = CH_SIZE;
-      c->digits = 0;
-      c->size = 0;
-      i++;
-      break;
-    case CH_TRAILER: /* trailer fields: checked as header lines, dropped */
-      if (++c->trailer > 16384) { *err = "trailers too large"; break; }
-      if (ch == '\n') {
-        if (c->prev != '\r') { *err = "bad trailer line ending"; break; }
-        if (c->empty_line) c->state = CH_DONE;
-        c->line_start = 1;
-        c->empty_line = 0;
-      } else if (c->prev == '\r') {
-        *err = "bare CR in trailers";
-        break;
-      } else if (ch == '\r') {
-        c->empty_line = c->line_start;
-      } else if (c->line_start && (ch == ' ' || ch == '\t' || ch == ':')) {
-        *err = "bad trailer";
-        break;
-      } else if (ch < 0x20 && ch != '\t') {
-        *err = "bad trailer";
-        break;
-      } else c->line_start = 0;
-      c->prev = ch;
-      i++;
-      break;
-    }
+    c->err = chunked_byte(c, (unsigned char)in[i]);
+    if (!c->err) i++;
   }
+  if (c->err) *err = c->err;
   return i;
+}
+
+static void emit_buffer(void *ud, const char *data, size_t n) {
+  luaL_addlstring((luaL_Buffer *)ud, data, n);
+}
+
+static const char *DECODER_MT = "loom.ChunkedDecoder";
+
+/* chunked() -> a new chunked decoder */
+static int l_chunked(lua_State *L) {
+  chunked_t *c = (chunked_t *)lua_newuserdatauv(L, sizeof *c, 0);
+  chunked_init(c);
+  luaL_setmetatable(L, DECODER_MT);
+  return 1;
 }
 
 /* chunked_read(stream, decoder [, max]) -> data ("" when more input is
@@ -552,13 +660,14 @@ static int l_chunked_read(lua_State *L) {
   const char *err = NULL;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
-  used = chunked_step(c, s->rbuf ? s->rbuf + s->rpos : "", s->rlen - s->rpos, &b, max, &err);
+  used = chunked_step(c, s->rbuf ? s->rbuf + s->rpos : "", s->rlen - s->rpos, max,
+                      emit_buffer, &b, &err);
   if (err) return err_raise(L, "http", NULL, "malformed chunked body: %s", err);
   s->rpos += used;
   if (s->rpos == s->rlen) s->rpos = s->rlen = 0;
   s->scan = 0;
   luaL_pushresult(&b);
-  lua_pushboolean(L, c->state == CH_DONE);
+  lua_pushboolean(L, chunked_done(c));
   return 2;
 }
 
@@ -605,7 +714,8 @@ static int l_inflater(lua_State *L) {
   return 1;
 }
 
-/* inflater:feed(data) -> decompressed bytes; raises kind "http" on bad data */
+/* inflater:feed(data) -> decompressed bytes, input bytes left unused (after
+** the end of the compressed stream); raises kind "http" on bad data */
 static int inf_feed(lua_State *L) {
   inflater_t *f = (inflater_t *)luaL_checkudata(L, 1, INFLATER_MT);
   size_t n;
@@ -635,7 +745,8 @@ static int inf_feed(lua_State *L) {
     if (r == Z_BUF_ERROR && f->z.avail_out != 0) break;
   }
   luaL_pushresult(&b);
-  return 1;
+  lua_pushinteger(L, (lua_Integer)f->z.avail_in);
+  return 2;
 }
 
 static int inf_done(lua_State *L) {

@@ -5,6 +5,7 @@
 #define LOOM_INTERNAL_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -262,6 +263,19 @@ void stream_close(stream_t *s);
 int stream_push_address(lua_State *L, const struct sockaddr *sa);
 void stream_open(lua_State *L);
 
+/* http.c: the chunked body decoder, also driven from C (fuzzing). */
+typedef struct chunked {
+  int state, digits;
+  uint64_t size;      /* bytes of the current chunk still to come */
+  size_t trailer;     /* bytes of trailer section seen */
+  const char *err;    /* set once the input was found malformed */
+} chunked_t;
+typedef void (*chunked_emit)(void *ud, const char *data, size_t n);
+void chunked_init(chunked_t *c);
+size_t chunked_step(chunked_t *c, const char *in, size_t n, size_t max,
+                    chunked_emit emit, void *ud, const char **err);
+int chunked_done(const chunked_t *c);
+
 /* websocket.c: the RFC 6455 frame decoder, kept free of Lua so that the
 ** fuzz target (tests/fuzz/fuzz_websocket.c) drives it directly. */
 enum { WS_MORE, WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG, WS_ERROR };
@@ -346,5 +360,58 @@ int modules_load(lua_State *L, const char *name);
 int loom_open_core(lua_State *L);
 loom_t *rt_attach(lua_State *L);
 void rt_detach(loom_t *rt);
+
+/* vbuf.c: values copied into C memory to cross threads (worker, sqlite). */
+typedef struct vbuf {
+  char *p;
+  size_t len, cap;
+  int oom; /* a write failed for lack of memory; the buffer is incomplete */
+} vbuf_t;
+enum { VT_NIL, VT_FALSE, VT_TRUE, VT_INT, VT_FLT, VT_STR, VT_BLOB, VT_TAB, VT_END };
+typedef struct vval {
+  int tag;
+  int64_t i;
+  double d;
+  const char *s; /* VT_STR, VT_BLOB: bytes inside the buffer */
+  size_t n;      /* string length; VT_TAB: size hint */
+} vval_t;
+void vbuf_free(vbuf_t *b);
+void vbuf_put_raw(vbuf_t *b, const void *p, size_t n);
+void vbuf_put_tag(vbuf_t *b, int tag);
+void vbuf_put_uint(vbuf_t *b, uint64_t n);
+void vbuf_put_int(vbuf_t *b, int64_t i);
+void vbuf_put_flt(vbuf_t *b, double d);
+void vbuf_put_str(vbuf_t *b, int tag, const char *s, size_t n);
+int vbuf_get_uint(const char **pos, const char *end, uint64_t *out);
+int vbuf_get(const char **pos, const char *end, vval_t *v);
+int vbuf_encode(lua_State *L, int idx, vbuf_t *b, const char *what);
+void vbuf_decode(lua_State *L, const char **pos, const char *end);
+
+/* sqlite_exec.c: one request on a database connection, run on the
+** connection's own thread; no Lua there (sqlite.c is the binding). */
+typedef struct sqlconn sqlconn_t;
+enum { SQ_OPEN, SQ_EXEC, SQ_QUERY, SQ_FIRST, SQ_EXECUTE };
+#define SQ_READONLY 0x01 /* sqlreq.flags for SQ_OPEN */
+#define SQ_NOCREATE 0x02
+#define SQ_NOWAL 0x04
+#define SQ_NAMED 0x08    /* params came as one table */
+typedef struct sqlreq {
+  int op, flags;
+  char *sql;     /* SQL text; for SQ_OPEN the path */
+  size_t sqllen;
+  vbuf_t params; /* count, then key/value pairs (key: position or name) */
+  int busy_ms, cache_max; /* SQ_OPEN */
+  atomic_int cancel;      /* set by another thread: stop running it */
+  /* results */
+  int rc;        /* SQLITE_OK or an extended result code */
+  char *errmsg;  /* malloc'd, when rc is not SQLITE_OK */
+  vbuf_t out;    /* SQ_QUERY, SQ_FIRST: column count, names, rows of values */
+  int64_t nrows, changes, last_id;
+} sqlreq_t;
+void sqlx_run(sqlconn_t **c, sqlreq_t *r);
+void sqlx_close(sqlconn_t *c);
+void sqlx_interrupt(sqlconn_t *c, sqlreq_t *r);
+const char *sqlx_code_name(int rc);
+const char *sqlx_version(void);
 
 #endif

@@ -283,6 +283,10 @@ static int take_head(lua_State *L, stream_t *s, size_t max) {
       break;
     }
   }
+  if (hit ? (size_t)(hit - start) > max : have > max) { /* found or not: too long */
+    err_push(L, "limit", NULL, "head longer than %d bytes", (int)max);
+    return -1;
+  }
   if (hit) {
     size_t n = (size_t)(hit - start);
     lua_pushlstring(L, start, n);
@@ -290,10 +294,6 @@ static int take_head(lua_State *L, stream_t *s, size_t max) {
     return 1;
   }
   s->scan = have;
-  if (have > max) {
-    err_push(L, "limit", NULL, "head longer than %d bytes", (int)max);
-    return -1;
-  }
   if (!s->eof) return 0;
   if (have == 0 && !s->rerr) {
     lua_pushnil(L);
@@ -827,8 +827,7 @@ static int s_gc(lua_State *L) {
   s->boxed = 0;
   if (s->kind == STREAM_FILE) {
     if (!s->closed) close(s->fd);
-    free(s->rbuf);
-    free(s);
+    stream_free(s);
     return 0;
   }
   if (!s->closed && s->rt->closing) { /* the runtime is going: no waiters */
@@ -843,10 +842,7 @@ static int s_gc(lua_State *L) {
     stream_close(s);
     return 0;
   }
-  if (s->handle_closed) {
-    free(s->rbuf);
-    free(s);
-  }
+  if (s->handle_closed) stream_free(s);
   return 0;
 }
 

@@ -53,3 +53,56 @@ end
 t.test("the docs have runnable examples", function()
   t.ok(count >= 10, "only " .. count .. " lua blocks found")
 end)
+
+-- C blocks that are whole programs (they have a main) are compiled against
+-- the build's libloom.a, and run when main takes no arguments.
+local process = require "loom.process"
+local function c_blocks(path)
+  local f = assert(io.open(path))
+  local text = f:read("a")
+  f:close()
+  local out, pos = {}, 1
+  while true do
+    local s, e = text:find("```c\n", pos, true)
+    if not s then break end
+    local close = text:find("\n```", e, true)
+    local _, nl = text:sub(1, s):gsub("\n", "")
+    out[#out + 1] = { line = nl + 1, code = text:sub(e + 1, close) }
+    pos = close + 4
+  end
+  return out
+end
+
+local build = LOOM:match("^(.*)/[^/]*$") or "."
+local cache = io.open(build .. "/CMakeCache.txt")
+local sanitized = cache and cache:read("a"):find("LOOM_SANITIZE:BOOL=ON", 1, true)
+if cache then cache:close() end
+local LIBDIR = "/usr/lib/x86_64-linux-gnu"
+
+for _, file in ipairs(markdown_files()) do
+  for _, b in ipairs(c_blocks(file)) do
+    if b.code:find("int main%(") then
+      t.test(("%s:%d compiles%s"):format(file, b.line,
+        b.code:find("int main%(void%)") and " and runs" or ""), function()
+        if sanitized then t.skip("the normal build checks C examples") end
+        if not io.open(build .. "/libloom.a") then t.skip("no libloom.a in " .. build) end
+        local dir = os.tmpname()
+        os.remove(dir)
+        assert(os.execute("mkdir -p " .. dir))
+        local f = assert(io.open(dir .. "/prog.c", "w"))
+        f:write(b.code)
+        f:close()
+        local cc = process.run({ "cc", "-Wall", "-Werror", "-o", dir .. "/prog",
+          dir .. "/prog.c", "-Ihost", "-I/usr/include/lua5.4", build .. "/libloom.a",
+          LIBDIR .. "/liblua5.4-lpeg.a", LIBDIR .. "/liblua5.4.a", LIBDIR .. "/libuv_a.a",
+          "-lsqlite3", "-lssl", "-lcrypto", "-lz", "-lpthread", "-lm", "-ldl" })
+        t.eq(cc.code, 0, cc.stderr)
+        if b.code:find("int main%(void%)") then
+          local r = process.run({ dir .. "/prog" }, { timeout = 10 })
+          t.eq(r.code, 0, r.stdout .. r.stderr)
+        end
+        process.run({ "rm", "-rf", dir })
+      end)
+    end
+  end
+end

@@ -94,3 +94,15 @@ t.test("tail_and_run.lua runs a command per new file, at most 4 at a time", func
   end
   fs.remove(dir, { recursive = true })
 end)
+
+t.test("crud_api.lua with crud_client.lua: concurrent adds, deletes, reads", function()
+  local p = process.spawn({ LOOM, "examples/crud_api.lua", "0", ":memory:" }, { stdout = "pipe" })
+  local line = loom.timeout(10, p.stdout.read_line, p.stdout)
+  local port = tonumber(line and line:match("listening on (%d+)"))
+  t.ok(port, tostring(line))
+  local r = process.run({ LOOM, "examples/crud_client.lua", tostring(port) }, { timeout = 30 })
+  t.eq(r.code, 0, r.stderr)
+  t.ok(r.stdout:find('books left: 10, movies left: 10, book %d+ is "books 2" %(1992%), deleted book gives 404'),
+    r.stdout)
+  stop(p)
+end)

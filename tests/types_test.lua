@@ -11,6 +11,8 @@ local modules = {
   ["loom.fs"] = { file = "types/loom.fs.lua", prefix = "fs" },
   ["loom.json"] = { file = "types/loom.json.lua", prefix = "json" },
   ["loom.tls"] = { file = "types/loom.tls.lua", prefix = "tls" },
+  ["loom.sqlite"] = { file = "types/loom.sqlite.lua", prefix = "sqlite" },
+  ["loom.worker"] = { file = "types/loom.worker.lua", prefix = "worker" },
 }
 
 for name, m in pairs(modules) do

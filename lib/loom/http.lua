@@ -48,40 +48,82 @@ function Request:header(name)
   return self.headers[name:lower()]
 end
 
-local function too_large(max)
-  return loom.error("limit", ("request body larger than %d bytes"):format(max))
+-- A body that cannot be read to its end: remember how to answer (the
+-- handler's own response is replaced, the connection closed) and raise.
+-- answer: a status, or false to close without one (the peer is gone).
+local function body_failed(b, answer, kind, msg)
+  b.failed, b.why, b.done = answer, msg, true
+  error(loom.error(kind, msg), 0)
 end
 
--- The next chunk of the body, nil at its end.
+-- Wait for body bytes with fn(stream, ...): at most idle_timeout seconds of
+-- silence, so a client that stalls in its body is dropped like an idle one.
+local function body_wait(b, fn, stream, ...)
+  local deadline = loom.now() + b.timeout
+  local ok, r, r2 = pcall(loom.timeout, b.timeout, fn, stream, ...)
+  if ok then return r, r2 end
+  if type(r) == "table" then
+    if r.kind == "timeout" and loom.now() >= deadline - 0.001 then
+      body_failed(b, 408, "timeout", "request body timed out")
+    elseif r.kind == "http" then -- a malformed chunked body
+      body_failed(b, 400, "http", r.message)
+    elseif r.kind == "io" or r.kind == "closed" then
+      body_failed(b, false, r.kind, r.message)
+    end
+  end
+  error(r, 0) -- cancelled, or an outer scope's timeout
+end
+
+-- The next chunk of the body, nil at its end. A malformed or truncated body
+-- raises kind "http", one larger than max_body_bytes kind "limit".
 function Request:read()
   local b = self._body
+  if b.failed ~= nil then error(loom.error("http", "request body unreadable: " .. b.why), 0) end
   if b.done then return nil end
   if b.continue then -- the client waits for our go-ahead
     b.continue = false
-    self._stream:write("HTTP/1.1 100 Continue\r\n\r\n")
+    local ok, e = pcall(self._stream.write, self._stream, "HTTP/1.1 100 Continue\r\n\r\n")
+    if not ok then
+      if type(e) == "table" and (e.kind == "io" or e.kind == "closed") then
+        body_failed(b, false, e.kind, e.message) -- the client is gone
+      end
+      error(e, 0)
+    end
   end
   local data
   if b.length then
     if b.length == 0 then b.done = true; return nil end
-    data = self._stream:read(math.min(b.length, 65536))
-    if not data then error(loom.error("http", "request body truncated"), 0) end
+    data = body_wait(b, self._stream.read, self._stream, math.min(b.length, 65536))
+    if not data then body_failed(b, 400, "http", "request body truncated") end
     b.length = b.length - #data
   else -- chunked
     while true do
       local done
-      data, done = core.chunked_read(self._stream, b.decoder)
+      data, done = body_wait(b, core.chunked_read, self._stream, b.decoder)
       if done then b.done = true end
       if data ~= "" or done then break end
-      if not core.wait_more(self._stream) then
-        error(loom.error("http", "request body truncated"), 0)
+      if not body_wait(b, core.wait_more, self._stream) then
+        body_failed(b, 400, "http", "request body truncated")
       end
     end
     if data == "" then data = nil end
   end
   b.seen = b.seen + (data and #data or 0)
-  if b.seen > b.max then error(too_large(b.max), 0) end
-  if b.inflate and data then data = b.inflate:feed(data) end
+  if b.seen > b.max then
+    body_failed(b, 413, "limit", ("request body larger than %d bytes"):format(b.max))
+  end
+  if b.inflate and data then
+    local ok, r, unused = pcall(b.inflate.feed, b.inflate, data)
+    if not ok then body_failed(b, 400, "http", tostring(r.message or r)) end
+    if unused > 0 then
+      body_failed(b, 400, "http", "data after the end of the compressed body")
+    end
+    data = r
+  end
   if b.length == 0 then b.done = true end
+  if b.done and b.inflate and not b.inflate:done() then
+    body_failed(b, 400, "http", "compressed body cut short")
+  end
   return data
 end
 
@@ -103,10 +145,11 @@ function Request:json()
 end
 
 local function new_request(stream, head, opts)
-  local path, qs = core.split_target(head.target)
+  local path, qs = core.split_target(head.target, head.method)
   if not path then return nil, 400, "bad request target" end
   head.path, head._qs, head._stream, head.params = path, qs, stream, {}
-  local body = { seen = 0, max = opts.max_body_bytes, continue = head.expect_continue }
+  local body = { seen = 0, max = opts.max_body_bytes, timeout = opts.idle_timeout,
+    continue = head.expect_continue }
   if head.chunked then
     body.decoder = core.chunked()
     if head.te_coded then -- gzip/deflate under chunked: undo it for the handler
@@ -140,66 +183,140 @@ local function error_text(e)
   return ("(error object is a %s value)"):format(type(e))
 end
 
+local function traceback(e)
+  if type(e) == "table" and e.kind == "cancelled" then return e end
+  return debug.traceback(error_text(e), 2)
+end
+
+local function is_cancel(e)
+  return type(e) == "table" and e.kind == "cancelled"
+end
+
+local function log_error(req, e, when)
+  io.stderr:write("loom: error in HTTP handler for ", req.method, " ", req.target,
+    when or "", ": ", error_text(e), "\n")
+end
+
+-- Send a streamed body, chunk by chunk as body() gives them: chunked in
+-- HTTP/1.1; raw in HTTP/1.0 (it has no chunked coding: the close ends the
+-- body). Returns false when body() failed and the response is cut short.
+local function send_stream(stream, req, body, chunked)
+  while true do
+    local ok, chunk = xpcall(body, traceback)
+    if not ok then
+      if is_cancel(chunk) then error(chunk, 0) end
+      log_error(req, chunk, " (while streaming the body)")
+      return false
+    end
+    if chunk == nil then break end
+    chunk = tostring(chunk)
+    if #chunk > 0 then
+      if chunked then stream:write(("%x\r\n"):format(#chunk), chunk, "\r\n")
+      else stream:write(chunk) end
+    end
+  end
+  if chunked then stream:write("0\r\n\r\n") end
+  return true
+end
+
+-- The handler left (part of) the body unread. Read and drop a little of it
+-- so the connection can carry the next request; true when that worked.
+-- More than DISCARD_MAX, a malformed body, or a client that still waits for
+-- 100 Continue (it may never send the body): the connection closes instead.
+local DISCARD_MAX = 256 * 1024
+
+local function discard_body(req)
+  if req._body.continue then return false end
+  local n = 0
+  while n <= DISCARD_MAX do
+    local ok, d = pcall(req.read, req)
+    if not ok then
+      if is_cancel(d) then error(d, 0) end
+      return false
+    end
+    if not d then return true end
+    n = n + #d
+  end
+  return false
+end
+
+local function has_field(headers, name)
+  for k in pairs(headers) do
+    if type(k) == "string" and k:lower() == name then return true end
+  end
+  return false
+end
+
+-- The handler's answer as what to send: the head; the body (a string, a
+-- function for a streamed body, nil for none); whether the connection is
+-- kept; for a streamed body whether it is chunked. Raises on a bad status,
+-- bad header names or values, or a table body JSON cannot encode.
+local function shape(req, status, body, headers, keep)
+  status = math.tointeger(status) or 200
+  local head_only = req.method == "HEAD" or no_body_status(status)
+  local btype = type(body)
+  if btype == "table" and not (getmetatable(body) or {}).__call then
+    body = get_json().encode(body)
+    local h = {} -- the handler's table is left as it was
+    for k, v in pairs(headers or {}) do h[k] = v end
+    if not has_field(h, "content-type") then h["content-type"] = "application/json" end
+    headers, btype = h, "string"
+  end
+  local streamed = btype == "function" or btype == "table"
+  if streamed and req.version == "1.0" and not head_only then keep = false end
+  local connection
+  if not keep then connection = "close"
+  elseif req.version == "1.0" then connection = "keep-alive" end
+  if streamed then
+    local chunked = req.version == "1.1"
+    local len = (chunked and not head_only) and -1 or nil
+    return core.head(status, headers, len, connection, TEXT), not head_only and body or nil,
+      keep, chunked
+  end
+  body = body ~= nil and tostring(body) or ""
+  local len = #body
+  if no_body_status(status) then len = nil end -- 1xx/204/304: no Content-Length
+  return core.head(status, headers, len, connection, TEXT), not head_only and body or nil, keep
+end
+
 -- Run the handler and send its response; returns whether the connection
 -- may carry another request.
 local function respond(stream, req, handler, conn)
   local ok, status, body, headers = xpcall(handler, function(e)
-    if type(e) == "table" and (e.kind == "cancelled" or e == req._refused) then return e end
+    if is_cancel(e) or e == req._refused then return e end
     return debug.traceback(error_text(e), 2)
   end, req)
-  if not ok then
-    if type(status) == "table" and status.kind == "cancelled" then error(status, 0) end
-    if status ~= req._refused then -- a refused websocket handshake was answered already
-      io.stderr:write("loom: error in HTTP handler for ", req.method, " ", req.target, ": ",
-        error_text(status), "\n")
-    end
-    status, body, headers = 500, "internal server error\n", nil
-  end
+  local b = req._body
+  if not ok and is_cancel(status) then error(status, 0) end
   -- req:websocket() took the connection over (or refused it with its own
   -- response): no response from us, and no further request is read on it
   if req._upgraded then
+    if not ok and status ~= req._refused then log_error(req, status) end
     if req._websocket then req._websocket:_handler_done(ok) end
     return false
   end
-  status = math.tointeger(status) or 200
+  if b.failed ~= nil then -- the body was malformed, too large or cut off
+    if b.failed then send_error(stream, b.failed, b.why) end
+    return false
+  end
+  if not ok then
+    log_error(req, status)
+    status, body, headers = 500, "internal server error\n", nil
+  end
   local keep = req.keep_alive and conn.open
-  if not req._body.done then keep = false end -- unread body: close rather than drain
-  local connection
-  if not keep then connection = "close"
-  elseif req.version == "1.0" then connection = "keep-alive" end
-  local head_only = req.method == "HEAD" or no_body_status(status)
-  local btype = type(body)
-  if btype == "table" and not (getmetatable(body) or {}).__call then
-    local text = get_json().encode(body)
-    headers = headers or {}
-    if not headers["content-type"] and not headers["Content-Type"] then
-      headers["content-type"] = "application/json"
-    end
-    body, btype = text, "string"
+  if keep and not b.done and not discard_body(req) then keep = false end
+  local shaped, head, payload, kept, chunked = pcall(shape, req, status, body, headers, keep)
+  if not shaped then -- e.g. a header value with CR/LF, a status of 42
+    log_error(req, head, " (its response)")
+    head, payload, kept = shape(req, 500, "internal server error\n", nil, keep)
   end
-  if btype == "function" or btype == "table" then -- streamed, chunked
-    if head_only then
-      stream:write(core.head(status, headers, nil, connection, TEXT))
-    else
-      stream:write(core.head(status, headers, -1, connection, TEXT))
-      while true do
-        local chunk = body()
-        if chunk == nil then break end
-        chunk = tostring(chunk)
-        if #chunk > 0 then stream:write(("%x\r\n"):format(#chunk), chunk, "\r\n") end
-      end
-      stream:write("0\r\n\r\n")
-    end
+  if type(payload) == "string" then
+    stream:write(head, payload)
   else
-    body = body ~= nil and tostring(body) or ""
-    local len = no_body_status(status) and nil or #body
-    if head_only then
-      stream:write(core.head(status, headers, len, connection, TEXT))
-    else
-      stream:write(core.head(status, headers, len, connection, TEXT), body)
-    end
+    stream:write(head)
+    if payload and not send_stream(stream, req, payload, chunked) then return false end
   end
-  return keep
+  return kept
 end
 
 -- ---- connections ----
@@ -227,43 +344,97 @@ local function read_request(stream, opts, first)
   return new_request(stream, h, opts)
 end
 
-local function serve_connection(stream, handler, opts, conn)
+-- Close after our last response without destroying it: closing a socket
+-- with unread input makes the kernel send a reset, which can discard the
+-- response still in flight. So shut our side first, then read and drop
+-- what the client still sends, for a bounded time (RFC 9112 9.6).
+local LINGER_SECONDS, LINGER_BYTES = 2, 1024 * 1024
+
+local function linger(stream)
+  if not pcall(stream.shutdown, stream) then return end
+  pcall(loom.timeout, LINGER_SECONDS, function()
+    local n = 0
+    while n < LINGER_BYTES do
+      local d = stream:read()
+      if not d then return end
+      n = n + #d
+    end
+  end)
+end
+
+local function serve_requests(stream, handler, opts, conn)
   local first = true
   while conn.open do
     local req, status, why = read_request(stream, opts, first)
     first = false
     if not req then
-      if status then send_error(stream, status, why) end
+      if status then
+        send_error(stream, status, why)
+        linger(stream)
+      end
       return
     end
     conn.busy = true
     local keep = respond(stream, req, handler, conn)
     conn.busy = false
-    if not keep or req._upgraded then return end
+    if req._upgraded then return end -- the connection belongs to a WebSocket now
+    if not keep then
+      linger(stream)
+      return
+    end
+  end
+end
+
+-- A connection's requests, in order. The peer going away while we write
+-- is how connections end, not an error worth a log line.
+local function serve_connection(stream, handler, opts, conn)
+  local ok, err = pcall(serve_requests, stream, handler, opts, conn)
+  if not ok and not (type(err) == "table" and (err.kind == "io" or err.kind == "closed")) then
+    error(err, 0)
+  end
+end
+
+-- Wait until every connection in conns has ended.
+local function wait_conns(conns)
+  while true do
+    local conn = next(conns)
+    if not conn then return end
+    conn.done:wait()
   end
 end
 
 -- http.listen(host, port, handler [, opts]) -> Server
 function http.listen(host, port, handler, opts)
   opts = setmetatable(opts or {}, { __index = DEFAULTS })
-  local conns = {}
+  local conns, closing = {}, false
   local srv
   srv = net.listen(host, port, function(stream)
-    local conn = { open = true, task = loom.current() }
+    if closing then return end -- accepted just before shutdown
+    local conn = { open = true, task = loom.current(), done = loom.event() }
     conns[conn] = true
     local ok, err = pcall(serve_connection, stream, handler, opts, conn)
     conns[conn] = nil
+    conn.done:set()
     if not ok then error(err, 0) end
   end, { backlog = opts.backlog, reuseport = opts.reuseport, tls = opts.tls })
-  -- shutdown(grace): requests in flight finish; idle connections close now
+  -- shutdown(grace): stop accepting; idle connections close now; requests
+  -- in flight get up to grace seconds to finish, then are cancelled.
   local net_shutdown = srv.shutdown
   function srv.shutdown(self, grace)
-    for conn in pairs(conns) do conn.open = false end
+    closing = true
     self:close()
-    for conn in pairs(conns) do -- idle keep-alive connections close now
+    for conn in pairs(conns) do
+      conn.open = false -- no further request on any connection
       if not conn.busy then conn.task:cancel() end
     end
-    return net_shutdown(self, grace)
+    local ok, err = true, nil
+    if grace and grace > 0 and next(conns) then
+      ok, err = pcall(loom.timeout, grace, wait_conns, conns)
+    end
+    for conn in pairs(conns) do conn.task:cancel() end
+    wait_conns(conns)
+    net_shutdown(self, 0)
+    if not ok and type(err) == "table" and err.kind == "cancelled" then error(err, 0) end
   end
   return srv
 end

@@ -109,6 +109,33 @@ static void test_host_loop_and_spawn(void) {
   CHECK(uv_loop_close(&loop) == 0); /* loom closed all its handles */
 }
 
+/* A database query and a worker call still running when the host frees
+** the runtime: loom_free ends the connection's thread; the worker call
+** finishes later on the pool and is freed by the host's loop. */
+static void test_host_loop_pending_work(void) {
+  uv_loop_t loop;
+  loom_options o = {0};
+  loom_t *rt;
+  int i;
+  uv_loop_init(&loop);
+  o.loop = &loop;
+  rt = loom_new(&o);
+  CHECK(loom_dostring(rt,
+                      "local db = require('loom.sqlite').open(':memory:')\n"
+                      "loom.spawn(db.first, db, 'WITH RECURSIVE c(x) AS (SELECT 1 UNION "
+                      "ALL SELECT x + 1 FROM c WHERE x < 1e9) SELECT count(*) FROM c')\n"
+                      "loom.spawn(require('loom.worker').run, function()\n"
+                      "  local s = 0 for i = 1, 1e7 do s = s + i end return s end)\n"
+                      "loom.sleep(0.02)\n"
+                      "started = 'yes'\n",
+                      "=pending") == 0);
+  for (i = 0; i < 1000 && !global_string(rt, "started"); i++) loom_step(rt, 10);
+  CHECK(global_string(rt, "started") != NULL);
+  loom_free(rt);
+  while (uv_loop_close(&loop) == UV_EBUSY) uv_run(&loop, UV_RUN_ONCE);
+  CHECK(1); /* no crash, no leak (the sanitizer build checks) */
+}
+
 static void test_memory_limit(void) {
   loom_options o = {0};
   loom_t *rt;
@@ -166,6 +193,7 @@ int main(void) {
   test_frame_loop();
   test_reject_and_script_error();
   test_host_loop_and_spawn();
+  test_host_loop_pending_work();
   test_memory_limit();
   test_wakeup();
   test_libs_mask();

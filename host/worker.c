@@ -1,0 +1,480 @@
+/*
+** worker.c -- loom.worker: run a Lua function on libuv's thread pool.
+**
+** The function travels as bytecode (lua_dump) and its arguments and
+** results as vbufs (vbuf.c), so no Lua value is shared between threads. A
+** pool thread takes a Lua state from a process-wide free list (or makes
+** one), runs the function there and hands the state back with its globals
+** restored, so each call sees the globals of a new state without paying for
+** one. The waiting task is woken from the work's after-callback on the loop
+** thread; its continuation rebuilds the results inside the task.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <lualib.h>
+#include "internal.h"
+
+#define POOL_MAX 16             /* idle states kept for reuse */
+#define STATE_GC_KB 1024        /* above this after a call: full collection */
+#define STATE_KEEP_KB (8 * 1024) /* above this after collecting: close it */
+
+static const char *G0_KEY = "loom.worker.G0"; /* globals as created */
+static const char *TB_KEY = "loom.worker.tb"; /* traceback of an error */
+static const char *CODE_KEY = "loom.worker.code"; /* fn -> bytecode, weak */
+
+/* How a call ended (wjob.status). */
+enum { WJ_OK, WJ_ERROR, WJ_COPY, WJ_FAIL };
+
+typedef struct wjob {
+  uv_work_t req;
+  loom_t *rt;
+  task_t *t;  /* the waiting task; NULL once it stopped waiting */
+  vbuf_t in;  /* bytecode size, bytecode, argument count, arguments */
+  vbuf_t out; /* WJ_OK: count, results; WJ_ERROR: error value, traceback;
+              ** otherwise a message */
+  int status;
+} wjob_t;
+
+/* ---- the pool of worker states (shared by every runtime) ---- */
+
+static uv_once_t pool_once = UV_ONCE_INIT;
+static uv_mutex_t pool_mu;
+static lua_State *pool_idle[POOL_MAX];
+static int pool_nidle, pool_states, pool_running, pool_jobs;
+
+static void pool_init(void) {
+  if (uv_mutex_init(&pool_mu) != 0) abort();
+}
+
+/* Keep the globals table as created, to restore it after every call. */
+static void snapshot_globals(lua_State *W) {
+  lua_newtable(W);
+  lua_pushglobaltable(W);
+  lua_pushnil(W);
+  while (lua_next(W, -2)) {
+    lua_pushvalue(W, -2);
+    lua_insert(W, -2);
+    lua_rawset(W, -5);
+  }
+  lua_pop(W, 1);
+  lua_setfield(W, LUA_REGISTRYINDEX, G0_KEY);
+}
+
+/* A new worker state: the standard libraries, lpeg/re and loom.json on
+** demand, error objects' metatable; not `loom` (its opener needs a
+** runtime with a loop, which a worker has not). */
+static int state_init(lua_State *W) {
+  luaL_openlibs(W);
+  modules_preload(W, LOOM_LIB_JSON | LOOM_LIB_LPEG);
+  luaL_getsubtable(W, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushnil(W);
+  lua_setfield(W, -2, "loom");
+  lua_pop(W, 1);
+  lua_newtable(W);
+  err_open(W);
+  lua_pop(W, 1);
+  snapshot_globals(W);
+  return 0;
+}
+
+static lua_State *state_new(void) {
+  lua_State *W = luaL_newstate();
+  if (!W) return NULL;
+  *(loom_t **)lua_getextraspace(W) = NULL; /* not a runtime's state */
+  lua_pushcfunction(W, state_init);
+  if (lua_pcall(W, 0, 0, 0) != LUA_OK) {
+    lua_close(W);
+    return NULL;
+  }
+  return W;
+}
+
+static lua_State *state_get(void) {
+  lua_State *W = NULL;
+  uv_mutex_lock(&pool_mu);
+  if (pool_nidle > 0) W = pool_idle[--pool_nidle];
+  pool_running++;
+  uv_mutex_unlock(&pool_mu);
+  if (!W && (W = state_new()) != NULL) {
+    uv_mutex_lock(&pool_mu);
+    pool_states++;
+    uv_mutex_unlock(&pool_mu);
+  }
+  return W;
+}
+
+/* Undo what a call did to the globals: drop the new ones, put back the
+** replaced ones. Loaded modules stay loaded. */
+static int state_reset(lua_State *W) {
+  int i, n = 0;
+  lua_settop(W, 0);
+  lua_getfield(W, LUA_REGISTRYINDEX, G0_KEY); /* 1 */
+  lua_pushglobaltable(W);                     /* 2 */
+  lua_newtable(W);                            /* 3: keys to fix */
+  lua_pushnil(W);
+  while (lua_next(W, 2)) {
+    lua_pushvalue(W, -2);
+    if (!lua_rawequal(W, -2, (lua_rawget(W, 1), -1))) {
+      lua_pushvalue(W, -3);
+      lua_rawseti(W, 3, ++n);
+    }
+    lua_pop(W, 2);
+  }
+  lua_pushnil(W);
+  while (lua_next(W, 1)) {
+    lua_pushvalue(W, -2);
+    if (lua_rawget(W, 2) == LUA_TNIL) {
+      lua_pushvalue(W, -3);
+      lua_rawseti(W, 3, ++n);
+    }
+    lua_pop(W, 2);
+  }
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(W, 3, i);
+    lua_pushvalue(W, -1);
+    lua_rawget(W, 1);
+    lua_rawset(W, 2);
+  }
+  lua_settop(W, 0);
+  return 0;
+}
+
+/* Hand W back to the pool, or close it when it is big or the pool full. */
+static void state_put(lua_State *W) {
+  int keep = 0;
+  if (W) {
+    lua_pushcfunction(W, state_reset);
+    keep = lua_pcall(W, 0, 0, 0) == LUA_OK;
+    lua_settop(W, 0);
+    if (keep && lua_gc(W, LUA_GCCOUNT, 0) > STATE_GC_KB) {
+      lua_gc(W, LUA_GCCOLLECT, 0);
+      keep = lua_gc(W, LUA_GCCOUNT, 0) <= STATE_KEEP_KB;
+    }
+  }
+  uv_mutex_lock(&pool_mu);
+  pool_running--;
+  if (W && keep && pool_nidle < POOL_MAX) {
+    pool_idle[pool_nidle++] = W;
+    W = NULL;
+  } else if (W) {
+    pool_states--;
+  }
+  uv_mutex_unlock(&pool_mu);
+  if (W) lua_close(W);
+}
+
+/* ---- on the pool thread ---- */
+
+/* Message handler: keep the traceback aside, pass the error unchanged. */
+static int worker_msgh(lua_State *W) {
+  luaL_traceback(W, W, NULL, 1);
+  lua_setfield(W, LUA_REGISTRYINDEX, TB_KEY);
+  return 1;
+}
+
+/* Write the error value at top of W and its traceback into j->out. */
+static void put_error(lua_State *W, wjob_t *j) {
+  int t = lua_type(W, -1);
+  j->status = WJ_ERROR;
+  if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+    size_t n;
+    const char *s = lua_tolstring(W, -1, &n);
+    vbuf_put_str(&j->out, VT_STR, s, n);
+  } else if (t != LUA_TTABLE || vbuf_encode(W, -1, &j->out, "error value")) {
+    const char *msg = t == LUA_TTABLE ? lua_tostring(W, -1)
+                      : lua_pushfstring(W, "(error object is a %s value)",
+                                        luaL_typename(W, -1));
+    j->out.len = 0;
+    vbuf_put_str(&j->out, VT_STR, msg, strlen(msg));
+  }
+  if (lua_getfield(W, LUA_REGISTRYINDEX, TB_KEY) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(W, -1, &n);
+    vbuf_put_str(&j->out, VT_STR, s, n);
+  } else {
+    vbuf_put_tag(&j->out, VT_NIL);
+  }
+  lua_pushnil(W);
+  lua_setfield(W, LUA_REGISTRYINDEX, TB_KEY);
+}
+
+/* Write the results W[base+1 ..] into j->out, or why they cannot be. */
+static void put_results(lua_State *W, wjob_t *j, int base) {
+  int i, n = lua_gettop(W) - base;
+  vbuf_put_uint(&j->out, (uint64_t)n);
+  for (i = 1; i <= n; i++) {
+    lua_pushfstring(W, "worker.run: result #%d", i);
+    if (vbuf_encode(W, base + i, &j->out, lua_tostring(W, -1))) {
+      size_t len;
+      const char *msg = lua_tolstring(W, -1, &len);
+      j->out.len = 0;
+      vbuf_put_str(&j->out, VT_STR, msg, len);
+      j->status = WJ_COPY;
+      return;
+    }
+    lua_pop(W, 1);
+  }
+}
+
+/* [job] -> run the job's function in W (protected by the caller). */
+static int run_in_state(lua_State *W) {
+  wjob_t *j = (wjob_t *)lua_touserdata(W, 1);
+  const char *pos = j->in.p, *end = pos + j->in.len;
+  uint64_t len, nargs, i;
+  lua_settop(W, 0);
+  lua_pushcfunction(W, worker_msgh);
+  if (vbuf_get_uint(&pos, end, &len) || len > (uint64_t)(end - pos))
+    return luaL_error(W, "internal error: malformed job");
+  if (luaL_loadbufferx(W, pos, (size_t)len, "=worker", "b") != LUA_OK)
+    return lua_error(W);
+  pos += len;
+  if (vbuf_get_uint(&pos, end, &nargs) || nargs > (uint64_t)(end - pos))
+    return luaL_error(W, "internal error: malformed job");
+  luaL_checkstack(W, (int)nargs, "too many arguments");
+  for (i = 0; i < nargs; i++) vbuf_decode(W, &pos, end);
+  if (lua_pcall(W, (int)nargs, LUA_MULTRET, 1) == LUA_OK) put_results(W, j, 1);
+  else put_error(W, j);
+  return 0;
+}
+
+static void work_cb(uv_work_t *req) {
+  wjob_t *j = (wjob_t *)req->data;
+  lua_State *W = state_get();
+  const char *msg = "worker.run: not enough memory for a worker state";
+  if (W) {
+    lua_pushcfunction(W, run_in_state);
+    lua_pushlightuserdata(W, j);
+    if (lua_pcall(W, 1, 0, 0) == LUA_OK && !j->out.oom) {
+      state_put(W);
+      return;
+    }
+    msg = lua_type(W, -1) == LUA_TSTRING ? lua_tostring(W, -1)
+                                         : "worker.run: not enough memory";
+  }
+  j->status = WJ_FAIL;
+  vbuf_free(&j->out);
+  j->out.oom = 0;
+  vbuf_put_str(&j->out, VT_STR, msg, strlen(msg));
+  state_put(W); /* after copying msg, which lives in W */
+}
+
+/* ---- on the loop thread ---- */
+
+static void job_free(wjob_t *j) {
+  vbuf_free(&j->in);
+  vbuf_free(&j->out);
+  free(j);
+  uv_mutex_lock(&pool_mu);
+  pool_jobs--;
+  uv_mutex_unlock(&pool_mu);
+}
+
+/* A woken task was cancelled before it could take the results. */
+static void run_undo(task_t *t) { job_free((wjob_t *)t->wdata); }
+
+static void after_cb(uv_work_t *req, int status) {
+  wjob_t *j = (wjob_t *)req->data;
+  (void)status; /* UV_ECANCELED only after run_cancel detached the task */
+  if (!j->t) job_free(j);
+  else task_wake_undo(j->rt, j->t, 0, run_undo);
+}
+
+/* The task stopped waiting: cancel the work if it has not started; a
+** running call cannot be stopped, so it is detached (after_cb frees). */
+static void run_cancel(task_t *t) {
+  wjob_t *j = (wjob_t *)t->wdata;
+  j->t = NULL;
+  uv_cancel((uv_req_t *)&j->req);
+}
+
+/* Push the error a failed call raises: the function's own error (a string
+** becomes an error object of kind "worker", a table passes as is) or a
+** "value" error when the results could not be copied. */
+static int push_error(lua_State *L, wjob_t *j, const char *pos, const char *end) {
+  vbuf_decode(L, &pos, end);
+  if (j->status == WJ_ERROR && lua_type(L, 1) == LUA_TTABLE) {
+    int is_err = lua_getfield(L, 1, "kind") == LUA_TSTRING &&
+                 lua_getfield(L, 1, "message") == LUA_TSTRING;
+    lua_settop(L, 1);
+    if (is_err) luaL_setmetatable(L, "loom.Error");
+    return 1;
+  }
+  err_push(L, j->status == WJ_COPY ? "value" : "worker", NULL, "%s",
+           lua_tostring(L, -1));
+  if (j->status == WJ_ERROR) {
+    vbuf_decode(L, &pos, end);
+    lua_setfield(L, -2, "traceback");
+  }
+  return 1;
+}
+
+/* [job] -> the call's results, or its error object (see run_k). */
+static int push_outcome(lua_State *L) {
+  wjob_t *j = (wjob_t *)lua_touserdata(L, 1);
+  const char *pos = j->out.p, *end = pos + j->out.len;
+  uint64_t n, i;
+  lua_settop(L, 0);
+  if (j->status != WJ_OK) return push_error(L, j, pos, end);
+  if (vbuf_get_uint(&pos, end, &n) || n > (uint64_t)(end - pos))
+    return luaL_error(L, "internal error: malformed results");
+  luaL_checkstack(L, (int)n, "worker.run: too many results");
+  for (i = 0; i < n; i++) vbuf_decode(L, &pos, end);
+  return (int)n;
+}
+
+static int run_k(lua_State *L, int status, lua_KContext ctx) {
+  task_t *t = task_current(L);
+  wjob_t *j = (wjob_t *)t->wdata;
+  int st, failed;
+  (void)status; (void)ctx;
+  task_resumed(L, t); /* interrupted: run_cancel or run_undo had the job */
+  lua_settop(L, 0);
+  lua_pushcfunction(L, push_outcome);
+  lua_pushlightuserdata(L, j);
+  st = lua_pcall(L, 1, LUA_MULTRET, 0);
+  failed = j->status != WJ_OK;
+  job_free(j);
+  if (st != LUA_OK || failed) return lua_error(L);
+  return lua_gettop(L);
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  (void)L;
+  vbuf_put_raw((vbuf_t *)ud, p, n);
+  return 0;
+}
+
+/* Check the function at 1 (a worker function may have no upvalue but _ENV,
+** which becomes the worker's globals) and push its bytecode. */
+static void push_dump(lua_State *L) {
+  vbuf_t b = {NULL, 0, 0, 0};
+  const char *name;
+  int i;
+  for (i = 1; (name = lua_getupvalue(L, 1, i)) != NULL; i++) {
+    lua_pop(L, 1);
+    if (strcmp(name, "_ENV") != 0)
+      luaL_argerror(L, 1, lua_pushfstring(L, "the function uses the local '%s' "
+                    "of an enclosing function (a worker function may use only its "
+                    "arguments and globals)", *name ? name : "?"));
+  }
+  lua_pushvalue(L, 1);
+  lua_dump(L, dump_writer, &b, 0);
+  lua_pop(L, 1);
+  if (b.oom) {
+    vbuf_free(&b);
+    luaL_error(L, "not enough memory");
+  }
+  lua_pushlstring(L, b.p, b.len);
+  vbuf_free(&b);
+}
+
+/* The bytecode of the function at 1, checked and dumped once per function
+** (the weak cache keeps the string alive as long as the function). */
+static const char *fn_code(lua_State *L, size_t *len) {
+  const char *code;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (lua_iscfunction(L, 1))
+    luaL_argerror(L, 1, "a Lua function expected, got a C function");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, CODE_KEY);
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, -2) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    push_dump(L);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  code = lua_tolstring(L, -1, len);
+  lua_pop(L, 2);
+  return code;
+}
+
+static wjob_t *job_new(lua_State *L) {
+  wjob_t *j = (wjob_t *)calloc(1, sizeof *j);
+  if (!j) luaL_error(L, "not enough memory");
+  j->req.data = j;
+  j->rt = rt_get(L);
+  uv_once(&pool_once, pool_init);
+  uv_mutex_lock(&pool_mu);
+  pool_jobs++;
+  uv_mutex_unlock(&pool_mu);
+  return j;
+}
+
+/* [job, fn, args...] -> the arguments into j->in, or raises what cannot be
+** copied (run under lua_pcall, so that the caller frees the job). */
+static int put_args(lua_State *L) {
+  wjob_t *j = (wjob_t *)lua_touserdata(L, 1);
+  int i, n = lua_gettop(L);
+  vbuf_put_uint(&j->in, (uint64_t)(n - 2));
+  for (i = 3; i <= n; i++) {
+    lua_pushfstring(L, "worker.run: argument #%d", i - 2);
+    if (vbuf_encode(L, i, &j->in, lua_tostring(L, -1)))
+      return err_raise(L, "value", NULL, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  if (j->in.oom) return luaL_error(L, "not enough memory");
+  return 0;
+}
+
+/* worker.run(fn, ...) -> fn(...) run on a thread of the pool */
+static int l_run(lua_State *L) {
+  size_t len;
+  const char *code = fn_code(L, &len);
+  task_t *t = task_check_current(L, "worker.run");
+  wjob_t *j;
+  int r;
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  j = job_new(L);
+  vbuf_put_uint(&j->in, len);
+  vbuf_put_raw(&j->in, code, len);
+  lua_pushcfunction(L, put_args);
+  lua_pushlightuserdata(L, j);
+  lua_rotate(L, 1, 2);
+  if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) != LUA_OK) {
+    job_free(j);
+    return lua_error(L);
+  }
+  r = uv_queue_work(j->rt->loop, &j->req, work_cb, after_cb);
+  if (r < 0) {
+    job_free(j);
+    return err_uv(L, r, "worker", "worker.run");
+  }
+  j->t = t;
+  lua_settop(L, 0);
+  return task_wait(L, t, run_cancel, j, "worker.run", 0, run_k);
+}
+
+/* worker._stats() -> {states=, idle=, running=, jobs=}: Lua states alive,
+** idle in the pool, calls running on a pool thread, calls not yet freed
+** (all runtimes of the process together). */
+static int l_stats(lua_State *L) {
+  int v[4];
+  uv_once(&pool_once, pool_init);
+  uv_mutex_lock(&pool_mu);
+  v[0] = pool_states, v[1] = pool_nidle, v[2] = pool_running, v[3] = pool_jobs;
+  uv_mutex_unlock(&pool_mu);
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, v[0]);
+  lua_setfield(L, -2, "states");
+  lua_pushinteger(L, v[1]);
+  lua_setfield(L, -2, "idle");
+  lua_pushinteger(L, v[2]);
+  lua_setfield(L, -2, "running");
+  lua_pushinteger(L, v[3]);
+  lua_setfield(L, -2, "jobs");
+  return 1;
+}
+
+int luaopen_loom_worker(lua_State *L) {
+  static const luaL_Reg fns[] = {{"run", l_run}, {"_stats", l_stats}, {NULL, NULL}};
+  luaL_newlib(L, fns);
+  /* the bytecode cache must not keep functions alive */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, CODE_KEY);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pop(L, 1);
+  return 1;
+}

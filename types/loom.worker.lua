@@ -1,0 +1,7 @@
+---@meta loom.worker
+local worker = {}
+---Run fn(...) in a Lua state on a thread of the pool; its results (copied).
+---@param fn function with no upvalues but _ENV
+---@return any ...
+function worker.run(fn, ...) end
+return worker
