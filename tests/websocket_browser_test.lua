@@ -17,20 +17,23 @@ local LOOM = os.getenv("LOOM_BIN") or "build/loom"
 local CHROMIUM = "/usr/bin/chromium"
 local WAIT = 10 -- seconds, the bound of every single wait on Chromium
 
--- Chromium's standard error is collected while it runs: it says where its
--- DevTools server listens, and its last lines explain a failure.
-local function start_chromium(profile)
+-- Chromium runs with everything it writes under dir: its profile, and as
+-- its home what it keeps outside the profile (crash reports, dconf). Its
+-- standard error is collected while it runs: it says where its DevTools
+-- server listens, and its last lines explain a failure.
+local function start_chromium(dir)
   local p = process.spawn({ CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
     "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--user-data-dir=" .. profile,
-    "--remote-debugging-port=0", "about:blank" }, { stdout = "null", stderr = "pipe" })
+    "--disable-component-update", "--disable-sync", "--user-data-dir=" .. dir .. "/profile",
+    "--remote-debugging-port=0", "about:blank" }, { stdout = "null", stderr = "pipe",
+    env = { HOME = dir, XDG_CONFIG_HOME = dir .. "/config", XDG_CACHE_HOME = dir .. "/cache" } })
   local c = { p = p, log = "", listening = loom.event() }
   c.reader = loom.spawn(function()
     while true do
       local chunk = p.stderr:read()
       if not chunk then break end
       c.log = (c.log .. chunk):sub(-65536)
-      c.url = c.url or c.log:match("DevTools listening on (ws://%S+)")
+      c.url = c.url or c.log:match("DevTools listening on (ws://%S+)\n")
       if c.url then c.listening:set() end
     end
     c.listening:set() -- at the end too, so no one waits for a dead browser
@@ -237,10 +240,10 @@ t.test("two users chat through the page in headless Chromium", function()
     t.ok(port, "no 'listening on' line: " .. tostring(line))
     local page_url = ("http://127.0.0.1:%d/"):format(port)
 
-    -- the browser, in a profile of its own
-    local profile = fs.mkdtemp()
-    defer(function() fs.remove(profile, { recursive = true }) end)
-    local c = start_chromium(profile)
+    -- the browser, in a new profile and home of its own
+    local dir = fs.mkdtemp()
+    defer(function() fs.remove(dir, { recursive = true }) end)
+    local c = start_chromium(dir)
     defer(function()
       -- unless Browser.close was answered, SIGTERM (a clean shutdown too);
       -- a browser still running after WAIT seconds is killed
@@ -267,7 +270,7 @@ t.test("two users chat through the page in headless Chromium", function()
     t.eq(version.status, 200)
     t.eq(version:json().webSocketDebuggerUrl, c.url)
     t.ok(version:json().Browser:find("^Chrome/"), version.body)
-    local active_port = fs.read_file(profile .. "/DevToolsActivePort"):match("^(%d+)\n")
+    local active_port = fs.read_file(dir .. "/profile/DevToolsActivePort"):match("^(%d+)\n")
     t.eq(devtools, "127.0.0.1:" .. active_port)
     local cdp = cdp_connect(c.url)
     defer(function()
