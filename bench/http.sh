@@ -20,7 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
   service nginx stop >/dev/null 2>&1 || true
 fi
 tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; [ -f "$tmp/nginx.pid" ] && kill $(cat "$tmp/nginx.pid") 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$tmp/nginx.pid" ] && kill $(cat "$tmp/nginx.pid") 2>/dev/null; rm -rf "$tmp"' EXIT
 cc -O2 -o "$tmp/http_server" bench/http_server.c -luv
 hz=$(getconf CLK_TCK)
 port=18000
@@ -114,3 +114,4 @@ echo "  $(ok "${CPU[loom]} <= ${CPU[nginx]}") http: loom CPU/request <= nginx+lu
 echo "  $(ok "${CPU[loom]} <= 0.5 * ${CPU[node]}") http: loom CPU/request <= half of node's (${CPU[loom]} vs ${CPU[node]} us)"
 echo "  $(ok "${RPS[loom]} >= 0.95 * ${RPS[nginx]}") http: loom req/s >= 95% of nginx+lua (${RPS[loom]} vs ${RPS[nginx]})"
 echo "  $(ok "${P99[loom]} <= ${P99[node]}") http: loom p99 <= node's (${P99[loom]} vs ${P99[node]} ms)"
+exit 0
