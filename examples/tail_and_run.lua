@@ -18,8 +18,14 @@ local g <close> = loom.group()
 
 local function handle(name)
   local path = dir .. "/" .. name
-  if seen[name] or not fs.exists(path) or fs.stat(path).type ~= "file" then return end
+  -- each event runs in its own task: mark the name before any wait, or a
+  -- second event for the same file gets past the check meanwhile
+  if seen[name] then return end
   seen[name] = true
+  if not fs.exists(path) or fs.stat(path).type ~= "file" then
+    seen[name] = nil
+    return
+  end
   g:spawn(function()
     slots:with(function()
       local argv = { table.unpack(command) }

@@ -198,6 +198,10 @@ static int spawn_main(loom_t *rt) {
   lua_State *L = rt->L;
   int i, n = 0;
   task_t *t;
+  /* a new main task is a new run: an earlier main's failure stopped the
+  ** scheduler, which must run again */
+  rt->exiting = 0;
+  rt->exit_status = 0;
   for (i = 1; i < rt->argc; i++, n++) lua_pushstring(L, rt->argv[i]);
   t = task_spawn(L, n);
   t->flags |= TF_MAIN;

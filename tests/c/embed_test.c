@@ -83,6 +83,10 @@ static void test_reject_and_script_error(void) {
   CHECK(global_string(rt, "kind") && strcmp(global_string(rt, "kind"), "host/no such asset") == 0);
   CHECK(loom_error(rt) && strstr(loom_error(rt), "script broke") != NULL);
   CHECK(loom_step(rt, 0) == 0); /* the host goes on; nothing left to do */
+  /* new code after the failure is a new run */
+  CHECK(loom_dostring(rt, "after = 'ran'", "=after") == 0);
+  CHECK(loom_run(rt) == 0);
+  CHECK(global_string(rt, "after") && strcmp(global_string(rt, "after"), "ran") == 0);
   loom_free(rt);
 }
 
