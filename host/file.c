@@ -635,17 +635,7 @@ static void open_stat_step(fsreq_t *r) {
   else fsreq_finish(r); /* r keeps the descriptor until the File has it */
 }
 
-static void open_step(fsreq_t *r) {
-  if (r->req.result < 0) r->err = (int)r->req.result;
-  else r->fd = (uv_file)r->req.result;
-  uv_fs_req_cleanup(&r->req);
-  if (r->err || !r->task) {
-    fsreq_end(r);
-    return;
-  }
-  r->step = open_stat_step;
-  fsreq_check(r, uv_fs_fstat(r->rt->loop, &r->req, r->fd, fsreq_cb));
-}
+static void open_step(fsreq_t *r) { fsreq_opened_fstat(r, open_stat_step); }
 
 /* fs.open(path [, mode]) -> File (modes of io.open: r w a r+ w+ a+, b) */
 static int l_open(lua_State *L) {

@@ -707,7 +707,9 @@ static void rf_stat_step(fsreq_t *r) {
   else rf_read_next(r);
 }
 
-static void rf_open_step(fsreq_t *r) {
+/* An open completed: keep the descriptor, then fstat it and go on with
+** next (or end the chain on failure or once detached). */
+void fsreq_opened_fstat(fsreq_t *r, fsreq_step next) {
   if (r->req.result < 0) r->err = (int)r->req.result;
   else r->fd = (uv_file)r->req.result;
   uv_fs_req_cleanup(&r->req);
@@ -715,9 +717,11 @@ static void rf_open_step(fsreq_t *r) {
     fsreq_end(r);
     return;
   }
-  r->step = rf_stat_step;
+  r->step = next;
   fsreq_check(r, uv_fs_fstat(r->rt->loop, &r->req, r->fd, fsreq_cb));
 }
+
+static void rf_open_step(fsreq_t *r) { fsreq_opened_fstat(r, rf_stat_step); }
 
 static int push_buf(lua_State *L) {
   fsreq_t *r = (fsreq_t *)lua_touserdata(L, 1);

@@ -337,6 +337,7 @@ fsreq_t *fsreq_alloc(loom_t *rt, fsstate_t *st, fsreq_step step);
 fsreq_t *fsreq_new(lua_State *L, task_t *t, fsreq_step step);
 void fsreq_cb(uv_fs_t *q);
 void fsreq_check(fsreq_t *r, int rc);
+void fsreq_opened_fstat(fsreq_t *r, fsreq_step next);
 void fsreq_end(fsreq_t *r);
 void fsreq_finish(fsreq_t *r);
 void fsreq_discard(fsreq_t *r);
