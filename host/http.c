@@ -64,9 +64,12 @@ typedef struct {
   int minor, nheaders, max_headers;
   int64_t cl;           /* -1: no Content-Length */
   int te, chunked, te_codings, te_bad, te_unknown, host_count;
+  int te_coding;        /* the first coding under chunked: TE_GZIP, TE_DEFLATE */
   int conn_close, conn_keep, conn_upgrade, expect;
   int headers_idx;      /* the headers table on the Lua stack */
 } parser;
+
+enum { TE_NONE, TE_GZIP, TE_DEFLATE };
 
 static int fail(parser *ps, int status, const char *why) {
   if (!ps->status) {
@@ -163,8 +166,10 @@ static void te_coding(parser *ps, const char *c, size_t n) {
   for (i = 0; i < n; i++)
     if (!tchar[(unsigned char)c[i]]) ps->te_bad = 1;
   if (ieq(c, n, "chunked")) ps->chunked = 1;
-  else if (ieq(c, n, "gzip") || ieq(c, n, "x-gzip") || ieq(c, n, "deflate")) {
-    /* registered codings we decode */
+  else if (ieq(c, n, "gzip") || ieq(c, n, "x-gzip")) { /* registered: we decode it */
+    if (!ps->te_coding) ps->te_coding = TE_GZIP;
+  } else if (ieq(c, n, "deflate")) {
+    if (!ps->te_coding) ps->te_coding = TE_DEFLATE;
   } else ps->te_unknown = 1;
 }
 
@@ -293,6 +298,97 @@ static int l_parse_request(lua_State *L) {
     lua_pushinteger(L, ps.status);
     lua_pushstring(L, ps.why);
     return 3;
+  }
+  return 1;
+}
+
+/* ---- parsing a response head (the client's) ---- */
+
+/* HTTP-version SP 3DIGIT [SP reason-phrase] CRLF. The space before an
+** empty reason is optional: enough servers leave it out. */
+static int parse_status_line(lua_State *L, parser *ps) {
+  const char *v = ps->p, *r;
+  int status;
+  if (ps->end - v < 12 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
+      v[6] != '.' || v[7] < '0' || v[7] > '9' || v[8] != ' ')
+    return fail(ps, 502, "bad status line");
+  if (v[5] != '1') return fail(ps, 502, "unsupported HTTP version");
+  ps->minor = v[7] - '0';
+  if (v[9] < '1' || v[9] > '9' || v[10] < '0' || v[10] > '9' || v[11] < '0' || v[11] > '9')
+    return fail(ps, 502, "bad status code");
+  status = (v[9] - '0') * 100 + (v[10] - '0') * 10 + (v[11] - '0');
+  ps->p = v + 12;
+  if (ps->p < ps->end && *ps->p == ' ') ps->p++;
+  else if (!at_crlf(ps)) return fail(ps, 502, "bad status line");
+  r = ps->p;
+  while (ps->p < ps->end && (*ps->p == '\t' || ((unsigned char)*ps->p >= 0x20 && *ps->p != 0x7f)))
+    ps->p++;
+  if (!at_crlf(ps)) return fail(ps, 502, "bad status line ending");
+  lua_pushinteger(L, status);
+  lua_setfield(L, -2, "status");
+  lua_pushlstring(L, r, (size_t)(ps->p - r));
+  lua_setfield(L, -2, "reason");
+  lua_pushstring(L, ps->minor == 0 ? "1.0" : "1.1");
+  lua_setfield(L, -2, "version");
+  ps->p += 2;
+  return 0;
+}
+
+/* A response's framing: one gzip or deflate under a final chunked is all we
+** can undo. With neither Content-Length nor chunked the body runs to the
+** end of the connection. */
+static void response_framing(lua_State *L, parser *ps) {
+  if (ps->te) {
+    if (ps->minor == 0) fail(ps, 502, "transfer-encoding in an HTTP/1.0 response");
+    else if (ps->cl >= 0) fail(ps, 502, "both content-length and transfer-encoding");
+    else if (ps->te_bad || !ps->chunked || ps->te_unknown || ps->te_codings > 2)
+      fail(ps, 502, "unsupported transfer-encoding");
+  }
+  if (ps->status) return;
+  if (ps->cl >= 0) {
+    lua_pushinteger(L, ps->cl);
+    lua_setfield(L, -2, "content_length");
+  }
+  lua_pushboolean(L, ps->chunked);
+  lua_setfield(L, -2, "chunked");
+  if (ps->te_coding) {
+    lua_pushstring(L, ps->te_coding == TE_GZIP ? "gzip" : "deflate");
+    lua_setfield(L, -2, "te_coding");
+  }
+  lua_pushboolean(L, ps->minor >= 1 ? !ps->conn_close : (ps->conn_keep && !ps->conn_close));
+  lua_setfield(L, -2, "keep_alive");
+}
+
+/* parse_response(head [, max_headers]) -> head table, or nil, reason. The
+** table: status, reason, version, headers (lower-case names, repeats joined
+** with ", "), content_length (or nil), chunked, te_coding, keep_alive. The
+** same field parser as requests. */
+int http_parse_response(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  parser ps;
+  init_tables();
+  memset(&ps, 0, sizeof ps);
+  ps.p = s;
+  ps.end = s + len;
+  ps.cl = -1;
+  ps.max_headers = (int)luaL_optinteger(L, 2, 256);
+  lua_settop(L, 2);
+  lua_createtable(L, 0, 9); /* 3: the head */
+  if (parse_status_line(L, &ps) == 0) {
+    lua_createtable(L, 0, 8); /* 4: its headers */
+    lua_pushvalue(L, 4);
+    lua_setfield(L, 3, "headers");
+    ps.headers_idx = 4;
+    parse_fields(L, &ps);
+    lua_settop(L, 3);
+    if (!ps.status && ps.p != ps.end) fail(&ps, 502, "bad header block");
+    if (!ps.status) response_framing(L, &ps);
+  }
+  if (ps.status) {
+    lua_pushnil(L);
+    lua_pushstring(L, ps.why);
+    return 2;
   }
   return 1;
 }

@@ -213,6 +213,7 @@ enum { STREAM_TCP = 1, STREAM_PIPE, STREAM_TTY, STREAM_FILE };
 ** (false), consuming nothing. */
 enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL, READ_HEAD, READ_MORE };
 int stream_read(lua_State *L, int mode, size_t arg);
+int http_parse_response(lua_State *L); /* http.c, for the client */
 int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs);
 
 struct stream {
