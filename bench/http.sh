@@ -3,7 +3,7 @@
 # A hello-world keep-alive server on CPU 1, `wrk -t1 -c50` on CPU 0. With two
 # cores wrk saturates near the fastest servers, so the figure that ranks them
 # is the server's CPU time per request: utime+stime from /proc over the run,
-# divided by the requests wrk completed.
+# divided by the requests wrk completed. SERVERS="loom nginx" picks a subset.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -83,7 +83,8 @@ to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1
   else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 } else { sub(/s$/, "", v); print v * 1000 } }'; }
 
 declare -A RPS CPU P99
-for s in loom nginx node uvloop aiohttp c; do
+servers=${SERVERS:-loom nginx node uvloop aiohttp c}
+for s in $servers; do
   start $s
   taskset -c 0 wrk -t1 -c50 -d1s "http://127.0.0.1:$port/" >/dev/null # warm up
   t0=$(cpu_ticks $pid)
@@ -99,7 +100,7 @@ done
 echo
 echo "7. HTTP hello world, keep-alive: server on CPU 1, wrk -t1 -c50 -d${secs}s on CPU 0"
 printf '%-32s %10s %14s %10s\n' "" "req/s" "CPU us/req" "p99 ms"
-for s in loom nginx node uvloop aiohttp c; do
+for s in $servers; do
   case $s in
     loom) n="loom (router route)" ;; nginx) n="nginx + content_by_lua_block" ;;
     node) n="node http" ;; uvloop) n="asyncio streams + uvloop" ;;
@@ -107,6 +108,7 @@ for s in loom nginx node uvloop aiohttp c; do
   esac
   printf '%-32s %10s %14s %10s\n' "$n" "${RPS[$s]}" "${CPU[$s]}" "${P99[$s]}"
 done
+[ "$servers" = "loom nginx node uvloop aiohttp c" ] || exit 0
 ok() { awk "BEGIN { exit !($1) }" && echo "MET   " || echo "MISSED"; }
 echo
 echo "targets"

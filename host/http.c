@@ -269,6 +269,29 @@ static void framing(lua_State *L, parser *ps) {
   lua_setfield(L, -2, "upgrade");
 }
 
+/* Parse the head [s, s+len) into a new table on top of L (see
+** l_parse_request); returns ps->status, 0 when the request is good. */
+static int parse_head(lua_State *L, parser *ps, const char *s, size_t len, int max_headers) {
+  int top = lua_gettop(L);
+  memset(ps, 0, sizeof *ps);
+  ps->p = s;
+  ps->end = s + len;
+  ps->cl = -1;
+  ps->max_headers = max_headers;
+  lua_createtable(L, 0, 12); /* the head (and the fields http.lua adds) */
+  if (parse_request_line(L, ps) == 0) {
+    lua_createtable(L, 0, 4); /* its headers */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, top + 1, "headers");
+    ps->headers_idx = top + 2;
+    parse_fields(L, ps);
+    lua_settop(L, top + 1);
+    if (!ps->status && ps->p != ps->end) fail(ps, 400, "bad header block");
+    if (!ps->status) framing(L, ps);
+  }
+  return ps->status;
+}
+
 /* parse_request(head [, max_headers]) -> request head table, or nil,
 ** status, reason. The table: method, target, version, headers,
 ** content_length, chunked, te_coded, keep_alive, expect_continue, upgrade. */
@@ -276,24 +299,9 @@ static int l_parse_request(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   parser ps;
-  memset(&ps, 0, sizeof ps);
-  ps.p = s;
-  ps.end = s + len;
-  ps.cl = -1;
-  ps.max_headers = (int)luaL_optinteger(L, 2, 100);
+  int max_headers = (int)luaL_optinteger(L, 2, 100);
   lua_settop(L, 2);
-  lua_createtable(L, 0, 20); /* 3: the head (and the fields http.lua adds) */
-  if (parse_request_line(L, &ps) == 0) {
-    lua_createtable(L, 0, 8); /* 4: its headers */
-    lua_pushvalue(L, 4);
-    lua_setfield(L, 3, "headers");
-    ps.headers_idx = 4;
-    parse_fields(L, &ps);
-    lua_settop(L, 3);
-    if (!ps.status && ps.p != ps.end) fail(&ps, 400, "bad header block");
-    if (!ps.status) framing(L, &ps);
-  }
-  if (ps.status) {
+  if (parse_head(L, &ps, s, len, max_headers)) {
     lua_pushnil(L);
     lua_pushinteger(L, ps.status);
     lua_pushstring(L, ps.why);
@@ -463,47 +471,61 @@ static int authority_form(const char *t, size_t n) {
   return i == n && i > port && i - port <= 5;
 }
 
-/* split_target(target [, method]) -> path (decoded), query string or nil;
-** nil when the target is not origin-form, absolute-form or "*" (or, for
-** CONNECT, not authority-form: then the path is the authority itself). */
-static int l_split_target(lua_State *L) {
-  size_t n, i = 0;
-  const char *t = luaL_checklstring(L, 1, &n), *q, *hash, *pend;
-  luaL_Buffer b;
-  if (strcmp(luaL_optstring(L, 2, ""), "CONNECT") == 0) {
-    if (authority_form(t, n)) lua_pushvalue(L, 1);
-    else lua_pushnil(L);
-    return 1;
+/* Push the path (decoded) and the query string (or nil) of the target
+** [t, t+n), returning 2; 0 (nothing pushed) when the target is not
+** origin-form, absolute-form or "*". For CONNECT the target must be
+** authority-form and is itself the path. */
+static int push_target(lua_State *L, const char *t, size_t n, int connect) {
+  size_t i = 0;
+  const char *q, *hash, *pend;
+  if (connect) {
+    if (!authority_form(t, n)) return 0;
+    lua_pushlstring(L, t, n);
+    lua_pushnil(L);
+    return 2;
   }
   if (n == 1 && t[0] == '*') {
     lua_pushliteral(L, "*");
-    return 1;
+    lua_pushnil(L);
+    return 2;
   }
   if (n > 7 && (ieq(t, 7, "http://") || (n > 8 && ieq(t, 8, "https://")))) {
     size_t host;
     i = host = t[4] == ':' ? 7 : 8; /* absolute-form: skip the authority */
     while (i < n && t[i] != '/' && t[i] != '?' && t[i] != '#') i++;
-    if (i == host) {
-      lua_pushnil(L);
-      return 1;
-    }
-  } else if (n == 0 || t[0] != '/') {
-    lua_pushnil(L);
-    return 1;
-  }
+    if (i == host) return 0;
+  } else if (n == 0 || t[0] != '/') return 0;
   hash = memchr(t + i, '#', n - i);
   if (hash) n = (size_t)(hash - t);
   q = memchr(t + i, '?', n - i);
   pend = q ? q : t + n;
-  luaL_buffinit(L, &b);
-  if (pend == t + i) luaL_addchar(&b, '/'); /* "http://host?q": the path is "/" */
-  else if (!unescape(&b, t + i, (size_t)(pend - (t + i)), 0)) {
+  if (pend == t + i) lua_pushliteral(L, "/"); /* "http://host?q": the path is "/" */
+  else if (!memchr(t + i, '%', (size_t)(pend - (t + i))))
+    lua_pushlstring(L, t + i, (size_t)(pend - (t + i))); /* nothing to decode */
+  else {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    if (!unescape(&b, t + i, (size_t)(pend - (t + i)), 0)) return 0;
+    luaL_pushresult(&b);
+  }
+  if (q) lua_pushlstring(L, q + 1, (size_t)(t + n - q - 1));
+  else lua_pushnil(L);
+  return 2;
+}
+
+/* split_target(target [, method]) -> path (decoded), query string or nil;
+** nil when the target is not origin-form, absolute-form or "*" (or, for
+** CONNECT, not authority-form: then the path is the authority itself). */
+static int l_split_target(lua_State *L) {
+  size_t n;
+  const char *t = luaL_checklstring(L, 1, &n);
+  int connect = strcmp(luaL_optstring(L, 2, ""), "CONNECT") == 0;
+  lua_settop(L, 2);
+  if (!push_target(L, t, n, connect)) {
+    lua_settop(L, 2);
     lua_pushnil(L);
     return 1;
   }
-  luaL_pushresult(&b);
-  if (q) lua_pushlstring(L, q + 1, (size_t)(t + n - q - 1));
-  else lua_pushnil(L);
   return 2;
 }
 
@@ -787,6 +809,141 @@ static int l_read_head(lua_State *L) {
   return stream_read_deadline(L, READ_HEAD, (size_t)max, secs);
 }
 
+/* ---- the server's request loop ----
+**
+** next_request(stream, Request, max_header_bytes, max_headers, wait,
+**              header_timeout, max_body_bytes, idle_timeout)
+**   -> request, or nil [, status, reason]
+** Waits up to `wait` seconds for the first byte of the next request, then up
+** to header_timeout for its whole head; parses it and returns the request
+** table (metatable Request): the parse_request fields plus path, _qs,
+** _stream and, when a body follows, _body (the state Request:read works
+** on). nil alone: the connection is over (closed, idle, a read failed);
+** nil, status, reason: refuse the request with that status. */
+
+enum { NR_STREAM = 1, NR_MT, NR_MAXHB, NR_MAXH, NR_WAIT, NR_HTIMEOUT, NR_MAXBODY, NR_IDLE };
+enum { NR_MORE = 1, NR_HEAD }; /* what a wait was for (the continuation's ctx) */
+
+static int l_inflater(lua_State *L);
+
+static int refuse(lua_State *L, int status, const char *why) {
+  lua_pushnil(L);
+  lua_pushinteger(L, status);
+  lua_pushstring(L, why);
+  return 3;
+}
+
+/* The head is on top: make the request of it. */
+static int build_request(lua_State *L) {
+  size_t len, tlen;
+  const char *head = lua_tolstring(L, -1, &len), *target;
+  int req, has_body;
+  parser ps;
+  if (parse_head(L, &ps, head, len, (int)lua_tointeger(L, NR_MAXH)))
+    return refuse(L, ps.status, ps.why);
+  req = lua_gettop(L);
+  lua_getfield(L, req, "target");
+  target = lua_tolstring(L, -1, &tlen);
+  lua_getfield(L, req, "method");
+  if (!push_target(L, target, tlen, strcmp(lua_tostring(L, -1), "CONNECT") == 0))
+    return refuse(L, 400, "bad request target");
+  lua_setfield(L, req, "_qs");
+  lua_setfield(L, req, "path");
+  lua_settop(L, req);
+  lua_pushvalue(L, NR_STREAM);
+  lua_setfield(L, req, "_stream");
+  has_body = ps.chunked || ps.cl > 0;
+  if (ps.cl > 0 && ps.cl > lua_tointeger(L, NR_MAXBODY))
+    return refuse(L, 413, "request body too large");
+  if (has_body) { /* what Request:read works on; none: http.lua's default */
+    lua_createtable(L, 0, 8);
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, "seen");
+    lua_pushvalue(L, NR_MAXBODY);
+    lua_setfield(L, -2, "max");
+    lua_pushvalue(L, NR_IDLE);
+    lua_setfield(L, -2, "timeout");
+    lua_pushboolean(L, ps.expect && ps.minor == 1);
+    lua_setfield(L, -2, "continue");
+    if (ps.chunked) {
+      chunked_t *c = (chunked_t *)lua_newuserdatauv(L, sizeof *c, 0);
+      chunked_init(c);
+      luaL_setmetatable(L, DECODER_MT);
+      lua_setfield(L, -2, "decoder");
+      if (ps.te_codings > 1) { /* gzip/deflate under chunked: undo it for the handler */
+        lua_pushcfunction(L, l_inflater);
+        lua_pushstring(L, ps.te_coding == TE_GZIP ? "gzip" : "deflate");
+        lua_call(L, 1, 1);
+        lua_setfield(L, -2, "inflate");
+      }
+    } else {
+      lua_pushinteger(L, ps.cl);
+      lua_setfield(L, -2, "length");
+    }
+    lua_setfield(L, req, "_body");
+  }
+  lua_pushvalue(L, NR_MT);
+  lua_setmetatable(L, req);
+  return 1;
+}
+
+static int next_k(lua_State *L, int status, lua_KContext ctx);
+
+/* Wait for the head, or take it from the buffer. */
+static int next_head(lua_State *L, stream_t *s) {
+  size_t max = (size_t)lua_tointeger(L, NR_MAXHB);
+  int r = stream_try_read(L, s, READ_HEAD, max);
+  if (r == 0)
+    return stream_wait_read(L, s, READ_HEAD, max, lua_tonumber(L, NR_HTIMEOUT), NR_HEAD, next_k);
+  if (r < 0) { /* too long, or the connection ended inside the head */
+    if (err_is_kind(L, -1, "limit")) return refuse(L, 431, "request header fields too large");
+    lua_pushnil(L);
+    return 1;
+  }
+  if (lua_isnil(L, -1)) return 1; /* a clean end */
+  return build_request(L);
+}
+
+static int next_k(lua_State *L, int status, lua_KContext ctx) {
+  task_t *t = task_current(L);
+  int wake = t->wake;
+  (void)status;
+  if (wake == WAKE_INTERRUPT) return task_resumed(L, t); /* cancelled: raise */
+  t->wake = WAKE_VALUES;
+  if (wake == WAKE_ERROR) { /* the wait timed out, or the read failed */
+    if (ctx == NR_HEAD && err_is_kind(L, -1, "limit"))
+      return refuse(L, 431, "request header fields too large");
+    lua_pushnil(L);
+    return 1;
+  }
+  if (ctx == NR_MORE) {
+    if (!lua_toboolean(L, -1)) { /* the end */
+      lua_pushnil(L);
+      return 1;
+    }
+    lua_pop(L, 1);
+    return next_head(L, stream_check(L, NR_STREAM));
+  }
+  if (lua_isnil(L, -1)) return 1;
+  return build_request(L);
+}
+
+static int l_next_request(lua_State *L) {
+  stream_t *s = stream_check(L, NR_STREAM);
+  int r;
+  luaL_checktype(L, NR_MT, LUA_TTABLE);
+  lua_settop(L, NR_IDLE);
+  r = stream_try_read(L, s, READ_MORE, 0); /* the first byte (idle wait) */
+  if (r == 0)
+    return stream_wait_read(L, s, READ_MORE, 0, lua_tonumber(L, NR_WAIT), NR_MORE, next_k);
+  if (!lua_toboolean(L, -1)) { /* the end */
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pop(L, 1);
+  return next_head(L, s);
+}
+
 /* ---- zlib inflaters for gzip and deflate ---- */
 
 static const char *INFLATER_MT = "loom.Inflater";
@@ -898,30 +1055,79 @@ static const char *http_date(void) {
   return buf;
 }
 
-/* Add one "name: value" line, refusing CR/LF (header injection). */
-static void add_field(lua_State *L, luaL_Buffer *b, const char *name, size_t nl, int vidx) {
+/* A response head being built: in place on the C stack, moved to a
+** userdata anchored at a stack slot reserved by hb_init when it outgrows
+** that (so errors raised meanwhile leak nothing, and the stack height
+** stays put for lua_next). */
+typedef struct {
+  char *p;
+  size_t n, cap;
+  int slot;
+  char init[1024];
+} hbuf;
+
+static void hb_init(lua_State *L, hbuf *h) {
+  lua_pushnil(L);
+  h->slot = lua_gettop(L);
+  h->p = h->init;
+  h->n = 0;
+  h->cap = sizeof h->init;
+}
+
+static void hb_add(lua_State *L, hbuf *h, const char *d, size_t n) {
+  if (h->n + n > h->cap) {
+    size_t cap = h->cap * 2;
+    char *p;
+    while (cap < h->n + n) cap *= 2;
+    p = (char *)lua_newuserdatauv(L, cap, 0);
+    memcpy(p, h->p, h->n);
+    lua_replace(L, h->slot);
+    h->p = p;
+    h->cap = cap;
+  }
+  memcpy(h->p + h->n, d, n);
+  h->n += n;
+}
+
+static void hb_str(lua_State *L, hbuf *h, const char *str) { hb_add(L, h, str, strlen(str)); }
+
+/* Add one "name: value" line, refusing CR/LF (header injection); -1 with
+** the message pushed when the name or value is bad. */
+static int add_field(lua_State *L, hbuf *h, const char *name, size_t nl, int vidx) {
   size_t vl, i;
   const char *v = luaL_tolstring(L, vidx, &vl);
   for (i = 0; i < nl; i++)
-    if (!tchar[(unsigned char)name[i]]) luaL_error(L, "bad header name '%s'", name);
+    if (!tchar[(unsigned char)name[i]]) {
+      lua_pushfstring(L, "bad header name '%s'", name);
+      return -1;
+    }
   for (i = 0; i < vl; i++)
-    if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') luaL_error(L, "bad value for header '%s'", name);
+    if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') {
+      lua_pushfstring(L, "bad value for header '%s'", name);
+      return -1;
+    }
+  hb_add(L, h, name, nl);
+  hb_add(L, h, ": ", 2);
+  hb_add(L, h, v, vl);
+  hb_add(L, h, "\r\n", 2);
   lua_pop(L, 1);
-  luaL_addlstring(b, name, nl);
-  luaL_addlstring(b, ": ", 2);
-  luaL_addlstring(b, v, vl);
-  luaL_addlstring(b, "\r\n", 2);
+  return 0;
 }
 
-/* Add the user's headers (values may be lists); returns whether one of them
-** is Content-Type. Framing fields are ours and are skipped. */
-static int add_user_fields(lua_State *L, luaL_Buffer *b, int idx) {
+/* Add the user's headers (values may be lists); framing fields are ours
+** and are skipped. Returns 1 when one of them is Content-Type, 0 when
+** not, -1 with the message pushed when one is bad. */
+static int add_user_fields(lua_State *L, hbuf *h, int idx) {
   int has_type = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nl;
-    const char *name = lua_tolstring(L, -2, &nl);
-    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
+    const char *name;
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pushliteral(L, "header names must be strings");
+      return -1;
+    }
+    name = lua_tolstring(L, -2, &nl);
     if (ieq(name, nl, "content-length") || ieq(name, nl, "transfer-encoding") ||
         ieq(name, nl, "connection") || ieq(name, nl, "date")) {
       lua_pop(L, 1);
@@ -932,55 +1138,102 @@ static int add_user_fields(lua_State *L, luaL_Buffer *b, int idx) {
       lua_Integer i, n = luaL_len(L, -1);
       for (i = 1; i <= n; i++) {
         lua_geti(L, -1, i);
-        add_field(L, b, name, nl, lua_gettop(L));
+        if (add_field(L, h, name, nl, lua_gettop(L))) return -1;
         lua_pop(L, 1);
       }
-    } else add_field(L, b, name, nl, lua_gettop(L));
+    } else if (add_field(L, h, name, nl, lua_gettop(L))) return -1;
     lua_pop(L, 1);
   }
   return has_type;
+}
+
+/* Build the head of a response into h. length: the Content-Length, -1 for
+** chunked, -2 for neither; conn: the Connection value or NULL; deftype: the
+** Content-Type unless the user's headers (a table at hidx, or 0) have one.
+** 0, or -1 with the message pushed. */
+static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_Integer length,
+                      const char *conn, const char *deftype) {
+  char line[64];
+  int n, has_type = 0;
+  if (status < 100 || status > 999) {
+    lua_pushliteral(L, "status out of range");
+    return -1;
+  }
+  n = snprintf(line, sizeof line, "HTTP/1.1 %d ", (int)status);
+  hb_add(L, h, line, (size_t)n);
+  hb_str(L, h, reason((int)status));
+  hb_add(L, h, "\r\n", 2);
+  if (hidx && (has_type = add_user_fields(L, h, hidx)) < 0) return -1;
+  if (!has_type && deftype) {
+    hb_str(L, h, "Content-Type: ");
+    hb_str(L, h, deftype);
+    hb_add(L, h, "\r\n", 2);
+  }
+  if (length >= 0) {
+    n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", (long long)length);
+    hb_add(L, h, line, (size_t)n);
+  } else if (length == -1) hb_str(L, h, "Transfer-Encoding: chunked\r\n");
+  hb_str(L, h, "Date: ");
+  hb_str(L, h, http_date());
+  hb_add(L, h, "\r\n", 2);
+  if (conn) {
+    hb_str(L, h, "Connection: ");
+    hb_str(L, h, conn);
+    hb_add(L, h, "\r\n", 2);
+  }
+  hb_add(L, h, "\r\n", 2);
+  return 0;
 }
 
 /* head(status, headers, length, connection, default_type) -> string.
 ** length: an integer (Content-Length), -1 (chunked) or nil (neither);
 ** connection: "close", "keep-alive" or nil. */
 static int l_head(lua_State *L) {
-  int status = (int)luaL_checkinteger(L, 1), has_type = 0;
-  luaL_Buffer b;
+  lua_Integer status = luaL_checkinteger(L, 1);
+  hbuf h;
   luaL_argcheck(L, status >= 100 && status <= 999, 1, "status out of range");
-  luaL_buffinit(L, &b);
-  {
-    char line[64];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
-    luaL_addlstring(&b, line, (size_t)n);
-    luaL_addstring(&b, reason(status));
-    luaL_addlstring(&b, "\r\n", 2);
-  }
-  if (lua_istable(L, 2)) has_type = add_user_fields(L, &b, 2);
-  if (!has_type && lua_isstring(L, 5)) {
-    luaL_addstring(&b, "Content-Type: ");
-    luaL_addstring(&b, lua_tostring(L, 5));
-    luaL_addstring(&b, "\r\n");
-  }
-  if (lua_isinteger(L, 3)) {
-    lua_Integer n = lua_tointeger(L, 3);
-    if (n >= 0) {
-      char num[32];
-      int k = snprintf(num, sizeof num, "Content-Length: %lld\r\n", (long long)n);
-      luaL_addlstring(&b, num, (size_t)k);
-    } else luaL_addstring(&b, "Transfer-Encoding: chunked\r\n");
-  }
-  luaL_addstring(&b, "Date: ");
-  luaL_addstring(&b, http_date());
-  luaL_addstring(&b, "\r\n");
-  if (lua_isstring(L, 4)) {
-    luaL_addstring(&b, "Connection: ");
-    luaL_addstring(&b, lua_tostring(L, 4));
-    luaL_addstring(&b, "\r\n");
-  }
-  luaL_addstring(&b, "\r\n");
-  luaL_pushresult(&b);
+  lua_settop(L, 5);
+  hb_init(L, &h);
+  if (build_head(L, &h, status, lua_istable(L, 2) ? 2 : 0,
+                 lua_isinteger(L, 3) ? lua_tointeger(L, 3) : -2,
+                 lua_isstring(L, 4) ? lua_tostring(L, 4) : NULL,
+                 lua_isstring(L, 5) ? lua_tostring(L, 5) : NULL))
+    return lua_error(L);
+  lua_pushlstring(L, h.p, h.n);
   return 1;
+}
+
+static int no_body_status(lua_Integer status) {
+  return status < 200 || status == 204 || status == 304;
+}
+
+/* send(stream, status, body, headers, keep, http10, head) -> true, or nil
+** and the message when the status or a header is bad (nothing is sent).
+** The common response, a string body, sent in one write: status (not an
+** integer: 200), the user's headers (a table or nil); keep: the connection
+** stays open; http10: the request was HTTP/1.0; head: a HEAD request. The
+** body's length is given unless the status has no body (1xx, 204, 304). */
+static int l_send(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  size_t blen;
+  const char *body = luaL_checklstring(L, 3, &blen);
+  int isint, keep = lua_toboolean(L, 5), http10 = lua_toboolean(L, 6);
+  lua_Integer status = lua_tointegerx(L, 2, &isint);
+  uv_buf_t bufs[2];
+  hbuf h;
+  if (!isint) status = 200;
+  lua_settop(L, 7);
+  hb_init(L, &h);
+  if (build_head(L, &h, status, lua_istable(L, 4) ? 4 : 0,
+                 no_body_status(status) ? -2 : (lua_Integer)blen,
+                 !keep ? "close" : http10 ? "keep-alive" : NULL, "text/plain; charset=utf-8")) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  bufs[0] = uv_buf_init(h.p, (unsigned)h.n);
+  bufs[1] = uv_buf_init((char *)body, (unsigned)blen);
+  return stream_write_bufs(L, s, bufs, lua_toboolean(L, 7) || no_body_status(status) || !blen ? 1 : 2);
 }
 
 /* reason(status) -> the standard reason phrase */
@@ -996,7 +1249,8 @@ int luaopen_loom_http_core(lua_State *L) {
       {"chunked", l_chunked},             {"chunked_read", l_chunked_read},
       {"wait_more", l_wait_more},         {"read_head", l_read_head},
       {"inflater", l_inflater},           {"head", l_head},
-      {"reason", l_reason},               {NULL, NULL}};
+      {"reason", l_reason},               {"next_request", l_next_request},
+      {"send", l_send},                   {NULL, NULL}};
   static const luaL_Reg inf[] = {{"feed", inf_feed}, {"done", inf_done}, {NULL, NULL}};
   init_tables();
   stream_open(L);

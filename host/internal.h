@@ -215,6 +215,10 @@ enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL, READ_HEAD, REA
 int stream_read(lua_State *L, int mode, size_t arg);
 int http_parse_response(lua_State *L); /* http.c, for the client */
 int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs);
+int stream_try_read(lua_State *L, stream_t *s, int mode, size_t arg);
+int stream_wait_read(lua_State *L, stream_t *s, int mode, size_t arg, double secs,
+                     lua_KContext ctx, lua_KFunction k);
+int stream_write_bufs(lua_State *L, stream_t *s, const uv_buf_t *bufs, int n);
 
 struct stream {
   union {

@@ -519,22 +519,39 @@ int stream_read(lua_State *L, int mode, size_t arg) {
 /* The same, the wait (if any) limited to secs seconds when secs > 0. */
 int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs) {
   stream_t *s = stream_check(L, 1);
-  task_t *t;
   int r, top = lua_gettop(L);
   if (s->reader)
     return err_raise(L, "busy", NULL, "another task is reading this stream");
   if (mode == READ_UNTIL) s->delim = lua_tolstring(L, 2, &s->dlen);
+  r = stream_try_read(L, s, mode, arg);
+  if (r > 0) return r;
+  if (r < 0) return lua_error(L);
+  return stream_wait_read(L, s, mode, arg, secs, top, read_k);
+}
+
+/* Serve a read of this mode from what is buffered (for C callers with a
+** continuation of their own): pushes the values and returns their number;
+** 0 when it must wait; -1 with the error pushed. */
+int stream_try_read(lua_State *L, stream_t *s, int mode, size_t arg) {
+  int r;
   s->scan = 0; /* what an earlier read scanned for was maybe not this */
   r = try_read(L, s, mode, arg);
   while (r == 0 && s->kind == STREAM_FILE) { /* a regular file: read it now */
     read_file_chunk(s);
     r = try_read(L, s, mode, arg);
   }
-  if (r > 0) {
-    update_reading(s);
-    return r;
-  }
-  if (r < 0) return lua_error(L);
+  if (r > 0) update_reading(s);
+  return r;
+}
+
+/* Wait for a read of this mode that stream_try_read could not serve: k
+** continues on L after the wake, with the values on top (or the error, as
+** t->wake tells). Must be the return expression of a C function. */
+int stream_wait_read(lua_State *L, stream_t *s, int mode, size_t arg, double secs,
+                     lua_KContext ctx, lua_KFunction k) {
+  task_t *t;
+  if (s->reader)
+    return err_raise(L, "busy", NULL, "another task is reading this stream");
   t = task_check_current(L, "stream:read");
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   s->reader = t;
@@ -545,7 +562,7 @@ int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs) {
   }
   update_reading(s);
   if (secs > 0) task_set_deadline(s->rt, t, secs);
-  return task_wait(L, t, reader_cancel, s, "stream:read", top, read_k);
+  return task_wait(L, t, reader_cancel, s, "stream:read", ctx, k);
 }
 
 static int s_read(lua_State *L) {
@@ -692,40 +709,44 @@ static int write_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* s:write(data, ...) -> s; waits while more than WHWM bytes are unsent. */
-static int s_write(lua_State *L) {
-  stream_t *s = stream_check(L, 1);
-  int i, top = lua_gettop(L);
+/* Write bufs for the C function running on L, its stream at index 1:
+** raises on a write error; waits while more than WHWM bytes are unsent.
+** Returns 1, the stream on top. Must be the return expression. */
+int stream_write_bufs(lua_State *L, stream_t *s, const uv_buf_t *bufs, int n) {
+  int i, r = 0;
   task_t *t;
-  for (i = 2; i <= top; i++) luaL_checkstring(L, i);
   if (s->werr) return raise_write_error(L, s);
   if (s->shut) return err_raise(L, "closed", NULL, "stream is shut down for writing");
-  if (!s->filter && s->kind != STREAM_FILE && top > 2 && top <= 17) {
-    uv_buf_t bufs[16];
-    int r;
-    for (i = 2; i <= top; i++) {
-      size_t n;
-      const char *d = lua_tolstring(L, i, &n);
-      bufs[i - 2] = uv_buf_init((char *)d, (unsigned)n);
-    }
-    if ((r = stream_sendv(s, bufs, top - 1)) < 0) {
-      if (!s->werr) s->werr = r;
-      return raise_write_error(L, s);
-    }
-  } else for (i = 2; i <= top; i++) {
-    size_t n;
-    const char *d = lua_tolstring(L, i, &n);
-    int r = s->filter ? s->filter->write(s, d, n) : stream_send(s, d, n);
-    if (r < 0) {
-      if (!s->werr) s->werr = r;
-      return raise_write_error(L, s);
-    }
+  if (!s->filter && s->kind != STREAM_FILE && n > 1 && n <= 16)
+    r = stream_sendv(s, (uv_buf_t *)bufs, n);
+  else
+    for (i = 0; i < n && r >= 0; i++)
+      r = s->filter ? s->filter->write(s, bufs[i].base, bufs[i].len)
+                    : stream_send(s, bufs[i].base, bufs[i].len);
+  if (r < 0) {
+    if (!s->werr) s->werr = r;
+    return raise_write_error(L, s);
   }
   lua_settop(L, 1);
   if (s->wqueued <= WHWM || !(t = task_current(L))) return 1;
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   tlist_push(&s->writers, t);
   return task_wait(L, t, tlist_cancel, s, "stream:write", 0, write_k);
+}
+
+/* s:write(data, ...) -> s; waits while more than WHWM bytes are unsent. */
+static int s_write(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  int i, n = lua_gettop(L) - 1;
+  uv_buf_t few[16], *bufs = few;
+  for (i = 2; i <= n + 1; i++) luaL_checkstring(L, i);
+  if (n > 16) bufs = (uv_buf_t *)lua_newuserdatauv(L, sizeof *bufs * (size_t)n, 0);
+  for (i = 0; i < n; i++) {
+    size_t len;
+    const char *d = lua_tolstring(L, i + 2, &len);
+    bufs[i] = uv_buf_init((char *)d, (unsigned)len);
+  }
+  return stream_write_bufs(L, s, bufs, n);
 }
 
 static int flush_k(lua_State *L, int status, lua_KContext ctx) {

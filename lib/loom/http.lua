@@ -21,13 +21,28 @@ local TEXT = "text/plain; charset=utf-8"
 
 -- ---- requests ----
 
-local Request = {}
+-- _refused_errors: the errors of refused WebSocket handshakes (weak keys),
+-- which the handler's error handling passes through untouched
+local Request = { _refused_errors = setmetatable({}, { __mode = "k" }) }
 local request_fields = {}
 
 function request_fields.query(req)
   local q = core.parse_query(req._qs)
   rawset(req, "query", q)
   return q
+end
+
+-- A request without a body (most) gets no body state until one is asked for.
+function request_fields._body(req)
+  local b = { seen = 0, done = true }
+  rawset(req, "_body", b)
+  return b
+end
+
+function request_fields.params(req)
+  local p = {}
+  rawset(req, "params", p)
+  return p
 end
 
 function request_fields.peer(req)
@@ -142,27 +157,6 @@ end
 
 function Request:json()
   return get_json().decode(self:body())
-end
-
-local function new_request(stream, head, opts)
-  local path, qs = core.split_target(head.target, head.method)
-  if not path then return nil, 400, "bad request target" end
-  head.path, head._qs, head._stream, head.params = path, qs, stream, {}
-  local body = { seen = 0, max = opts.max_body_bytes, timeout = opts.idle_timeout,
-    continue = head.expect_continue }
-  if head.chunked then
-    body.decoder = core.chunked()
-    if head.te_coded then -- gzip/deflate under chunked: undo it for the handler
-      local te = head.headers["transfer-encoding"]:lower()
-      body.inflate = core.inflater(te:find("gzip") and "gzip" or "deflate")
-    end
-  else
-    body.length = head.content_length or 0
-    if body.length > opts.max_body_bytes then return nil, 413, "request body too large" end
-  end
-  if body.length == 0 then body.done = true end
-  head._body = body
-  return setmetatable(head, Request)
 end
 
 -- ---- responses ----
@@ -281,21 +275,27 @@ end
 
 -- Run the handler and send its response; returns whether the connection
 -- may carry another request.
+local refused = Request._refused_errors
+
+local function handler_msgh(e)
+  if is_cancel(e) or refused[e] then return e end
+  return debug.traceback(error_text(e), 2)
+end
+
+local send = core.send
+
 local function respond(stream, req, handler, conn)
-  local ok, status, body, headers = xpcall(handler, function(e)
-    if is_cancel(e) or e == req._refused then return e end
-    return debug.traceback(error_text(e), 2)
-  end, req)
-  local b = req._body
+  local ok, status, body, headers = xpcall(handler, handler_msgh, req)
+  local b = rawget(req, "_body")
   if not ok and is_cancel(status) then error(status, 0) end
   -- req:websocket() took the connection over (or refused it with its own
   -- response): no response from us, and no further request is read on it
   if req._upgraded then
-    if not ok and status ~= req._refused then log_error(req, status) end
+    if not ok and not refused[status] then log_error(req, status) end
     if req._websocket then req._websocket:_handler_done(ok) end
     return false
   end
-  if b.failed ~= nil then -- the body was malformed, too large or cut off
+  if b and b.failed ~= nil then -- the body was malformed, too large or cut off
     if b.failed then send_error(stream, b.failed, b.why) end
     return false
   end
@@ -304,7 +304,16 @@ local function respond(stream, req, handler, conn)
     status, body, headers = 500, "internal server error\n", nil
   end
   local keep = req.keep_alive and conn.open
-  if keep and not b.done and not discard_body(req) then keep = false end
+  if keep and b and not b.done and not discard_body(req) then keep = false end
+  if type(body) == "string" and (headers == nil or type(headers) == "table") then
+    local sent, why = send(stream, status, body, headers, keep, req.version == "1.0",
+      req.method == "HEAD")
+    if sent then return keep end
+    log_error(req, why, " (its response)") -- e.g. a header value with CR/LF
+    send(stream, 500, "internal server error\n", nil, keep, req.version == "1.0",
+      req.method == "HEAD")
+    return keep
+  end
   local shaped, head, payload, kept, chunked = pcall(shape, req, status, body, headers, keep)
   if not shaped then -- e.g. a header value with CR/LF, a status of 42
     log_error(req, head, " (its response)")
@@ -320,29 +329,6 @@ local function respond(stream, req, handler, conn)
 end
 
 -- ---- connections ----
-
-local function read_request(stream, opts, first)
-  -- idle: until the first byte of the next request; then the head itself
-  local wait = first and opts.header_timeout or opts.idle_timeout
-  local ok, more = pcall(core.wait_more, stream, wait)
-  if not ok then
-    if type(more) == "table" and more.kind == "cancelled" then error(more, 0) end
-    return nil
-  end
-  if not more then return nil end
-  local ok2, head = pcall(core.read_head, stream, opts.max_header_bytes, opts.header_timeout)
-  if not ok2 then
-    if type(head) == "table" and head.kind == "limit" then
-      return nil, 431, "request header fields too large"
-    end
-    if type(head) == "table" and head.kind == "cancelled" then error(head, 0) end
-    return nil
-  end
-  if not head then return nil end
-  local h, status, why = core.parse_request(head, opts.max_headers)
-  if not h then return nil, status, why end
-  return new_request(stream, h, opts)
-end
 
 -- Close after our last response without destroying it: closing a socket
 -- with unread input makes the kernel send a reset, which can discard the
@@ -362,11 +348,15 @@ local function linger(stream)
   end)
 end
 
+local next_request = core.next_request
+
 local function serve_requests(stream, handler, opts, conn)
-  local first = true
+  local wait = opts.header_timeout -- for the first byte; then idle_timeout
+  local max_hb, max_h, ht = opts.max_header_bytes, opts.max_headers, opts.header_timeout
+  local max_body, idle = opts.max_body_bytes, opts.idle_timeout
   while conn.open do
-    local req, status, why = read_request(stream, opts, first)
-    first = false
+    local req, status, why = next_request(stream, Request, max_hb, max_h, wait, ht, max_body, idle)
+    wait = idle
     if not req then
       if status then
         send_error(stream, status, why)
@@ -405,7 +395,10 @@ end
 
 -- http.listen(host, port, handler [, opts]) -> Server
 function http.listen(host, port, handler, opts)
-  opts = setmetatable(opts or {}, { __index = DEFAULTS })
+  local given = opts or {}
+  opts = {}
+  for k, v in pairs(DEFAULTS) do opts[k] = v end
+  for k, v in pairs(given) do opts[k] = v end
   local conns, closing = {}, false
   local srv
   srv = net.listen(host, port, function(stream)

@@ -322,6 +322,8 @@ local function header_lines(lines, headers)
   end
 end
 
+local refused_errors -- http.lua's: errors its handler wrapper passes through
+
 -- Answer a request that is not a handshake, and raise kind "http": the
 -- HTTP server sends nothing more on that connection and closes it.
 local function refuse(req, why, status)
@@ -334,7 +336,7 @@ local function refuse(req, why, status)
   if not ok and is_kind(werr, "cancelled", "timeout") then error(werr, 0) end
   local err = loom.error("http", "websocket handshake refused: " .. why)
   err.status = status
-  req._refused = err
+  refused_errors[err] = true
   error(err, 0)
 end
 
@@ -469,6 +471,7 @@ local function connect(url, opts)
 end
 
 return function(http, Request)
+  refused_errors = Request._refused_errors
   Request.websocket = upgrade
   http.websocket = connect
 end
