@@ -559,6 +559,29 @@ t.test("a response that cannot be sent (header injection, bad status) is a 500",
   t.ok(log:find("status out of range", 1, true), log)
 end)
 
+t.test("response heads of many kilobytes, with a string body and a streamed one", function()
+  local big = {}
+  for i = 1, 40 do big["x-field-" .. i] = ("v%d-"):format(i) .. ("z"):rep(200) end
+  big["x-list"] = { ("a"):rep(3000), ("b"):rep(3000) }
+  with_server(function(req)
+    if req.path == "/stream" then
+      local done = false
+      return 200, function() if not done then done = true; return "streamed" end end, big
+    end
+    return 200, "plain", big
+  end, function(srv)
+    local s <close> = connect(srv)
+    for _, p in ipairs { "/", "/stream" } do
+      s:write("GET " .. p .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+      local r = raw.read_response(s)
+      t.eq(r.status, 200, p)
+      t.eq(r.body, p == "/" and "plain" or "streamed", p)
+      for i = 1, 40 do t.eq(r.headers["x-field-" .. i], big["x-field-" .. i], p) end
+      t.eq(r.headers["x-list"], ("a"):rep(3000) .. ", " .. ("b"):rep(3000), p)
+    end
+  end)
+end)
+
 t.test("an error inside a streamed body cuts the response short and is logged", function()
   local log = capture_stderr(function()
     with_server(function()
