@@ -734,6 +734,36 @@ t.test("router: params, *rest, 404, 405 with Allow, HEAD on GET routes", functio
   end)
 end)
 
+t.test("router: the first matching route wins, static or not; routes added later count", function()
+  local r = http.router()
+  r:get("/a/:x", function(req) return 200, "param " .. req.params.x end)
+  r:get("/a/b", function() return 200, "static a/b" end)
+  r:get("/c", function() return 200, "get c" end)
+  r:route("HEAD", "/c", function() return 200, "head c" end)
+  r:route("HEAD", "/d", function() return 200, "head d" end)
+  r:get("/d", function() return 200, "get d" end)
+  r:get("/", function(req) return 200, "root " .. tostring(next(req.params))  end)
+  with_server(r, function(srv)
+    local s <close> = connect(srv)
+    local function req(method, path)
+      s:write(method .. " " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+      return raw.read_response(s, method == "HEAD")
+    end
+    t.eq(req("GET", "/a/b").body, "param b") -- registered first
+    t.eq(req("GET", "/c").body, "get c")
+    t.eq(req("GET", "/c/").body, "get c") -- empty segments do not count
+    t.eq(req("GET", "//c").body, "get c")
+    t.eq(req("HEAD", "/c").headers["content-length"], "5") -- the GET route came first
+    t.eq(req("HEAD", "/d").headers["content-length"], "6") -- the HEAD route came first
+    t.eq(req("GET", "/").body, "root nil")
+    t.eq(req("GET", "/e").status, 404)
+    r:get("/e", function() return 200, "late" end)
+    t.eq(req("GET", "/e").body, "late")
+    local m = req("POST", "/c")
+    t.eq({ m.status, m.headers.allow }, { 405, "GET, HEAD" })
+  end)
+end)
+
 -- ---- curl as a real peer ----
 
 local CURL = "curl"

@@ -474,7 +474,16 @@ end
 
 function Router:route(method, pattern, fn)
   assert(type(pattern) == "string" and pattern:sub(1, 1) == "/", "pattern must start with /")
-  self.routes[#self.routes + 1] = { method = method:upper(), segs = compile(pattern), fn = fn }
+  local segs = compile(pattern)
+  local static = true
+  for _, seg in ipairs(segs) do
+    if not seg.lit then static = false end
+  end
+  local lits = {}
+  for i, seg in ipairs(segs) do lits[i] = seg.lit end
+  self.routes[#self.routes + 1] = { method = method:upper(), segs = segs, fn = fn,
+    path = static and "/" .. table.concat(lits, "/") or nil }
+  self._index = nil
   return self
 end
 
@@ -482,9 +491,32 @@ for _, m in ipairs { "get", "post", "put", "patch", "delete", "head", "options" 
   Router[m] = function(self, pattern, fn) return self:route(m, pattern, fn) end
 end
 
+-- The index of the fast path: for each path of a route without parameters,
+-- the handler of each method that wins there without a full scan, that is
+-- when no route with parameters comes before it in the list.
+local function build_index(routes)
+  local index = {}
+  for _, r in ipairs(routes) do
+    if not r.path then break end
+    local by_method = index[r.path]
+    if not by_method then by_method = {}; index[r.path] = by_method end
+    if not by_method[r.method] then by_method[r.method] = r.fn end
+    if r.method == "GET" and not by_method.HEAD then by_method.HEAD = r.fn end
+  end
+  return index
+end
+
 -- A router is a handler: 404 for an unknown path, 405 with Allow for a
 -- known path and another method (GET routes answer HEAD too).
 function Router:__call(req)
+  local index = self._index
+  if not index then
+    index = build_index(self.routes)
+    self._index = index
+  end
+  local hit = index[req.path]
+  local fn = hit and hit[req.method]
+  if fn then return fn(req) end
   local allowed
   for _, r in ipairs(self.routes) do
     local params = match(r.segs, req.path)
