@@ -48,11 +48,52 @@ static const char *const methods[] = {
     "UNSUBSCRIBE", "PURGE", "LINK", "UNLINK", "BIND", "REBIND", "UNBIND", "ACL",
     "MKCALENDAR", "QUERY", "SOURCE", NULL};
 
+/* The index of the method in methods, or -1. */
 static int known_method(const char *p, size_t n) {
   int i;
   for (i = 0; methods[i]; i++)
-    if (strlen(methods[i]) == n && memcmp(methods[i], p, n) == 0) return 1;
-  return 0;
+    if (strncmp(methods[i], p, n) == 0 && methods[i][n] == '\0') return i;
+  return -1;
+}
+
+/* The field names of request tables and the strings they hold, interned
+** once: upvalue 2 of the module's functions, a list indexed by these. */
+enum {
+  K_METHOD = 1, K_TARGET, K_VERSION, K_HEADERS, K_CONTENT_LENGTH, K_CHUNKED, K_TE_CODED,
+  K_KEEP_ALIVE, K_EXPECT, K_UPGRADE, K_PATH, K_QS, K_STREAM, K_BODY, K_V10, K_V11,
+  K_METHODS /* methods[i] is at K_METHODS + i */
+};
+static const char *const key_names[] = {
+  "method", "target", "version", "headers", "content_length", "chunked", "te_coded",
+  "keep_alive", "expect_continue", "upgrade", "path", "_qs", "_stream", "_body", "1.0", "1.1",
+  NULL};
+#define KEYS lua_upvalueindex(2)
+
+static void push_key(lua_State *L, int key) { lua_rawgeti(L, KEYS, key); }
+
+/* t[key] = the value on top (popped); t an absolute index */
+static void set_key(lua_State *L, int t, int key) {
+  push_key(L, key);
+  lua_insert(L, -2);
+  lua_rawset(L, t);
+}
+
+static void set_bool(lua_State *L, int t, int key, int b) {
+  lua_pushboolean(L, b);
+  set_key(L, t, key);
+}
+
+static void push_keys(lua_State *L) {
+  int i;
+  lua_createtable(L, K_METHODS + 40, 0);
+  for (i = 0; key_names[i]; i++) {
+    lua_pushstring(L, key_names[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  for (i = 0; methods[i]; i++) {
+    lua_pushstring(L, methods[i]);
+    lua_rawseti(L, -2, K_METHODS + i);
+  }
 }
 
 /* ---- parsing a request head ---- */
@@ -67,6 +108,9 @@ typedef struct {
   int te_coding;        /* the first coding under chunked: TE_GZIP, TE_DEFLATE */
   int conn_close, conn_keep, conn_upgrade, expect;
   int headers_idx;      /* the headers table on the Lua stack */
+  int method;           /* index in methods */
+  const char *target;
+  size_t target_len;
 } parser;
 
 enum { TE_NONE, TE_GZIP, TE_DEFLATE };
@@ -83,20 +127,23 @@ static int at_crlf(parser *ps) {
   return ps->p + 1 < ps->end && ps->p[0] == '\r' && ps->p[1] == '\n';
 }
 
-/* method SP request-target SP HTTP-version CRLF */
-static int parse_request_line(lua_State *L, parser *ps) {
-  const char *m = ps->p, *t, *v;
+/* method SP request-target SP HTTP-version CRLF, into the table at t */
+static int parse_request_line(lua_State *L, parser *ps, int t) {
+  const char *m = ps->p, *tg, *v;
   while (ps->p < ps->end && tchar[(unsigned char)*ps->p]) ps->p++;
   if (ps->p == m || ps->p >= ps->end || *ps->p != ' ') return fail(ps, 400, "bad request line");
-  if (!known_method(m, (size_t)(ps->p - m))) return fail(ps, 501, "method not implemented");
-  lua_pushlstring(L, m, (size_t)(ps->p - m));
-  lua_setfield(L, -2, "method");
-  t = ++ps->p;
+  if (ps->p - m > 16 || (ps->method = known_method(m, (size_t)(ps->p - m))) < 0)
+    return fail(ps, 501, "method not implemented");
+  push_key(L, K_METHODS + ps->method);
+  set_key(L, t, K_METHOD);
+  tg = ++ps->p;
   while (ps->p < ps->end && (unsigned char)*ps->p > 0x20 && (unsigned char)*ps->p < 0x7f) ps->p++;
-  if (ps->p == t || ps->p >= ps->end || *ps->p != ' ') return fail(ps, 400, "bad request target");
-  if (ps->p - t > MAX_TARGET) return fail(ps, 414, "request target too long");
-  lua_pushlstring(L, t, (size_t)(ps->p - t));
-  lua_setfield(L, -2, "target");
+  if (ps->p == tg || ps->p >= ps->end || *ps->p != ' ') return fail(ps, 400, "bad request target");
+  if (ps->p - tg > MAX_TARGET) return fail(ps, 414, "request target too long");
+  ps->target = tg;
+  ps->target_len = (size_t)(ps->p - tg);
+  lua_pushlstring(L, tg, ps->target_len);
+  set_key(L, t, K_TARGET);
   v = ++ps->p;
   if (ps->end - v < 10 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
       v[6] != '.' || v[7] < '0' || v[7] > '9')
@@ -106,8 +153,8 @@ static int parse_request_line(lua_State *L, parser *ps) {
   ps->p += 2;
   if (v[5] != '1') return fail(ps, 505, "HTTP version not supported");
   ps->minor = v[7] == '0' ? 0 : 1;
-  lua_pushstring(L, ps->minor ? "1.1" : "1.0");
-  lua_setfield(L, -2, "version");
+  push_key(L, ps->minor ? K_V11 : K_V10);
+  set_key(L, t, K_VERSION);
   return 0;
 }
 
@@ -242,8 +289,10 @@ static int parse_fields(lua_State *L, parser *ps) {
   }
 }
 
-/* Decide the body's framing and the connection's fate. */
-static void framing(lua_State *L, parser *ps) {
+/* Decide the body's framing and the connection's fate; set the fields
+** that tell in the table at t: all of them, or (for the server, which
+** keeps the body's framing in C) only keep_alive and a true upgrade. */
+static void framing(lua_State *L, parser *ps, int t, int all) {
   if (ps->te) {
     if (ps->minor == 0) fail(ps, 400, "transfer-encoding in HTTP/1.0");
     else if (ps->cl >= 0) fail(ps, 400, "both content-length and transfer-encoding");
@@ -253,41 +302,40 @@ static void framing(lua_State *L, parser *ps) {
   }
   if (ps->minor == 1 && ps->host_count != 1) fail(ps, 400, "exactly one host header required");
   if (ps->status) return;
+  set_bool(L, t, K_KEEP_ALIVE,
+           ps->minor == 1 ? !ps->conn_close : (ps->conn_keep && !ps->conn_close));
+  if (ps->conn_upgrade || all) set_bool(L, t, K_UPGRADE, ps->conn_upgrade);
+  if (!all) return;
   if (ps->cl >= 0) {
     lua_pushinteger(L, ps->cl);
-    lua_setfield(L, -2, "content_length");
+    set_key(L, t, K_CONTENT_LENGTH);
   }
-  lua_pushboolean(L, ps->chunked);
-  lua_setfield(L, -2, "chunked");
-  lua_pushboolean(L, ps->te_codings > 1); /* codings to undo besides chunked */
-  lua_setfield(L, -2, "te_coded");
-  lua_pushboolean(L, ps->minor == 1 ? !ps->conn_close : (ps->conn_keep && !ps->conn_close));
-  lua_setfield(L, -2, "keep_alive");
-  lua_pushboolean(L, ps->expect && ps->minor == 1); /* 1.0: MUST ignore it */
-  lua_setfield(L, -2, "expect_continue");
-  lua_pushboolean(L, ps->conn_upgrade);
-  lua_setfield(L, -2, "upgrade");
+  set_bool(L, t, K_CHUNKED, ps->chunked);
+  set_bool(L, t, K_TE_CODED, ps->te_codings > 1); /* codings to undo besides chunked */
+  set_bool(L, t, K_EXPECT, ps->expect && ps->minor == 1); /* 1.0: MUST ignore it */
 }
 
 /* Parse the head [s, s+len) into a new table on top of L (see
-** l_parse_request); returns ps->status, 0 when the request is good. */
-static int parse_head(lua_State *L, parser *ps, const char *s, size_t len, int max_headers) {
-  int top = lua_gettop(L);
+** l_parse_request; all: every field); returns ps->status, 0 when the
+** request is good. */
+static int parse_head(lua_State *L, parser *ps, const char *s, size_t len, int max_headers,
+                      int all) {
+  int t = lua_gettop(L) + 1;
   memset(ps, 0, sizeof *ps);
   ps->p = s;
   ps->end = s + len;
   ps->cl = -1;
   ps->max_headers = max_headers;
-  lua_createtable(L, 0, 12); /* the head (and the fields http.lua adds) */
-  if (parse_request_line(L, ps) == 0) {
+  lua_createtable(L, 0, 8); /* the head (and the fields http.lua adds) */
+  if (parse_request_line(L, ps, t) == 0) {
     lua_createtable(L, 0, 4); /* its headers */
     lua_pushvalue(L, -1);
-    lua_setfield(L, top + 1, "headers");
-    ps->headers_idx = top + 2;
+    set_key(L, t, K_HEADERS);
+    ps->headers_idx = t + 1;
     parse_fields(L, ps);
-    lua_settop(L, top + 1);
+    lua_settop(L, t);
     if (!ps->status && ps->p != ps->end) fail(ps, 400, "bad header block");
-    if (!ps->status) framing(L, ps);
+    if (!ps->status) framing(L, ps, t, all);
   }
   return ps->status;
 }
@@ -301,7 +349,7 @@ static int l_parse_request(lua_State *L) {
   parser ps;
   int max_headers = (int)luaL_optinteger(L, 2, 100);
   lua_settop(L, 2);
-  if (parse_head(L, &ps, s, len, max_headers)) {
+  if (parse_head(L, &ps, s, len, max_headers, 1)) {
     lua_pushnil(L);
     lua_pushinteger(L, ps.status);
     lua_pushstring(L, ps.why);
@@ -835,23 +883,19 @@ static int refuse(lua_State *L, int status, const char *why) {
 
 /* The head is on top: make the request of it. */
 static int build_request(lua_State *L) {
-  size_t len, tlen;
-  const char *head = lua_tolstring(L, -1, &len), *target;
+  size_t len;
+  const char *head = lua_tolstring(L, -1, &len);
   int req, has_body;
   parser ps;
-  if (parse_head(L, &ps, head, len, (int)lua_tointeger(L, NR_MAXH)))
+  if (parse_head(L, &ps, head, len, (int)lua_tointeger(L, NR_MAXH), 0))
     return refuse(L, ps.status, ps.why);
   req = lua_gettop(L);
-  lua_getfield(L, req, "target");
-  target = lua_tolstring(L, -1, &tlen);
-  lua_getfield(L, req, "method");
-  if (!push_target(L, target, tlen, strcmp(lua_tostring(L, -1), "CONNECT") == 0))
+  if (!push_target(L, ps.target, ps.target_len, strcmp(methods[ps.method], "CONNECT") == 0))
     return refuse(L, 400, "bad request target");
-  lua_setfield(L, req, "_qs");
-  lua_setfield(L, req, "path");
-  lua_settop(L, req);
+  set_key(L, req, K_QS);
+  set_key(L, req, K_PATH);
   lua_pushvalue(L, NR_STREAM);
-  lua_setfield(L, req, "_stream");
+  set_key(L, req, K_STREAM);
   has_body = ps.chunked || ps.cl > 0;
   if (ps.cl > 0 && ps.cl > lua_tointeger(L, NR_MAXBODY))
     return refuse(L, 413, "request body too large");
@@ -880,7 +924,7 @@ static int build_request(lua_State *L) {
       lua_pushinteger(L, ps.cl);
       lua_setfield(L, -2, "length");
     }
-    lua_setfield(L, req, "_body");
+    set_key(L, req, K_BODY);
   }
   lua_pushvalue(L, NR_MT);
   lua_setmetatable(L, req);
@@ -1153,14 +1197,20 @@ static int add_user_fields(lua_State *L, hbuf *h, int idx) {
 ** 0, or -1 with the message pushed. */
 static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_Integer length,
                       const char *conn, const char *deftype) {
-  char line[64];
-  int n, has_type = 0;
+  char num[24], *e = num + sizeof num, *d = e;
+  int has_type = 0;
   if (status < 100 || status > 999) {
     lua_pushliteral(L, "status out of range");
     return -1;
   }
-  n = snprintf(line, sizeof line, "HTTP/1.1 %d ", (int)status);
-  hb_add(L, h, line, (size_t)n);
+  {
+    char line[16] = "HTTP/1.1 ";
+    line[9] = (char)('0' + status / 100);
+    line[10] = (char)('0' + status / 10 % 10);
+    line[11] = (char)('0' + status % 10);
+    line[12] = ' ';
+    hb_add(L, h, line, 13);
+  }
   hb_str(L, h, reason((int)status));
   hb_add(L, h, "\r\n", 2);
   if (hidx && (has_type = add_user_fields(L, h, hidx)) < 0) return -1;
@@ -1170,8 +1220,12 @@ static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_I
     hb_add(L, h, "\r\n", 2);
   }
   if (length >= 0) {
-    n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", (long long)length);
-    hb_add(L, h, line, (size_t)n);
+    uint64_t n = (uint64_t)length;
+    do *--d = (char)('0' + n % 10);
+    while ((n /= 10) > 0);
+    hb_str(L, h, "Content-Length: ");
+    hb_add(L, h, d, (size_t)(e - d));
+    hb_add(L, h, "\r\n", 2);
   } else if (length == -1) hb_str(L, h, "Transfer-Encoding: chunked\r\n");
   hb_str(L, h, "Date: ");
   hb_str(L, h, http_date());
@@ -1265,6 +1319,7 @@ int luaopen_loom_http_core(lua_State *L) {
   lua_pop(L, 1);
   luaL_newlibtable(L, fns);
   luaL_getmetatable(L, "loom.Stream"); /* upvalue 1: udata_check's fast path */
-  luaL_setfuncs(L, fns, 1);
+  push_keys(L);                        /* upvalue 2: KEYS */
+  luaL_setfuncs(L, fns, 2);
   return 1;
 }

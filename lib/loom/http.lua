@@ -290,7 +290,7 @@ local function respond(stream, req, handler, conn)
   if not ok and is_cancel(status) then error(status, 0) end
   -- req:websocket() took the connection over (or refused it with its own
   -- response): no response from us, and no further request is read on it
-  if req._upgraded then
+  if rawget(req, "_upgraded") then
     if not ok and not refused[status] then log_error(req, status) end
     if req._websocket then req._websocket:_handler_done(ok) end
     return false
@@ -367,7 +367,7 @@ local function serve_requests(stream, handler, opts, conn)
     conn.busy = true
     local keep = respond(stream, req, handler, conn)
     conn.busy = false
-    if req._upgraded then return end -- the connection belongs to a WebSocket now
+    if rawget(req, "_upgraded") then return end -- the connection belongs to a WebSocket now
     if not keep then
       linger(stream)
       return
