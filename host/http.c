@@ -17,6 +17,8 @@
 #include "internal.h"
 
 #define MAX_TARGET 8192
+#define TEXT "text/plain; charset=utf-8" /* the default Content-Type */
+static const char text_type[] = TEXT;
 #define MAX_NAME 256
 
 static unsigned char tchar[256]; /* token characters (RFC 9110 5.6.2) */
@@ -79,8 +81,17 @@ static void set_key(lua_State *L, int t, int key) {
 }
 
 static void set_bool(lua_State *L, int t, int key, int b) {
+  push_key(L, key);
   lua_pushboolean(L, b);
-  set_key(L, t, key);
+  lua_rawset(L, t);
+}
+
+/* t[key] = the value at idx (left in place) */
+static void set_copy(lua_State *L, int t, int key, int idx) {
+  idx = lua_absindex(L, idx);
+  push_key(L, key);
+  lua_pushvalue(L, idx);
+  lua_rawset(L, t);
 }
 
 static void push_keys(lua_State *L) {
@@ -134,16 +145,18 @@ static int parse_request_line(lua_State *L, parser *ps, int t) {
   if (ps->p == m || ps->p >= ps->end || *ps->p != ' ') return fail(ps, 400, "bad request line");
   if (ps->p - m > 16 || (ps->method = known_method(m, (size_t)(ps->p - m))) < 0)
     return fail(ps, 501, "method not implemented");
+  push_key(L, K_METHOD);
   push_key(L, K_METHODS + ps->method);
-  set_key(L, t, K_METHOD);
+  lua_rawset(L, t);
   tg = ++ps->p;
   while (ps->p < ps->end && (unsigned char)*ps->p > 0x20 && (unsigned char)*ps->p < 0x7f) ps->p++;
   if (ps->p == tg || ps->p >= ps->end || *ps->p != ' ') return fail(ps, 400, "bad request target");
   if (ps->p - tg > MAX_TARGET) return fail(ps, 414, "request target too long");
   ps->target = tg;
   ps->target_len = (size_t)(ps->p - tg);
+  push_key(L, K_TARGET);
   lua_pushlstring(L, tg, ps->target_len);
-  set_key(L, t, K_TARGET);
+  lua_rawset(L, t);
   v = ++ps->p;
   if (ps->end - v < 10 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
       v[6] != '.' || v[7] < '0' || v[7] > '9')
@@ -153,8 +166,9 @@ static int parse_request_line(lua_State *L, parser *ps, int t) {
   ps->p += 2;
   if (v[5] != '1') return fail(ps, 505, "HTTP version not supported");
   ps->minor = v[7] == '0' ? 0 : 1;
+  push_key(L, K_VERSION);
   push_key(L, ps->minor ? K_V11 : K_V10);
-  set_key(L, t, K_VERSION);
+  lua_rawset(L, t);
   return 0;
 }
 
@@ -329,8 +343,7 @@ static int parse_head(lua_State *L, parser *ps, const char *s, size_t len, int m
   lua_createtable(L, 0, 8); /* the head (and the fields http.lua adds) */
   if (parse_request_line(L, ps, t) == 0) {
     lua_createtable(L, 0, 4); /* its headers */
-    lua_pushvalue(L, -1);
-    set_key(L, t, K_HEADERS);
+    set_copy(L, t, K_HEADERS, t + 1);
     ps->headers_idx = t + 1;
     parse_fields(L, ps);
     lua_settop(L, t);
@@ -881,21 +894,21 @@ static int refuse(lua_State *L, int status, const char *why) {
   return 3;
 }
 
-/* The head is on top: make the request of it. */
-static int build_request(lua_State *L) {
-  size_t len;
-  const char *head = lua_tolstring(L, -1, &len);
-  int req, has_body;
+/* The head is the first len bytes of s's buffer: make the request of it
+** (every field is a copy) and consume it. */
+static int build_request(lua_State *L, stream_t *s, size_t len) {
+  int req, has_body, bad;
   parser ps;
-  if (parse_head(L, &ps, head, len, (int)lua_tointeger(L, NR_MAXH), 0))
-    return refuse(L, ps.status, ps.why);
+  bad = parse_head(L, &ps, s->rbuf + s->rpos, len, (int)lua_tointeger(L, NR_MAXH), 0);
+  stream_consume(s, len);
+  if (bad) return refuse(L, ps.status, ps.why);
   req = lua_gettop(L);
   if (!push_target(L, ps.target, ps.target_len, strcmp(methods[ps.method], "CONNECT") == 0))
     return refuse(L, 400, "bad request target");
-  set_key(L, req, K_QS);
-  set_key(L, req, K_PATH);
-  lua_pushvalue(L, NR_STREAM);
-  set_key(L, req, K_STREAM);
+  if (!lua_isnil(L, -1)) set_copy(L, req, K_QS, -1);
+  set_copy(L, req, K_PATH, -2);
+  lua_settop(L, req);
+  set_copy(L, req, K_STREAM, NR_STREAM);
   has_body = ps.chunked || ps.cl > 0;
   if (ps.cl > 0 && ps.cl > lua_tointeger(L, NR_MAXBODY))
     return refuse(L, 413, "request body too large");
@@ -935,17 +948,17 @@ static int next_k(lua_State *L, int status, lua_KContext ctx);
 
 /* Wait for the head, or take it from the buffer. */
 static int next_head(lua_State *L, stream_t *s) {
-  size_t max = (size_t)lua_tointeger(L, NR_MAXHB);
-  int r = stream_try_read(L, s, READ_HEAD, max);
-  if (r == 0)
-    return stream_wait_read(L, s, READ_HEAD, max, lua_tonumber(L, NR_HTIMEOUT), NR_HEAD, next_k);
-  if (r < 0) { /* too long, or the connection ended inside the head */
-    if (err_is_kind(L, -1, "limit")) return refuse(L, 431, "request header fields too large");
+  size_t max = (size_t)lua_tointeger(L, NR_MAXHB), n;
+  switch (stream_find_head(s, max, &n)) {
+  case HEAD_FOUND: return build_request(L, s, n);
+  case HEAD_MORE:
+    return stream_wait_read(L, s, READ_HEAD_PEEK, max, lua_tonumber(L, NR_HTIMEOUT), NR_HEAD,
+                            next_k);
+  case HEAD_LONG: return refuse(L, 431, "request header fields too large");
+  default: /* the connection ended (inside the head, or cleanly) */
     lua_pushnil(L);
     return 1;
   }
-  if (lua_isnil(L, -1)) return 1; /* a clean end */
-  return build_request(L);
 }
 
 static int next_k(lua_State *L, int status, lua_KContext ctx) {
@@ -960,16 +973,12 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
     lua_pushnil(L);
     return 1;
   }
-  if (ctx == NR_MORE) {
-    if (!lua_toboolean(L, -1)) { /* the end */
-      lua_pushnil(L);
-      return 1;
-    }
-    lua_pop(L, 1);
-    return next_head(L, stream_check(L, NR_STREAM));
+  if (!lua_toboolean(L, -1)) { /* the end */
+    lua_pushnil(L);
+    return 1;
   }
-  if (lua_isnil(L, -1)) return 1;
-  return build_request(L);
+  lua_pop(L, 1);
+  return next_head(L, stream_check(L, NR_STREAM));
 }
 
 static int l_next_request(lua_State *L) {
@@ -977,6 +986,7 @@ static int l_next_request(lua_State *L) {
   int r;
   luaL_checktype(L, NR_MT, LUA_TTABLE);
   lua_settop(L, NR_IDLE);
+  s->scan = 0; /* where a search for the head resumes */
   r = stream_try_read(L, s, READ_MORE, 0); /* the first byte (idle wait) */
   if (r == 0)
     return stream_wait_read(L, s, READ_MORE, 0, lua_tonumber(L, NR_WAIT), NR_MORE, next_k);
@@ -1134,6 +1144,7 @@ static void hb_add(lua_State *L, hbuf *h, const char *d, size_t n) {
 }
 
 static void hb_str(lua_State *L, hbuf *h, const char *str) { hb_add(L, h, str, strlen(str)); }
+#define HB_LIT(L, h, lit) hb_add(L, h, "" lit, sizeof(lit) - 1)
 
 /* Add one "name: value" line, refusing CR/LF (header injection); -1 with
 ** the message pushed when the name or value is bad. */
@@ -1212,30 +1223,34 @@ static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_I
     hb_add(L, h, line, 13);
   }
   hb_str(L, h, reason((int)status));
-  hb_add(L, h, "\r\n", 2);
+  HB_LIT(L, h, "\r\n");
   if (hidx && (has_type = add_user_fields(L, h, hidx)) < 0) return -1;
   if (!has_type && deftype) {
-    hb_str(L, h, "Content-Type: ");
-    hb_str(L, h, deftype);
-    hb_add(L, h, "\r\n", 2);
+    if (deftype == text_type) HB_LIT(L, h, "Content-Type: " TEXT "\r\n");
+    else {
+      HB_LIT(L, h, "Content-Type: ");
+      hb_str(L, h, deftype);
+      HB_LIT(L, h, "\r\n");
+    }
   }
   if (length >= 0) {
     uint64_t n = (uint64_t)length;
+    *--d = '\n';
+    *--d = '\r';
     do *--d = (char)('0' + n % 10);
     while ((n /= 10) > 0);
-    hb_str(L, h, "Content-Length: ");
+    HB_LIT(L, h, "Content-Length: ");
     hb_add(L, h, d, (size_t)(e - d));
-    hb_add(L, h, "\r\n", 2);
-  } else if (length == -1) hb_str(L, h, "Transfer-Encoding: chunked\r\n");
-  hb_str(L, h, "Date: ");
-  hb_str(L, h, http_date());
-  hb_add(L, h, "\r\n", 2);
-  if (conn) {
-    hb_str(L, h, "Connection: ");
+  } else if (length == -1) HB_LIT(L, h, "Transfer-Encoding: chunked\r\n");
+  HB_LIT(L, h, "Date: ");
+  hb_add(L, h, http_date(), 29); /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+  if (!conn) HB_LIT(L, h, "\r\n\r\n");
+  else if (strcmp(conn, "close") == 0) HB_LIT(L, h, "\r\nConnection: close\r\n\r\n");
+  else {
+    HB_LIT(L, h, "\r\nConnection: ");
     hb_str(L, h, conn);
-    hb_add(L, h, "\r\n", 2);
+    HB_LIT(L, h, "\r\n\r\n");
   }
-  hb_add(L, h, "\r\n", 2);
   return 0;
 }
 
@@ -1280,7 +1295,7 @@ static int l_send(lua_State *L) {
   hb_init(L, &h);
   if (build_head(L, &h, status, lua_istable(L, 4) ? 4 : 0,
                  no_body_status(status) ? -2 : (lua_Integer)blen,
-                 !keep ? "close" : http10 ? "keep-alive" : NULL, "text/plain; charset=utf-8")) {
+                 !keep ? "close" : http10 ? "keep-alive" : NULL, text_type)) {
     lua_pushnil(L);
     lua_insert(L, -2);
     return 2;

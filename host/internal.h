@@ -210,8 +210,14 @@ enum { STREAM_TCP = 1, STREAM_PIPE, STREAM_TTY, STREAM_FILE };
 
 /* Read forms (stream_read): READ_HEAD takes an HTTP head (arg: its limit);
 ** READ_MORE waits until more than arg bytes are buffered (true) or the end
-** (false), consuming nothing. */
-enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL, READ_HEAD, READ_MORE };
+** (false), consuming nothing.
+** READ_HEAD_PEEK waits for a whole head like READ_HEAD, but leaves it in
+** the buffer and yields true (see stream_find_head). */
+enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL, READ_HEAD, READ_MORE,
+       READ_HEAD_PEEK };
+enum { HEAD_FOUND, HEAD_MORE, HEAD_LONG, HEAD_END, HEAD_BROKEN };
+int stream_find_head(stream_t *s, size_t max, size_t *n);
+void stream_consume(stream_t *s, size_t n);
 int stream_read(lua_State *L, int mode, size_t arg);
 int http_parse_response(lua_State *L); /* http.c, for the client */
 int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs);

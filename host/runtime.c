@@ -56,7 +56,7 @@ static void *rt_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   if (rt->mem_limit && nsize > old && rt->mem_used + (nsize - old) > rt->mem_limit)
     return NULL;
-  p = realloc(ptr, nsize);
+  p = ptr ? realloc(ptr, nsize) : malloc(nsize);
   if (!p) return NULL;
   rt->mem_used = rt->mem_used - old + nsize;
   return p;

@@ -265,42 +265,68 @@ static int take_line(lua_State *L, stream_t *s) {
   return 1;
 }
 
-/* Push an HTTP head: everything through the first empty line (CRLF CRLF,
-** or a bare-LF one, which the parser then refuses), after skipping empty
-** lines before it (RFC 9112 2.2). nil at a clean end; 0: need more. */
-static int take_head(lua_State *L, stream_t *s, size_t max) {
+/* Find the HTTP head at the front of the buffer: everything through the
+** first empty line (CRLF CRLF, or a bare-LF one, which the parser then
+** refuses), after skipping empty lines before it (RFC 9112 2.2). Returns a
+** HEAD_* outcome; with HEAD_FOUND, *n is its length from rbuf + rpos. */
+int stream_find_head(stream_t *s, size_t max, size_t *n) {
   char *start, *hit = NULL;
   size_t have, i;
   while (buffered(s) >= 2 && s->rbuf[s->rpos] == '\r' && s->rbuf[s->rpos + 1] == '\n')
     consume(s, 2);
   start = s->rbuf ? s->rbuf + s->rpos : NULL;
   have = buffered(s);
-  for (i = s->scan > 2 ? s->scan - 2 : 0; i + 1 < have; i++) {
-    if (start[i] != '\n') continue;
+  i = s->scan > 2 ? s->scan - 2 : 0;
+  while (i + 1 < have) {
+    char *nl = (char *)memchr(start + i, '\n', have - 1 - i);
+    if (!nl) break;
+    i = (size_t)(nl - start);
     if (start[i + 1] == '\n') { hit = start + i + 2; break; }
     if (i + 2 < have && start[i + 1] == '\r' && start[i + 2] == '\n') {
       hit = start + i + 3;
       break;
     }
+    i++;
   }
-  if (hit ? (size_t)(hit - start) > max : have > max) { /* found or not: too long */
-    err_push(L, "limit", NULL, "head longer than %d bytes", (int)max);
-    return -1;
-  }
+  if (hit ? (size_t)(hit - start) > max : have > max) return HEAD_LONG; /* found or not */
   if (hit) {
-    size_t n = (size_t)(hit - start);
-    lua_pushlstring(L, start, n);
-    consume(s, n);
-    return 1;
+    *n = (size_t)(hit - start);
+    return HEAD_FOUND;
   }
   s->scan = have;
-  if (!s->eof) return 0;
-  if (have == 0 && !s->rerr) {
+  if (!s->eof) return HEAD_MORE;
+  return have == 0 && !s->rerr ? HEAD_END : HEAD_BROKEN;
+}
+
+/* Consume n bytes a C reader took from rbuf + rpos. */
+void stream_consume(stream_t *s, size_t n) {
+  consume(s, n);
+  update_reading(s);
+}
+
+/* Push an HTTP head (consumed), or true when peek (left in the buffer);
+** nil at a clean end; 0: need more. */
+static int take_head(lua_State *L, stream_t *s, size_t max, int peek) {
+  size_t n;
+  switch (stream_find_head(s, max, &n)) {
+  case HEAD_FOUND:
+    if (peek) lua_pushboolean(L, 1);
+    else {
+      lua_pushlstring(L, s->rbuf + s->rpos, n);
+      consume(s, n);
+    }
+    return 1;
+  case HEAD_MORE: return 0;
+  case HEAD_LONG:
+    err_push(L, "limit", NULL, "head longer than %d bytes", (int)max);
+    return -1;
+  case HEAD_END:
     lua_pushnil(L);
     return 1;
+  default:
+    push_end_error(L, s, "read_head");
+    return -1;
   }
-  push_end_error(L, s, "read_head");
-  return -1;
 }
 
 /* Push the data before the delimiter, consuming both; 0: need more. */
@@ -353,7 +379,8 @@ static int try_read(lua_State *L, stream_t *s, int mode, size_t arg) {
     return -1;
   case READ_LINE: return take_line(L, s);
   case READ_UNTIL: return take_until(L, s);
-  case READ_HEAD: return take_head(L, s, arg);
+  case READ_HEAD: return take_head(L, s, arg, 0);
+  case READ_HEAD_PEEK: return take_head(L, s, arg, 1);
   case READ_MORE: /* some bytes beyond arg are buffered, or the end */
     if (have <= arg && !s->eof) return 0;
     lua_pushboolean(L, have > arg);

@@ -6,6 +6,7 @@ local net = require "loom.net"
 local core = require "loom.http.core"
 
 local http = {}
+local rawget, type, xpcall = rawget, type, xpcall -- hot in the request loop
 
 local json -- require "loom.json" on first use
 local function get_json()
@@ -273,8 +274,6 @@ local function shape(req, status, body, headers, keep)
   return core.head(status, headers, len, connection, TEXT), not head_only and body or nil, keep
 end
 
--- Run the handler and send its response; returns whether the connection
--- may carry another request.
 local refused = Request._refused_errors
 
 local function handler_msgh(e)
@@ -284,6 +283,8 @@ end
 
 local send = core.send
 
+-- Run the handler and send its response; returns whether the connection
+-- may carry another request, and whether a WebSocket took it over.
 local function respond(stream, req, handler, conn)
   local ok, status, body, headers = xpcall(handler, handler_msgh, req)
   local b = rawget(req, "_body")
@@ -293,7 +294,7 @@ local function respond(stream, req, handler, conn)
   if rawget(req, "_upgraded") then
     if not ok and not refused[status] then log_error(req, status) end
     if req._websocket then req._websocket:_handler_done(ok) end
-    return false
+    return false, true
   end
   if b and b.failed ~= nil then -- the body was malformed, too large or cut off
     if b.failed then send_error(stream, b.failed, b.why) end
@@ -365,9 +366,9 @@ local function serve_requests(stream, handler, opts, conn)
       return
     end
     conn.busy = true
-    local keep = respond(stream, req, handler, conn)
+    local keep, upgraded = respond(stream, req, handler, conn)
     conn.busy = false
-    if rawget(req, "_upgraded") then return end -- the connection belongs to a WebSocket now
+    if upgraded then return end -- the connection belongs to a WebSocket now
     if not keep then
       linger(stream)
       return
