@@ -63,12 +63,12 @@ static int known_method(const char *p, size_t n) {
 enum {
   K_METHOD = 1, K_TARGET, K_VERSION, K_HEADERS, K_CONTENT_LENGTH, K_CHUNKED, K_TE_CODED,
   K_KEEP_ALIVE, K_EXPECT, K_UPGRADE, K_PATH, K_QS, K_STREAM, K_BODY, K_V10, K_V11,
-  K_METHODS /* methods[i] is at K_METHODS + i */
+  K_UPGRADED, K_METHODS /* methods[i] is at K_METHODS + i */
 };
 static const char *const key_names[] = {
   "method", "target", "version", "headers", "content_length", "chunked", "te_coded",
   "keep_alive", "expect_continue", "upgrade", "path", "_qs", "_stream", "_body", "1.0", "1.1",
-  NULL};
+  "_upgraded", NULL};
 #define KEYS lua_upvalueindex(2)
 
 static void push_key(lua_State *L, int key) { lua_rawgeti(L, KEYS, key); }
@@ -1276,33 +1276,87 @@ static int no_body_status(lua_Integer status) {
   return status < 200 || status == 204 || status == 304;
 }
 
+/* Build the head of a string response and write it with the body; the
+** value at index 1 is returned. */
+static int send_string(lua_State *L, stream_t *s, lua_Integer status, const char *body,
+                       size_t blen, int hidx, int keep, int http10, int head_only) {
+  uv_buf_t bufs[2];
+  hbuf h;
+  hb_init(L, &h);
+  if (build_head(L, &h, status, hidx, no_body_status(status) ? -2 : (lua_Integer)blen,
+                 !keep ? "close" : http10 ? "keep-alive" : NULL, text_type))
+    return -1;
+  bufs[0] = uv_buf_init(h.p, (unsigned)h.n);
+  bufs[1] = uv_buf_init((char *)body, (unsigned)blen);
+  return stream_write_bufs(L, s, bufs, head_only || no_body_status(status) || !blen ? 1 : 2);
+}
+
 /* send(stream, status, body, headers, keep, http10, head) -> true, or nil
 ** and the message when the status or a header is bad (nothing is sent).
-** The common response, a string body, sent in one write: status (not an
-** integer: 200), the user's headers (a table or nil); keep: the connection
-** stays open; http10: the request was HTTP/1.0; head: a HEAD request. The
-** body's length is given unless the status has no body (1xx, 204, 304). */
+** A string response in one write: status (not an integer: 200), the user's
+** headers (a table or nil); keep: the connection stays open; http10: the
+** request was HTTP/1.0; head: a HEAD request. The body's length is given
+** unless the status has no body (1xx, 204, 304). */
 static int l_send(lua_State *L) {
   stream_t *s = stream_check(L, 1);
   size_t blen;
   const char *body = luaL_checklstring(L, 3, &blen);
-  int isint, keep = lua_toboolean(L, 5), http10 = lua_toboolean(L, 6);
+  int isint;
   lua_Integer status = lua_tointegerx(L, 2, &isint);
-  uv_buf_t bufs[2];
-  hbuf h;
   if (!isint) status = 200;
   lua_settop(L, 7);
-  hb_init(L, &h);
-  if (build_head(L, &h, status, lua_istable(L, 4) ? 4 : 0,
-                 no_body_status(status) ? -2 : (lua_Integer)blen,
-                 !keep ? "close" : http10 ? "keep-alive" : NULL, text_type)) {
+  if (send_string(L, s, status, body, blen, lua_istable(L, 4) ? 4 : 0, lua_toboolean(L, 5),
+                  lua_toboolean(L, 6), lua_toboolean(L, 7)) < 0) {
     lua_pushnil(L);
     lua_insert(L, -2);
     return 2;
   }
-  bufs[0] = uv_buf_init(h.p, (unsigned)h.n);
-  bufs[1] = uv_buf_init((char *)body, (unsigned)blen);
-  return stream_write_bufs(L, s, bufs, lua_toboolean(L, 7) || no_body_status(status) || !blen ? 1 : 2);
+  return 1; /* the stream */
+}
+
+/* finish(stream, req, open, status, body, headers) -> keep, or nil
+** The common end of a request, in one call: the handler returned a string
+** body (and a headers table or nil) for a request without a body that no
+** WebSocket took over. Sends the response and returns whether the
+** connection stays open (open: the server still takes requests on it).
+** nil: nothing was done, the general path (http.lua's respond) must. */
+static int l_finish(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  size_t blen;
+  const char *body;
+  int isint, keep, http10, head_only;
+  lua_Integer status;
+  lua_settop(L, 6);
+  if (!lua_istable(L, 2) || lua_type(L, 5) != LUA_TSTRING || !(lua_isnil(L, 6) || lua_istable(L, 6)))
+    goto general;
+  push_key(L, K_UPGRADED);
+  if (lua_rawget(L, 2) != LUA_TNIL) goto general;
+  push_key(L, K_BODY);
+  if (lua_rawget(L, 2) != LUA_TNIL) goto general;
+  push_key(L, K_KEEP_ALIVE);
+  lua_rawget(L, 2);
+  keep = lua_toboolean(L, -1) && lua_toboolean(L, 3);
+  push_key(L, K_VERSION);
+  lua_rawget(L, 2);
+  push_key(L, K_V10);
+  http10 = lua_rawequal(L, -1, -2);
+  push_key(L, K_METHOD);
+  lua_rawget(L, 2);
+  push_key(L, K_METHODS + 1); /* HEAD */
+  head_only = lua_rawequal(L, -1, -2);
+  status = lua_tointegerx(L, 4, &isint);
+  if (!isint) status = 200;
+  body = lua_tolstring(L, 5, &blen);
+  lua_pushboolean(L, keep);
+  lua_replace(L, 1); /* what send_string returns; the stream stays referenced by req */
+  lua_settop(L, 6);
+  if (send_string(L, s, status, body, blen, lua_istable(L, 6) ? 6 : 0, keep, http10,
+                  head_only) < 0)
+    goto general;
+  return 1; /* keep */
+general:
+  lua_pushnil(L);
+  return 1;
 }
 
 /* reason(status) -> the standard reason phrase */
@@ -1319,7 +1373,8 @@ int luaopen_loom_http_core(lua_State *L) {
       {"wait_more", l_wait_more},         {"read_head", l_read_head},
       {"inflater", l_inflater},           {"head", l_head},
       {"reason", l_reason},               {"next_request", l_next_request},
-      {"send", l_send},                   {NULL, NULL}};
+      {"send", l_send},                   {"finish", l_finish},
+      {NULL, NULL}};
   static const luaL_Reg inf[] = {{"feed", inf_feed}, {"done", inf_done}, {NULL, NULL}};
   init_tables();
   stream_open(L);

@@ -738,7 +738,8 @@ static int write_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* Write bufs for the C function running on L, its stream at index 1:
 ** raises on a write error; waits while more than WHWM bytes are unsent.
-** Returns 1, the stream on top. Must be the return expression. */
+** Returns 1: the value at index 1 (the stream, for s:write). Must be the
+** return expression. */
 int stream_write_bufs(lua_State *L, stream_t *s, const uv_buf_t *bufs, int n) {
   int i, r = 0;
   task_t *t;

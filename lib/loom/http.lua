@@ -281,12 +281,16 @@ local function handler_msgh(e)
   return debug.traceback(error_text(e), 2)
 end
 
-local send = core.send
+local send, finish = core.send, core.finish
 
 -- Run the handler and send its response; returns whether the connection
 -- may carry another request, and whether a WebSocket took it over.
 local function respond(stream, req, handler, conn)
   local ok, status, body, headers = xpcall(handler, handler_msgh, req)
+  if ok then -- the common case in one C call; nil when it is not that
+    local keep = finish(stream, req, conn.open, status, body, headers)
+    if keep ~= nil then return keep end
+  end
   local b = rawget(req, "_body")
   if not ok and is_cancel(status) then error(status, 0) end
   -- req:websocket() took the connection over (or refused it with its own
