@@ -1286,9 +1286,14 @@ static int send_string(lua_State *L, stream_t *s, lua_Integer status, const char
   if (build_head(L, &h, status, hidx, no_body_status(status) ? -2 : (lua_Integer)blen,
                  !keep ? "close" : http10 ? "keep-alive" : NULL, text_type))
     return -1;
+  if (head_only || no_body_status(status)) blen = 0;
+  if (blen > 0 && h.n + blen <= h.cap) { /* a small body: one buffer, one write() */
+    hb_add(L, &h, body, blen);
+    blen = 0;
+  }
   bufs[0] = uv_buf_init(h.p, (unsigned)h.n);
   bufs[1] = uv_buf_init((char *)body, (unsigned)blen);
-  return stream_write_bufs(L, s, bufs, head_only || no_body_status(status) || !blen ? 1 : 2);
+  return stream_write_bufs(L, s, bufs, blen ? 2 : 1);
 }
 
 /* send(stream, status, body, headers, keep, http10, head) -> true, or nil
