@@ -26,6 +26,17 @@
 
 static const char *STREAM_MT = "loom.Stream";
 
+/* A Stream userdata. The tag lets stream_check tell a Stream from any other
+** value with lua_rawlen and one compare, where getmetatable and rawequal
+** cost several times more on every read and write. The stream pointer
+** stays first: code that only needs it reads the block as a stream_t **. */
+typedef struct {
+  stream_t *s;
+  const char *tag; /* &stream_tag */
+} stream_box;
+
+static const char stream_tag = 0;
+
 typedef struct {
   uv_write_t req;
   size_t n;
@@ -50,8 +61,20 @@ static void close_cb(uv_handle_t *h) {
   if (!s->boxed) stream_free(s);
 }
 
+/* The box of the Stream at idx, or raise. A light userdata has length 0
+** and a foreign full userdata does not carry the tag. */
 static stream_t **check_box(lua_State *L, int idx) {
-  return (stream_t **)udata_check(L, idx, STREAM_MT);
+  stream_box *b = (stream_box *)lua_touserdata(L, idx);
+  if (b && lua_rawlen(L, idx) == sizeof *b && b->tag == &stream_tag) return &b->s;
+  return (stream_t **)luaL_checkudata(L, idx, STREAM_MT);
+}
+
+/* Push the userdata of the new stream s (the caller checked the stack). */
+static void push_box(lua_State *L, stream_t *s) {
+  stream_box *b = (stream_box *)lua_newuserdatauv(L, sizeof *b, 0);
+  b->s = s;
+  b->tag = &stream_tag;
+  luaL_setmetatable(L, STREAM_MT);
 }
 
 /* The open stream at idx, or raise kind "closed". */
@@ -65,7 +88,6 @@ stream_t *stream_check(lua_State *L, int idx) {
 ** (nothing pushed, *err set) on failure. Safe to call on a suspended
 ** task's coroutine from a callback: it never raises. */
 stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
-  stream_t **box;
   stream_t *s = (stream_t *)calloc(1, sizeof *s);
   int r;
   if (!s || !lua_checkstack(L, 2)) {
@@ -85,9 +107,7 @@ stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
   s->limit = 64 * 1024;
   s->boxed = 1;
   s->h.handle.data = s;
-  box = (stream_t **)lua_newuserdatauv(L, sizeof *box, 0);
-  *box = s;
-  luaL_setmetatable(L, STREAM_MT);
+  push_box(L, s);
   return s;
 }
 
@@ -120,8 +140,7 @@ stream_t *stream_new_fd(lua_State *L, uv_loop_t *loop, int fd, int *err) {
     s->limit = 64 * 1024;
     s->boxed = 1;
     s->h.handle.data = s;
-    *(stream_t **)lua_newuserdatauv(L, sizeof s, 0) = s;
-    luaL_setmetatable(L, STREAM_MT);
+    push_box(L, s);
     return s;
   }
   if (type == UV_FILE) {
@@ -136,8 +155,7 @@ stream_t *stream_new_fd(lua_State *L, uv_loop_t *loop, int fd, int *err) {
     s->fd = fd;
     s->limit = 64 * 1024;
     s->boxed = 1;
-    *(stream_t **)lua_newuserdatauv(L, sizeof s, 0) = s;
-    luaL_setmetatable(L, STREAM_MT);
+    push_box(L, s);
     return s;
   }
   if (type != UV_NAMED_PIPE && type != UV_TCP) {
