@@ -567,9 +567,12 @@ int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs) {
 }
 
 static int s_read(lua_State *L) {
-  lua_Integer n = luaL_optinteger(L, 2, DEFAULT_READ);
-  luaL_argcheck(L, n > 0, 2, "must be positive");
-  lua_settop(L, 1);
+  lua_Integer n = DEFAULT_READ;
+  if (lua_gettop(L) > 1) { /* s:read() is the echo loop's hot path: skip this */
+    n = luaL_optinteger(L, 2, DEFAULT_READ);
+    luaL_argcheck(L, n > 0, 2, "must be positive");
+    lua_settop(L, 1);
+  }
   return stream_read(L, READ_ANY, (size_t)n);
 }
 
@@ -714,32 +717,34 @@ static int write_k(lua_State *L, int status, lua_KContext ctx) {
 static int s_write(lua_State *L) {
   stream_t *s = stream_check(L, 1);
   int i, top = lua_gettop(L);
+  uv_buf_t bufs[16]; /* the first 16 pieces, each converted once */
   task_t *t;
-  for (i = 2; i <= top; i++) luaL_checkstring(L, i);
+  for (i = 2; i <= top; i++) {
+    size_t n;
+    const char *d = luaL_checklstring(L, i, &n);
+    if (i <= 17) {
+      bufs[i - 2].base = (char *)d;
+      bufs[i - 2].len = n;
+    }
+  }
   if (s->werr) return raise_write_error(L, s);
   if (s->shut) return err_raise(L, "closed", NULL, "stream is shut down for writing");
   if (!s->filter && s->kind != STREAM_FILE && top > 2 && top <= 17) {
-    uv_buf_t bufs[16];
     int r;
-    for (i = 2; i <= top; i++) {
-      size_t n;
-      const char *d = lua_tolstring(L, i, &n);
-      bufs[i - 2] = uv_buf_init((char *)d, (unsigned)n);
-    }
     if ((r = stream_sendv(s, bufs, top - 1)) < 0) {
       if (!s->werr) s->werr = r;
       return raise_write_error(L, s);
     }
   } else for (i = 2; i <= top; i++) {
-    size_t n;
-    const char *d = lua_tolstring(L, i, &n);
+    size_t n = i <= 17 ? bufs[i - 2].len : 0;
+    const char *d = i <= 17 ? bufs[i - 2].base : lua_tolstring(L, i, &n);
     int r = s->filter ? s->filter->write(s, d, n) : stream_send(s, d, n);
     if (r < 0) {
       if (!s->werr) s->werr = r;
       return raise_write_error(L, s);
     }
   }
-  lua_settop(L, 1);
+  if (top > 1) lua_pushvalue(L, 1); /* the result: s */
   if (s->wqueued <= WHWM || !(t = task_current(L))) return 1;
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   tlist_push(&s->writers, t);
