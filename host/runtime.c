@@ -53,9 +53,14 @@ static void async_cb(uv_async_t *h) {
 ** size, so any block of a class fits any request of it, and at most
 ** BLOCK_KEEP bytes wait. The sanitizer build keeps none, so that it still
 ** sees every use after free. */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) /* gcc */
 #define BLOCK_CACHE 0
-#else
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) /* clang */
+#define BLOCK_CACHE 0
+#endif
+#endif
+#ifndef BLOCK_CACHE
 #define BLOCK_CACHE 1
 #endif
 #define BLOCK_KEEP (1024 * 1024)
