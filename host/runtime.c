@@ -64,6 +64,11 @@ static void async_cb(uv_async_t *h) {
 #define BLOCK_CACHE 1
 #endif
 #define BLOCK_KEEP (1024 * 1024)
+#if defined(__GNUC__) /* keeps the calls of the slow path out of rt_alloc's fast one */
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
 #define block_class(n) (((n) + 15) >> 4) /* 1..BLOCK_CLASSES for 1..256 bytes */
 #define is_small(n) (BLOCK_CACHE && (n) - 1 < BLOCK_CLASSES * 16) /* not 0 */
 
@@ -79,52 +84,50 @@ static void block_flush(loom_t *rt) {
   rt->kept = 0;
 }
 
-static void block_free(loom_t *rt, void *p, size_t n) {
-  size_t c = block_class(n);
-  if (!is_small(n) || rt->kept + (c << 4) > BLOCK_KEEP) {
-    free(p);
-    return;
-  }
-  *(void **)p = rt->blocks[c];
-  rt->blocks[c] = p;
-  rt->kept += c << 4;
-}
-
 /* Get (ptr NULL) or resize a block through malloc; NULL when out of
 ** memory even after the lists gave theirs back. */
-static void *block_malloc(loom_t *rt, void *ptr, size_t osize, size_t nsize) {
+static NOINLINE void *block_malloc(loom_t *rt, void *ptr, size_t osize, size_t nsize) {
   size_t want = is_small(nsize) ? block_class(nsize) << 4 : nsize;
   void *p;
   if (ptr && is_small(osize) && is_small(nsize) &&
       block_class(osize) == block_class(nsize))
-    return ptr; /* it fits already */
-  if ((p = realloc(ptr, want)) == NULL && rt->kept) {
+    p = ptr; /* it fits already */
+  else if ((p = realloc(ptr, want)) == NULL && rt->kept) {
     block_flush(rt); /* what waits on the lists may be what is missing */
     p = realloc(ptr, want);
   }
+  if (p) rt->mem_used = rt->mem_used - osize + nsize;
   return p;
 }
 
-/* Counting allocator: enforces memory_limit. */
+/* Counting allocator: enforces memory_limit. The common cases (a small
+** block from or back to its list) make no call. */
 static void *rt_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   loom_t *rt = (loom_t *)ud;
-  size_t old = ptr ? osize : 0;
+  size_t old = ptr ? osize : 0, c;
   void *p;
   if (nsize == 0) {
-    if (ptr) block_free(rt, ptr, old);
     rt->mem_used -= old;
+    c = block_class(old);
+    if (is_small(old) && rt->kept + (c << 4) <= BLOCK_KEEP) {
+      *(void **)ptr = rt->blocks[c];
+      rt->blocks[c] = ptr;
+      rt->kept += c << 4;
+      return NULL;
+    }
+    free(ptr);
     return NULL;
   }
   if (rt->mem_limit && nsize > old && rt->mem_used + (nsize - old) > rt->mem_limit)
     return NULL;
-  if (!ptr && is_small(nsize) && (p = rt->blocks[block_class(nsize)]) != NULL) {
-    rt->blocks[block_class(nsize)] = *(void **)p;
-    rt->kept -= block_class(nsize) << 4;
-  } else if ((p = block_malloc(rt, ptr, old, nsize)) == NULL) {
-    return NULL;
+  c = block_class(nsize);
+  if (!ptr && is_small(nsize) && (p = rt->blocks[c]) != NULL) {
+    rt->blocks[c] = *(void **)p;
+    rt->kept -= c << 4;
+    rt->mem_used += nsize;
+    return p;
   }
-  rt->mem_used = rt->mem_used - old + nsize;
-  return p;
+  return block_malloc(rt, ptr, old, nsize);
 }
 
 static int rt_panic(lua_State *L) {

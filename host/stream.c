@@ -63,7 +63,7 @@ static void close_cb(uv_handle_t *h) {
 
 /* The box of the Stream at idx, or raise. A light userdata has length 0
 ** and a foreign full userdata does not carry the tag. */
-static stream_t **check_box(lua_State *L, int idx) {
+static inline stream_t **check_box(lua_State *L, int idx) {
   stream_box *b = (stream_box *)lua_touserdata(L, idx);
   if (b && lua_rawlen(L, idx) == sizeof *b && b->tag == &stream_tag) return &b->s;
   return (stream_t **)luaL_checkudata(L, idx, STREAM_MT);
@@ -428,7 +428,7 @@ void stream_deliver(stream_t *s, const char *data, size_t n) {
     n -= k;
   }
   if (n) append(s, data, n);
-  serve_reader(s);
+  if (s->reader) serve_reader(s);
   update_reading(s);
 }
 
@@ -511,8 +511,9 @@ static void reader_cancel(task_t *t) {
 }
 
 static int read_k(lua_State *L, int status, lua_KContext ctx) {
+  task_t *t = task_current(L);
   (void)status;
-  task_resumed(L, task_current(L));
+  if (t->wake != WAKE_VALUES) task_resumed(L, t); /* raises */
   return lua_gettop(L) - (int)ctx;
 }
 
@@ -721,7 +722,8 @@ static int s_write(lua_State *L) {
   task_t *t;
   for (i = 2; i <= top; i++) {
     size_t n;
-    const char *d = luaL_checklstring(L, i, &n);
+    const char *d = lua_tolstring(L, i, &n);
+    if (!d) luaL_checklstring(L, i, &n); /* raises */
     if (i <= 17) {
       bufs[i - 2].base = (char *)d;
       bufs[i - 2].len = n;
