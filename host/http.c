@@ -1393,7 +1393,7 @@ int luaopen_loom_http_core(lua_State *L) {
   }
   lua_pop(L, 1);
   luaL_newlibtable(L, fns);
-  luaL_getmetatable(L, "loom.Stream"); /* upvalue 1: udata_check's fast path */
+  luaL_getmetatable(L, "loom.Stream"); /* upvalue 1 (kept so KEYS stays 2) */
   push_keys(L);                        /* upvalue 2: KEYS */
   luaL_setfuncs(L, fns, 2);
   return 1;

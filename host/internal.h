@@ -84,6 +84,8 @@ struct scope {
   int kind, expired, err_ref;
 };
 
+#define BLOCK_CLASSES 16 /* runtime.c keeps freed Lua blocks of 1..256 bytes */
+
 struct loom {
   lua_State *L;
   uv_loop_t *loop;
@@ -118,6 +120,8 @@ struct loom {
   char **argv;
   int report_deadlock;  /* loom_run reports waits nothing can wake */
   char *rdbuf;          /* the one buffer every stream reads into */
+  void *blocks[BLOCK_CLASSES + 1]; /* freed small Lua blocks by size class */
+  size_t kept;          /* bytes waiting there */
   int own_closing;      /* the runtime's own handles not yet closed */
 };
 

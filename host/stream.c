@@ -26,6 +26,17 @@
 
 static const char *STREAM_MT = "loom.Stream";
 
+/* A Stream userdata. The tag lets stream_check tell a Stream from any other
+** value with lua_rawlen and one compare, where getmetatable and rawequal
+** cost several times more on every read and write. The stream pointer
+** stays first: code that only needs it reads the block as a stream_t **. */
+typedef struct {
+  stream_t *s;
+  const char *tag; /* &stream_tag */
+} stream_box;
+
+static const char stream_tag = 0;
+
 typedef struct {
   uv_write_t req;
   size_t n;
@@ -50,8 +61,20 @@ static void close_cb(uv_handle_t *h) {
   if (!s->boxed) stream_free(s);
 }
 
-static stream_t **check_box(lua_State *L, int idx) {
-  return (stream_t **)udata_check(L, idx, STREAM_MT);
+/* The box of the Stream at idx, or raise. A light userdata has length 0
+** and a foreign full userdata does not carry the tag. */
+static inline stream_t **check_box(lua_State *L, int idx) {
+  stream_box *b = (stream_box *)lua_touserdata(L, idx);
+  if (b && lua_rawlen(L, idx) == sizeof *b && b->tag == &stream_tag) return &b->s;
+  return (stream_t **)luaL_checkudata(L, idx, STREAM_MT);
+}
+
+/* Push the userdata of the new stream s (the caller checked the stack). */
+static void push_box(lua_State *L, stream_t *s) {
+  stream_box *b = (stream_box *)lua_newuserdatauv(L, sizeof *b, 0);
+  b->s = s;
+  b->tag = &stream_tag;
+  luaL_setmetatable(L, STREAM_MT);
 }
 
 /* The open stream at idx, or raise kind "closed". */
@@ -65,7 +88,6 @@ stream_t *stream_check(lua_State *L, int idx) {
 ** (nothing pushed, *err set) on failure. Safe to call on a suspended
 ** task's coroutine from a callback: it never raises. */
 stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
-  stream_t **box;
   stream_t *s = (stream_t *)calloc(1, sizeof *s);
   int r;
   if (!s || !lua_checkstack(L, 2)) {
@@ -85,9 +107,7 @@ stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
   s->limit = 64 * 1024;
   s->boxed = 1;
   s->h.handle.data = s;
-  box = (stream_t **)lua_newuserdatauv(L, sizeof *box, 0);
-  *box = s;
-  luaL_setmetatable(L, STREAM_MT);
+  push_box(L, s);
   return s;
 }
 
@@ -120,8 +140,7 @@ stream_t *stream_new_fd(lua_State *L, uv_loop_t *loop, int fd, int *err) {
     s->limit = 64 * 1024;
     s->boxed = 1;
     s->h.handle.data = s;
-    *(stream_t **)lua_newuserdatauv(L, sizeof s, 0) = s;
-    luaL_setmetatable(L, STREAM_MT);
+    push_box(L, s);
     return s;
   }
   if (type == UV_FILE) {
@@ -136,8 +155,7 @@ stream_t *stream_new_fd(lua_State *L, uv_loop_t *loop, int fd, int *err) {
     s->fd = fd;
     s->limit = 64 * 1024;
     s->boxed = 1;
-    *(stream_t **)lua_newuserdatauv(L, sizeof s, 0) = s;
-    luaL_setmetatable(L, STREAM_MT);
+    push_box(L, s);
     return s;
   }
   if (type != UV_NAMED_PIPE && type != UV_TCP) {
@@ -437,7 +455,7 @@ void stream_deliver(stream_t *s, const char *data, size_t n) {
     n -= k;
   }
   if (n) append(s, data, n);
-  serve_reader(s);
+  if (s->reader) serve_reader(s);
   update_reading(s);
 }
 
@@ -520,8 +538,9 @@ static void reader_cancel(task_t *t) {
 }
 
 static int read_k(lua_State *L, int status, lua_KContext ctx) {
+  task_t *t = task_current(L);
   (void)status;
-  task_resumed(L, task_current(L));
+  if (t->wake != WAKE_VALUES) task_resumed(L, t); /* raises */
   return lua_gettop(L) - (int)ctx;
 }
 
@@ -593,9 +612,12 @@ int stream_wait_read(lua_State *L, stream_t *s, int mode, size_t arg, double sec
 }
 
 static int s_read(lua_State *L) {
-  lua_Integer n = luaL_optinteger(L, 2, DEFAULT_READ);
-  luaL_argcheck(L, n > 0, 2, "must be positive");
-  lua_settop(L, 1);
+  lua_Integer n = DEFAULT_READ;
+  if (lua_gettop(L) > 1) { /* s:read() is the echo loop's hot path: skip this */
+    n = luaL_optinteger(L, 2, DEFAULT_READ);
+    luaL_argcheck(L, n > 0, 2, "must be positive");
+    lua_settop(L, 1);
+  }
   return stream_read(L, READ_ANY, (size_t)n);
 }
 
@@ -755,7 +777,7 @@ int stream_write_bufs(lua_State *L, stream_t *s, const uv_buf_t *bufs, int n) {
     if (!s->werr) s->werr = r;
     return raise_write_error(L, s);
   }
-  lua_settop(L, 1);
+  lua_pushvalue(L, 1); /* the result */
   if (s->wqueued <= WHWM || !(t = task_current(L))) return 1;
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   tlist_push(&s->writers, t);
@@ -767,11 +789,14 @@ static int s_write(lua_State *L) {
   stream_t *s = stream_check(L, 1);
   int i, n = lua_gettop(L) - 1;
   uv_buf_t few[16], *bufs = few;
-  for (i = 2; i <= n + 1; i++) luaL_checkstring(L, i);
-  if (n > 16) bufs = (uv_buf_t *)lua_newuserdatauv(L, sizeof *bufs * (size_t)n, 0);
-  for (i = 0; i < n; i++) {
+  if (n > 16) {
+    for (i = 2; i <= n + 1; i++) luaL_checkstring(L, i);
+    bufs = (uv_buf_t *)lua_newuserdatauv(L, sizeof *bufs * (size_t)n, 0);
+  }
+  for (i = 0; i < n; i++) { /* each piece converted once */
     size_t len;
     const char *d = lua_tolstring(L, i + 2, &len);
+    if (!d) d = luaL_checklstring(L, i + 2, &len); /* raises */
     bufs[i] = uv_buf_init((char *)d, (unsigned)len);
   }
   return stream_write_bufs(L, s, bufs, n);
