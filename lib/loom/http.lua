@@ -171,17 +171,8 @@ local function no_body_status(status)
   return status < 200 or status == 204 or status == 304
 end
 
-local function error_text(e)
-  if type(e) == "string" then return e end
-  local mt = getmetatable(e)
-  if mt and mt.__tostring then return tostring(e) end
-  return ("(error object is a %s value)"):format(type(e))
-end
-
-local function traceback(e)
-  if type(e) == "table" and e.kind == "cancelled" then return e end
-  return debug.traceback(error_text(e), 2)
-end
+-- an error as text for the log; the message handler that adds the traceback
+local error_text, traceback = net._error_text, net._handler_traceback
 
 local function is_cancel(e)
   return type(e) == "table" and e.kind == "cancelled"

@@ -105,6 +105,9 @@ local function handler_traceback(e)
   return debug.traceback(error_text(e), 2)
 end
 
+-- For loom.http's handlers, which are reported the same way.
+net._error_text, net._handler_traceback = error_text, handler_traceback
+
 -- One connection: the TLS handshake if any, then the handler; close the
 -- stream, log a failure (a failed handshake is logged as such, as Go does:
 -- the handler never saw the connection).
