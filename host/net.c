@@ -193,7 +193,13 @@ static int l_connect_unix(lua_State *L) {
   return wait_connect(L, t, r, 0);
 }
 
-/* ---- listeners ---- */
+/* ---- listeners ----
+** A listener accepts on its own rather than through uv_listen: libuv meets
+** EMFILE by accepting and closing every waiting connection, which drops
+** them. Here the socket is watched (uv_poll) only while a task waits in
+** accept(); at EMFILE or ENFILE the watch stops and a timer retries later,
+** so waiting connections stay in the kernel's queue until a descriptor is
+** free and the loop does not spin. */
 
 typedef struct listener {
   union {
@@ -201,17 +207,28 @@ typedef struct listener {
     uv_stream_t stream;
     uv_tcp_t tcp;
     uv_pipe_t pipe;
-  } h;
+  } h;          /* owns the socket (closing it closes the fd, unlinks the path) */
+  uv_poll_t poll; /* readable: a connection waits (initialised once listening) */
+  uv_timer_t retry; /* the pause after EMFILE */
   loom_t *rt;
-  int kind, pending, closed, boxed, handle_closed;
+  int kind, fd, closed, boxed, open, paused;
+  uint64_t delay;  /* the next pause, ms */
   task_t *waiter;
-  uint64_t logged; /* when an accept error was last reported */
+  uint64_t logged; /* when a pause was last reported */
 } listener_t;
 
+enum { RETRY_MIN_MS = 50, RETRY_MAX_MS = 1000 };
+
 static void listener_close_cb(uv_handle_t *h) {
-  listener_t *l = (listener_t *)h;
-  l->handle_closed = 1;
-  if (!l->boxed) free(l);
+  listener_t *l = (listener_t *)h->data;
+  if (--l->open == 0 && !l->boxed) free(l);
+}
+
+static void listener_close_handles(listener_t *l) {
+  uv_handle_t *hs[] = {(uv_handle_t *)&l->poll, (uv_handle_t *)&l->retry, &l->h.handle};
+  int i;
+  for (i = 0; i < 3; i++) /* the poll first: it watches the fd the socket closes */
+    if (hs[i]->loop && !uv_is_closing(hs[i])) uv_close(hs[i], listener_close_cb);
 }
 
 static void listener_close(listener_t *l) {
@@ -223,41 +240,104 @@ static void listener_close(listener_t *l) {
     err_push(t->co, "closed", NULL, "listener is closed");
     task_wake_error(l->rt, t);
   }
-  uv_close(&l->h.handle, listener_close_cb);
+  listener_close_handles(l);
 }
 
-/* Accept one pending connection onto L as a new Stream; 1, or 0 after a
-** failure (the connection is dropped). */
+/* Nobody waits: the watch stays armed but holds the loop no longer (a
+** connection arriving then stops it), which spares two epoll_ctl calls per
+** connection to a busy server. */
+static void listener_idle(listener_t *l) {
+  uv_unref((uv_handle_t *)&l->poll);
+  uv_timer_stop(&l->retry);
+}
+
+static void poll_stop(listener_t *l) {
+  if (uv_is_active((uv_handle_t *)&l->poll)) uv_poll_stop(&l->poll);
+}
+
+static void retry_cb(uv_timer_t *h);
+static void poll_cb(uv_poll_t *h, int status, int events);
+
+/* Watch for the next connection: the socket, or the timer while paused. */
+static void listener_watch(listener_t *l) {
+  if (l->paused) {
+    uv_timer_start(&l->retry, retry_cb, l->delay, 0);
+  } else {
+    uv_ref((uv_handle_t *)&l->poll);
+    if (!uv_is_active((uv_handle_t *)&l->poll)) uv_poll_start(&l->poll, UV_READABLE, poll_cb);
+  }
+}
+
+/* Out of descriptors (or buffers): pause; say so at most once a second. */
+static void listener_pause(listener_t *l, int err) {
+  uint64_t now = uv_now(l->h.handle.loop);
+  l->delay = l->paused ? (l->delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : l->delay * 2)
+                       : RETRY_MIN_MS;
+  l->paused = 1;
+  poll_stop(l);
+  if (!l->logged || now - l->logged > 1000) {
+    fprintf(stderr, "loom: accept paused: %s; the server retries and goes on\n",
+            uv_strerror(err));
+    l->logged = now ? now : 1;
+  }
+}
+
+/* Take one connection and push it onto L as a new Stream: 1; 0 when none
+** waits or descriptors ran out (the listener then paused). */
 static int accept_one(lua_State *L, listener_t *l) {
-  int err = 0;
-  stream_t *s = stream_new_raw(L, l->h.handle.loop, l->kind, &err);
-  l->pending--;
-  if (!s) return 0;
-  if (uv_accept(&l->h.stream, &s->h.stream) < 0 || stream_start(s) < 0) {
-    stream_close(s);
-    lua_pop(L, 1);
-    return 0;
+  for (;;) {
+    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), err = 0, rc;
+    stream_t *s;
+    if (fd < 0) {
+      int e = errno;
+      if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK) {
+        l->paused = 0;
+        return 0;
+      }
+      listener_pause(l, uv_translate_sys_error(e)); /* EMFILE, ENFILE, ENOBUFS, ENOMEM */
+      return 0;
+    }
+    l->paused = 0;
+    s = stream_new_raw(L, l->h.handle.loop, l->kind, &err);
+    if (!s) {
+      close(fd);
+      continue; /* dropped for want of memory */
+    }
+    rc = l->kind == STREAM_TCP ? uv_tcp_open(&s->h.tcp, fd) : uv_pipe_open(&s->h.pipe, fd);
+    if (rc < 0) close(fd);
+    if (rc < 0 || stream_start(s) < 0) {
+      stream_close(s);
+      lua_pop(L, 1);
+      continue;
+    }
+    return 1;
   }
-  return 1;
 }
 
-static void connection_cb(uv_stream_t *server, int status) {
-  listener_t *l = (listener_t *)server->data;
-  task_t *t;
-  if (status < 0) { /* EMFILE and friends: libuv drops the connection; say so, rarely */
-    uint64_t now = uv_now(server->loop);
-    if (!l->logged || now - l->logged > 1000) {
-      fprintf(stderr, "loom: accept failed: %s (the server goes on)\n", uv_strerror(status));
-      l->logged = now ? now : 1;
-    }
-    return;
-  }
-  l->pending++;
-  if ((t = l->waiter) != NULL && accept_one(t->co, l)) {
+/* A connection may wait (or the pause is over): hand it to the waiter. */
+static void listener_ready(listener_t *l) {
+  task_t *t = l->waiter;
+  if (!t || l->closed) return;
+  if (accept_one(t->co, l)) {
     l->waiter = NULL;
+    listener_idle(l);
     task_wake(l->rt, t, 1);
+  } else {
+    listener_watch(l);
   }
-  if (!l->waiter && l->pending == 0) uv_unref(&l->h.handle);
+}
+
+static void poll_cb(uv_poll_t *h, int status, int events) {
+  listener_t *l = (listener_t *)h->data;
+  (void)status;
+  (void)events;
+  if (l->waiter) listener_ready(l);
+  else poll_stop(l);
+}
+
+static void retry_cb(uv_timer_t *h) {
+  listener_ready((listener_t *)h->data);
 }
 
 static listener_t *check_listener(lua_State *L) {
@@ -268,7 +348,10 @@ static listener_t *check_listener(lua_State *L) {
 
 static void accept_cancel(task_t *t) {
   listener_t *l = (listener_t *)t->wdata;
-  if (l->waiter == t) l->waiter = NULL;
+  if (l->waiter == t) {
+    l->waiter = NULL;
+    listener_idle(l);
+  }
 }
 
 /* listener:accept() -> Stream */
@@ -276,13 +359,12 @@ static int li_accept(lua_State *L) {
   listener_t *l = check_listener(L);
   task_t *t;
   lua_settop(L, 1);
-  while (l->pending > 0)
-    if (accept_one(L, l)) return 1;
   if (l->waiter) return err_raise(L, "busy", NULL, "another task is accepting");
+  if (!l->paused && accept_one(L, l)) return 1;
   t = task_check_current(L, "listener:accept");
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   l->waiter = t;
-  uv_ref(&l->h.handle);
+  listener_watch(l);
   return task_wait(L, t, accept_cancel, l, "listener:accept", 0, NULL);
 }
 
@@ -321,23 +403,38 @@ static int li_gc(lua_State *L) {
     l->closed = 1;
     l->waiter = NULL;
     if (!uv_is_closing(&l->h.handle)) {
-      uv_close(&l->h.handle, listener_close_cb);
+      listener_close_handles(l);
       return 0;
     }
-    l->handle_closed = 1; /* closed by loom_free's walk, which ran the loop since */
+    l->open = 0; /* closed by loom_free's walk, which ran the loop since */
   }
-  if (l->handle_closed) free(l);
+  if (l->open == 0) free(l);
   return 0;
 }
 
-static listener_t *new_listener(lua_State *L, int kind) {
+/* A listener box on the stack with an initialised socket handle of kind
+** and its retry timer; the poll comes with listen(2). */
+static listener_t *new_listener(lua_State *L, int kind, const char *what) {
   listener_t **box = (listener_t **)lua_newuserdatauv(L, sizeof *box, 0);
   listener_t *l = (listener_t *)calloc(1, sizeof *l);
+  uv_loop_t *loop = rt_get(L)->loop;
+  int rc;
   *box = NULL;
   if (!l) luaL_error(L, "not enough memory");
   luaL_setmetatable(L, LISTENER_MT);
   l->rt = rt_get(L);
   l->kind = kind;
+  l->fd = -1;
+  rc = kind == STREAM_TCP ? uv_tcp_init(loop, &l->h.tcp) : uv_pipe_init(loop, &l->h.pipe, 0);
+  if (rc < 0) {
+    free(l);
+    err_uv(L, rc, "io", what);
+  }
+  uv_timer_init(loop, &l->retry); /* cannot fail */
+  l->h.handle.data = l->retry.data = l->poll.data = l;
+  l->open = 2;
+  *box = l;
+  l->boxed = 1;
   return l;
 }
 
@@ -348,26 +445,35 @@ static int listen_failed(lua_State *L, listener_t *l, int rc, const char *what) 
 }
 
 static int start_listening(lua_State *L, listener_t *l, int backlog, const char *what) {
-  int rc;
-  l->h.handle.data = l;
-  *(listener_t **)lua_touserdata(L, -1) = l;
-  l->boxed = 1;
-  rc = uv_listen(&l->h.stream, backlog, connection_cb);
+  uv_os_fd_t fd;
+  int rc = uv_fileno(&l->h.handle, &fd);
   if (rc < 0) return listen_failed(L, l, rc, what);
-  uv_unref(&l->h.handle); /* referenced while a task accepts */
+  if (listen(fd, backlog) < 0) return listen_failed(L, l, uv_translate_sys_error(errno), what);
+  if ((rc = uv_poll_init_socket(l->h.handle.loop, &l->poll, fd)) < 0)
+    return listen_failed(L, l, rc, what);
+  uv_unref((uv_handle_t *)&l->poll); /* referenced while a task accepts */
+  l->open++;
+  l->fd = fd;
   return 1;
 }
 
-/* A TCP socket with SO_REUSEPORT set before bind (libuv 1.44 has no flag). */
-static int reuseport_socket(uv_tcp_t *tcp, int family) {
-  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), on = 1;
+/* A bound TCP socket for addr, SO_REUSEADDR as libuv sets it and
+** SO_REUSEPORT when asked (libuv 1.44 has no flag), owned by tcp. Bound
+** here rather than by uv_tcp_bind, which defers EADDRINUSE to uv_listen. */
+static int bind_tcp(uv_tcp_t *tcp, const struct sockaddr_storage *ss, int reuseport) {
+  socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                            : sizeof(struct sockaddr_in);
+  int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), on = 1, rc;
   if (fd < 0) return uv_translate_sys_error(errno);
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
-    int e = errno;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||
+      (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) ||
+      bind(fd, (const struct sockaddr *)ss, len) < 0) {
+    rc = uv_translate_sys_error(errno);
     close(fd);
-    return uv_translate_sys_error(e);
+    return rc;
   }
-  return uv_tcp_open(tcp, fd);
+  if ((rc = uv_tcp_open(tcp, fd)) < 0) close(fd);
+  return rc;
 }
 
 /* listen(ip, port [, backlog [, reuseport]]) -> Listener */
@@ -379,19 +485,8 @@ static int l_listen(lua_State *L) {
   check_addr(L, 1, &ss);
   snprintf(what, sizeof what, "listen %s port %d", lua_tostring(L, 1), (int)lua_tointeger(L, 2));
   lua_settop(L, 2);
-  l = new_listener(L, STREAM_TCP);
-  rc = uv_tcp_init(rt_get(L)->loop, &l->h.tcp);
-  if (rc < 0) {
-    free(l);
-    return err_uv(L, rc, "io", what);
-  }
-  l->h.handle.data = l;
-  *(listener_t **)lua_touserdata(L, -1) = l;
-  l->boxed = 1;
-  if (reuse && (rc = reuseport_socket(&l->h.tcp, ss.ss_family)) < 0)
-    return listen_failed(L, l, rc, what);
-  if ((rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss, 0)) < 0)
-    return listen_failed(L, l, rc, what);
+  l = new_listener(L, STREAM_TCP, what);
+  if ((rc = bind_tcp(&l->h.tcp, &ss, reuse)) < 0) return listen_failed(L, l, rc, what);
   return start_listening(L, l, backlog, what);
 }
 
@@ -404,15 +499,7 @@ static int l_listen_unix(lua_State *L) {
   snprintf(what, sizeof what, "listen %s", path);
   check_sun_path(L, path, "listen");
   lua_settop(L, 1);
-  l = new_listener(L, STREAM_PIPE);
-  rc = uv_pipe_init(rt_get(L)->loop, &l->h.pipe, 0);
-  if (rc < 0) {
-    free(l);
-    return err_uv(L, rc, "io", what);
-  }
-  l->h.handle.data = l;
-  *(listener_t **)lua_touserdata(L, -1) = l;
-  l->boxed = 1;
+  l = new_listener(L, STREAM_PIPE, what);
   if ((rc = uv_pipe_bind(&l->h.pipe, path)) < 0) return listen_failed(L, l, rc, what);
   return start_listening(L, l, backlog, what);
 }

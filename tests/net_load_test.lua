@@ -105,22 +105,24 @@ watchdog:cancel()
 ]==]
 
 -- Open a connection and exchange a line: "served", "dropped" (end of stream
--- or reset: the server could not take it) or an error.
-local function try_exchange(port, text, conns)
+-- or reset: the server could not take it) or an error. The connection stays
+-- open until `release` is set, when there is one.
+local function try_exchange(port, text, release)
   local ok, c = pcall(net.connect, "127.0.0.1", port)
   if not ok then return "connect failed: " .. tostring(c) end
-  if conns then conns[#conns + 1] = c end
-  local ok2, line = pcall(loom.timeout, 5, function()
+  local ok2, line = pcall(loom.timeout, 20, function()
     c:write(text, "\n")
     return c:read_line()
   end)
-  if not conns then c:close() end
+  if release and ok2 and line == text then release.served(c) end
+  if release then release.event:wait() end
+  c:close()
   if ok2 and line == text then return "served" end
   if (ok2 and line == nil) or (not ok2 and line.kind == "io") then return "dropped" end
   return "unexpected: " .. tostring(line)
 end
 
-t.test("EMFILE on accept: the server neither spins nor dies", function()
+t.test("EMFILE on accept: the server pauses, neither spins nor drops, and goes on", function()
   local child = H.loom_script(EMFILE_SERVER, { prefix = "ulimit -n 64 &&", own_pid = true })
   local port = tonumber(child:line())
   if not port then
@@ -128,36 +130,83 @@ t.test("EMFILE on accept: the server neither spins nor dies", function()
     child:remove_script()
     error("the server did not start: " .. tostring(out))
   end
-  -- 100 connections: more than the server can hold open
-  local conns, outcome = {}, {}
-  loom.group(function(g)
-    for i = 1, 100 do
-      g:spawn(function()
-        local r = try_exchange(port, "ping " .. i, conns)
-        outcome[r] = (outcome[r] or 0) + 1
-      end)
-    end
+  -- 100 connections, each held open once served: more than the server can
+  -- hold, so it runs out of descriptors with connections still queued
+  local N, served, outcome = 100, 0, {}
+  local some_served = loom.event()
+  local release = { event = loom.event(), served = function()
+    served = served + 1
+    if served == 20 then some_served:set() end
+  end }
+  local g = loom.spawn(function()
+    loom.group(function(gr)
+      for i = 1, N do
+        gr:spawn(function()
+          local r = try_exchange(port, "ping " .. i, release)
+          outcome[r] = (outcome[r] or 0) + 1
+        end)
+      end
+    end)
   end)
-  local served, dropped = outcome.served or 0, outcome.dropped or 0
-  if os.getenv("LOOM_TEST_VERBOSE") then print("EMFILE outcome " .. H.show(outcome)) end
-  t.eq(served + dropped, 100, "every connection was served or dropped: "
-    .. H.show(outcome))
-  t.ok(served >= 20 and dropped >= 1, "the limit was reached: " .. H.show(outcome))
-  -- while at its limit with clients connected, the server must be idle
+  loom.timeout(15, function() some_served:wait() end)
+  -- while at its limit with clients waiting, the server must be idle
   local cpu0 = H.cpu_ticks(child.pid)
   loom.sleep(0.5) -- the measured idle period
   local cpu1 = H.cpu_ticks(child.pid)
   t.ok(cpu1 - cpu0 <= 10, ("the server used %d ticks of CPU in 0.5 s"):format(cpu1 - cpu0))
-  for _, c in ipairs(conns) do c:close() end
-  -- the server goes on: once its handlers have seen the ends, it serves
-  local last
-  for _ = 1, 50 do
-    last = try_exchange(port, "again")
-    if last == "served" then break end
-  end
-  t.eq(last, "served")
+  local held = served
+  if os.getenv("LOOM_TEST_VERBOSE") then print("EMFILE: served before release " .. held) end
+  t.ok(held < N, "the server held all " .. N .. " connections with 64 descriptors")
+  t.eq(next(outcome), nil, "no connection ended before the release: " .. H.show(outcome))
+  -- the clients close: the server takes the queued connections and serves them
+  release.event:set()
+  g:await()
+  t.eq(outcome.served, N, "every connection was served: " .. H.show(outcome))
   t.eq(try_exchange(port, "quit"), "served")
   local out, status = child:finish()
   child:remove_script()
   t.eq(status, 0, out)
+  t.ok(out:find("accept paused: too many open files", 1, true), "the pause was reported: " .. out)
+end, { timeout = 30 })
+
+
+-- A listener paused at EMFILE, in a process of its own with few descriptors:
+-- accept() waiting there can be cancelled and interrupted by close(), and
+-- takes the next connection once a descriptor is free.
+local PAUSED_ACCEPT = [==[
+local loom = require "loom"
+local core = require "loom.net.core"
+loom.spawn(function() loom.sleep(20) os.exit(3) end)
+local l = core.listen("127.0.0.1", 0)
+local _, port = l:address()
+local clients = {}
+while true do -- queue connections until this process has no descriptor left
+  local ok, c = pcall(core.connect, "127.0.0.1", port)
+  if not ok then break end
+  clients[#clients + 1] = c
+end
+local function kind(ok, e) return ok and "no error" or e.kind end
+print("queued", #clients > 0)
+print("cancel", kind(pcall(loom.timeout, 0.2, l.accept, l)))
+table.remove(clients):close() -- one descriptor free: the next accept succeeds
+local ok, s = pcall(l.accept, l) -- the first connection queued
+if ok then s:write("first\n") end
+print("after free", ok and clients[1]:read_line() == "first")
+local closer = loom.spawn(function() loom.sleep(0.1) l:close() end)
+print("close", kind(pcall(l.accept, l)))
+closer:await()
+s:close()
+for _, c in ipairs(clients) do c:close() end
+os.exit(0)
+]==]
+
+t.test("EMFILE on accept: a paused accept can be cancelled, closed, and goes on", function()
+  local child = H.loom_script(PAUSED_ACCEPT, { prefix = "ulimit -n 40 &&" })
+  local out, status = child:finish()
+  child:remove_script()
+  t.eq(status, 0, out)
+  t.ok(out:find("queued\ttrue\n", 1, true), out)
+  t.ok(out:find("cancel\ttimeout\n", 1, true), out)
+  t.ok(out:find("after free\ttrue\n", 1, true), out)
+  t.ok(out:find("close\tclosed\n", 1, true), out)
 end, { timeout = 30 })
