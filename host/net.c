@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -457,15 +458,18 @@ static int start_listening(lua_State *L, listener_t *l, int backlog, const char 
   return 1;
 }
 
-/* A bound TCP socket for addr, SO_REUSEADDR as libuv sets it and
+/* A bound TCP socket for addr, SO_REUSEADDR and IPV6_V6ONLY off as libuv sets them,
 ** SO_REUSEPORT when asked (libuv 1.44 has no flag), owned by tcp. Bound
 ** here rather than by uv_tcp_bind, which defers EADDRINUSE to uv_listen. */
 static int bind_tcp(uv_tcp_t *tcp, const struct sockaddr_storage *ss, int reuseport) {
   socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                             : sizeof(struct sockaddr_in);
-  int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), on = 1, rc;
+  int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), on = 1, off = 0;
+  int rc;
   if (fd < 0) return uv_translate_sys_error(errno);
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||
+      (ss->ss_family == AF_INET6 && /* "::" takes IPv4 too, whatever the sysctl says */
+       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) < 0) ||
       (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) ||
       bind(fd, (const struct sockaddr *)ss, len) < 0) {
     rc = uv_translate_sys_error(errno);
