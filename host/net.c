@@ -307,6 +307,7 @@ static int accept_one(lua_State *L, listener_t *l) {
     }
     rc = l->kind == STREAM_TCP ? uv_tcp_open(&s->h.tcp, fd) : uv_pipe_open(&s->h.pipe, fd);
     if (rc < 0) close(fd);
+    else if (l->kind == STREAM_TCP) uv_tcp_nodelay(&s->h.tcp, 1); /* as connect does */
     if (rc < 0 || stream_start(s) < 0) {
       stream_close(s);
       lua_pop(L, 1);
