@@ -1,19 +1,24 @@
 #!/bin/bash
 # Networking and process benchmarks (issue 3 and 5), run by scripts/bench:
-#   bench/net.sh [seconds]
+#   bench/net.sh [seconds [rounds]]
 # Servers are pinned to CPU 1 and the load generator (bench/echo_client.c,
 # C + libuv) to CPU 0. Compared: loom, a minimal C libuv echo server
-# (bench/echo_server.c) and Node's net module, all in this one run.
+# (bench/echo_server.c) and Node's net module, all in this one run, plus the
+# ceiling of the echo load: a bare epoll server (bench/echo_server_epoll.c).
+# The servers take turns, `rounds` times (default 3); each figure is the
+# median of its rounds, as one run of a few seconds varies by some 5%.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 secs=${1:-5}
+rounds=${2:-3}
 loom=$root/build/loom
 py=/usr/bin/python3
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 cc -O2 -o "$tmp/echo_server" bench/echo_server.c -luv
 cc -O2 -o "$tmp/echo_client" bench/echo_client.c -luv
+cc -O2 -o "$tmp/echo_server_epoll" bench/echo_server_epoll.c
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 port=17000
@@ -29,15 +34,24 @@ stop() { kill $srv 2>/dev/null; wait $srv 2>/dev/null || true; }
 client() { taskset -c 0 "$tmp/echo_client" $port "$@" | awk '{ print $1 }'; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' /proc/$1/status; }
 
-declare -A PP BULK
-for name in c loom node; do
-  case $name in
-    c) cmd=("$tmp/echo_server") ;;
-    loom) cmd=("$loom" bench/echo_server.lua) ;;
-    node) cmd=(node bench/echo_server.js) ;;
-  esac
-  serve "${cmd[@]}"; PP[$name]=$(client pingpong 100 64 "$secs"); stop
-  serve "${cmd[@]}"; BULK[$name]=$(client bulk 1 65536 "$secs"); stop
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A PP BULK PPS BULKS
+for _ in $(seq "$rounds"); do
+  for name in c loom node epoll; do
+    case $name in
+      c) cmd=("$tmp/echo_server") ;;
+      loom) cmd=("$loom" bench/echo_server.lua) ;;
+      node) cmd=(node bench/echo_server.js) ;;
+      epoll) cmd=("$tmp/echo_server_epoll") ;;
+    esac
+    serve "${cmd[@]}"; PPS[$name]+=" $(client pingpong 100 64 "$secs")"; stop
+    [ $name = epoll ] && continue # ping-pong only: it does not buffer
+    serve "${cmd[@]}"; BULKS[$name]+=" $(client bulk 1 65536 "$secs")"; stop
+  done
+done
+for name in c loom node epoll; do
+  PP[$name]=$(echo "${PPS[$name]}" | median)
+  [ $name = epoll ] || BULK[$name]=$(echo "${BULKS[$name]}" | median)
 done
 
 # 10,000 idle connections held by one server: RSS per connection
@@ -56,12 +70,14 @@ per=$(awk -v a=$held -v b=$base -v n=$idle 'BEGIN { printf "%.0f", (a - b) * 102
 r() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 ok() { awk "BEGIN { exit !($1) }" && echo "MET   " || echo "MISSED"; }
 echo
-echo "4. TCP echo, server on CPU 1, C libuv load generator on CPU 0, ${secs} s each"
+echo "4. TCP echo, server on CPU 1, C libuv load generator on CPU 0, median of $rounds runs of ${secs} s"
 printf '%-34s %14s %14s\n' "" "64 B x 100 conn" "bulk, 1 conn"
 printf '%-34s %14s %14s\n' "" "msg/s" "MiB/s"
 for name in c loom node; do
-  printf '%-34s %14s %14s\n' "$name" "${PP[$name]}" "${BULK[$name]}"
+  printf '%-34s %14s %14s   (runs:%s)\n' "$name" "${PP[$name]}" "${BULK[$name]}" "${PPS[$name]}"
 done
+printf '%-34s %14s %14s   (runs:%s)\n' "epoll (the ceiling: no work of its own)" "${PP[epoll]}" "-" "${PPS[epoll]}"
+echo "   loom at $(r ${PP[loom]} ${PP[epoll]}) of the ceiling, node at $(r ${PP[node]} ${PP[epoll]})"
 echo "5. $idle idle connections held by a loom server: $per B per connection" \
   "(RSS $((base / 1024)) -> $((held / 1024)) MiB)"
 
