@@ -123,7 +123,11 @@ struct loom {
   void *blocks[BLOCK_CLASSES + 1]; /* freed small Lua blocks by size class */
   size_t kept;          /* bytes waiting there */
   int own_closing;      /* the runtime's own handles not yet closed */
+  void *paused;         /* listeners paused for want of descriptors (net.c) */
 };
+
+/* net.c: a descriptor was closed; paused listeners may accept again. */
+void net_fd_freed(loom_t *rt);
 
 /* runtime.c */
 loom_t *rt_get(lua_State *L);

@@ -214,6 +214,7 @@ typedef struct listener {
   loom_t *rt;
   int kind, fd, closed, boxed, open, paused;
   uint64_t delay;  /* the next pause, ms */
+  struct listener *next_paused; /* in rt->paused while paused */
   task_t *waiter;
   uint64_t logged; /* when a pause was last reported */
 } listener_t;
@@ -225,9 +226,34 @@ static void listener_close_cb(uv_handle_t *h) {
   if (--l->open == 0 && !l->boxed) free(l);
 }
 
+/* Take l off the runtime's list of paused listeners. */
+static void unlink_paused(listener_t *l) {
+  listener_t **p = (listener_t **)&l->rt->paused;
+  while (*p && *p != l) p = &(*p)->next_paused;
+  if (*p) *p = l->next_paused;
+  l->next_paused = NULL;
+}
+
+static void retry_cb(uv_timer_t *h);
+
+/* A descriptor of this runtime was closed: paused listeners try again now
+** rather than at the end of their pause (from the timer, not from inside
+** the close callback that tells). */
+void net_fd_freed(loom_t *rt) {
+  listener_t *l = (listener_t *)rt->paused, *next;
+  rt->paused = NULL;
+  for (; l; l = next) {
+    next = l->next_paused;
+    l->next_paused = NULL;
+    l->paused = 0;
+    if (l->waiter) uv_timer_start(&l->retry, retry_cb, 0, 0);
+  }
+}
+
 static void listener_close_handles(listener_t *l) {
   uv_handle_t *hs[] = {(uv_handle_t *)&l->poll, (uv_handle_t *)&l->retry, &l->h.handle};
   int i;
+  unlink_paused(l);
   for (i = 0; i < 3; i++) /* the poll first: it watches the fd the socket closes */
     if (hs[i]->loop && !uv_is_closing(hs[i])) uv_close(hs[i], listener_close_cb);
 }
@@ -256,7 +282,6 @@ static void poll_stop(listener_t *l) {
   if (uv_is_active((uv_handle_t *)&l->poll)) uv_poll_stop(&l->poll);
 }
 
-static void retry_cb(uv_timer_t *h);
 static void poll_cb(uv_poll_t *h, int status, int events);
 
 /* Watch for the next connection: the socket, or the timer while paused. */
@@ -274,6 +299,10 @@ static void listener_pause(listener_t *l, int err) {
   uint64_t now = uv_now(l->h.handle.loop);
   l->delay = l->paused ? (l->delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : l->delay * 2)
                        : RETRY_MIN_MS;
+  if (!l->paused) {
+    l->next_paused = (listener_t *)l->rt->paused;
+    l->rt->paused = l;
+  }
   l->paused = 1;
   poll_stop(l);
   if (!l->logged || now - l->logged > 1000) {
@@ -293,12 +322,14 @@ static int accept_one(lua_State *L, listener_t *l) {
       int e = errno;
       if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
       if (e == EAGAIN || e == EWOULDBLOCK) {
+        if (l->paused) unlink_paused(l);
         l->paused = 0;
         return 0;
       }
       listener_pause(l, uv_translate_sys_error(e)); /* EMFILE, ENFILE, ENOBUFS, ENOMEM */
       return 0;
     }
+    if (l->paused) unlink_paused(l);
     l->paused = 0;
     s = stream_new_raw(L, l->h.handle.loop, l->kind, &err);
     if (!s) {
@@ -408,6 +439,7 @@ static int li_gc(lua_State *L) {
       listener_close_handles(l);
       return 0;
     }
+    unlink_paused(l);
     l->open = 0; /* closed by loom_free's walk, which ran the loop since */
   }
   if (l->open == 0) free(l);

@@ -58,6 +58,7 @@ static void stream_free(stream_t *s) {
 static void close_cb(uv_handle_t *h) {
   stream_t *s = (stream_t *)h;
   s->handle_closed = 1;
+  if (s->rt->paused) net_fd_freed(s->rt);
   if (!s->boxed) stream_free(s);
 }
 

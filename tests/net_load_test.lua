@@ -172,7 +172,7 @@ end, { timeout = 30 })
 
 -- A listener paused at EMFILE, in a process of its own with few descriptors:
 -- accept() waiting there can be cancelled and interrupted by close(), and
--- takes the next connection once a descriptor is free.
+-- takes the next connection as soon as the process closes a descriptor.
 local PAUSED_ACCEPT = [==[
 local loom = require "loom"
 local core = require "loom.net.core"
@@ -187,9 +187,12 @@ while true do -- queue connections until this process has no descriptor left
 end
 local function kind(ok, e) return ok and "no error" or e.kind end
 print("queued", #clients > 0)
-print("cancel", kind(pcall(loom.timeout, 0.2, l.accept, l)))
-table.remove(clients):close() -- one descriptor free: the next accept succeeds
-local ok, s = pcall(l.accept, l) -- the first connection queued
+-- 2 s paused: the retries back off to one a second
+print("cancel", kind(pcall(loom.timeout, 2, l.accept, l)))
+-- a descriptor freed by this process ends the pause at once: the accept
+-- waiting meanwhile takes the first connection queued well within 0.5 s
+loom.spawn(function() table.remove(clients):close() end)
+local ok, s = pcall(loom.timeout, 0.5, l.accept, l)
 if ok then s:write("first\n") end
 print("after free", ok and clients[1]:read_line() == "first")
 local closer = loom.spawn(function() loom.sleep(0.1) l:close() end)
