@@ -198,9 +198,10 @@ static int l_connect_unix(lua_State *L) {
 ** A listener accepts on its own rather than through uv_listen: libuv meets
 ** EMFILE by accepting and closing every waiting connection, which drops
 ** them. Here the socket is watched (uv_poll) only while a task waits in
-** accept(); at EMFILE or ENFILE the watch stops and a timer retries later,
-** so waiting connections stay in the kernel's queue until a descriptor is
-** free and the loop does not spin. */
+** accept(); at EMFILE or ENFILE the watch stops until a Stream of this
+** runtime closes (net_fd_freed) or a timer retries, so waiting connections
+** stay in the kernel's queue until a descriptor is free and the loop does
+** not spin. */
 
 typedef struct listener {
   union {
