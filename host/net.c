@@ -235,6 +235,12 @@ static void unlink_paused(listener_t *l) {
   l->next_paused = NULL;
 }
 
+/* Descriptors are there again: off the list, no pause. */
+static void listener_unpause(listener_t *l) {
+  if (l->paused) unlink_paused(l);
+  l->paused = 0;
+}
+
 static void retry_cb(uv_timer_t *h);
 
 /* A descriptor of this runtime was closed: paused listeners try again now
@@ -323,15 +329,13 @@ static int accept_one(lua_State *L, listener_t *l) {
       int e = errno;
       if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
       if (e == EAGAIN || e == EWOULDBLOCK) {
-        if (l->paused) unlink_paused(l);
-        l->paused = 0;
+        listener_unpause(l);
         return 0;
       }
       listener_pause(l, uv_translate_sys_error(e)); /* EMFILE, ENFILE, ENOBUFS, ENOMEM */
       return 0;
     }
-    if (l->paused) unlink_paused(l);
-    l->paused = 0;
+    listener_unpause(l);
     s = stream_new_raw(L, l->h.handle.loop, l->kind, &err);
     if (!s) {
       close(fd);
@@ -455,7 +459,7 @@ static listener_t *new_listener(lua_State *L, int kind, const char *what) {
   uv_loop_t *loop = rt_get(L)->loop;
   int rc;
   *box = NULL;
-  if (!l) luaL_error(L, "not enough memory");
+  if (!l) err_raise(L, "io", "ENOMEM", "%s: not enough memory", what);
   luaL_setmetatable(L, LISTENER_MT);
   l->rt = rt_get(L);
   l->kind = kind;
@@ -466,7 +470,7 @@ static listener_t *new_listener(lua_State *L, int kind, const char *what) {
     err_uv(L, rc, "io", what);
   }
   uv_timer_init(loop, &l->retry); /* cannot fail */
-  l->h.handle.data = l->retry.data = l->poll.data = l;
+  l->h.handle.data = l->retry.data = l;
   l->open = 2;
   *box = l;
   l->boxed = 1;
@@ -486,6 +490,7 @@ static int start_listening(lua_State *L, listener_t *l, int backlog, const char 
   if (listen(fd, backlog) < 0) return listen_failed(L, l, uv_translate_sys_error(errno), what);
   if ((rc = uv_poll_init_socket(l->h.handle.loop, &l->poll, fd)) < 0)
     return listen_failed(L, l, rc, what);
+  l->poll.data = l;
   uv_unref((uv_handle_t *)&l->poll); /* referenced while a task accepts */
   l->open++;
   l->fd = fd;

@@ -114,7 +114,7 @@ local function try_exchange(port, text, release)
     c:write(text, "\n")
     return c:read_line()
   end)
-  if release and ok2 and line == text then release.served(c) end
+  if release and ok2 and line == text then release.served() end
   if release then release.event:wait() end
   c:close()
   if ok2 and line == text then return "served" end
