@@ -1350,7 +1350,8 @@ static int l_finish(lua_State *L) {
   push_key(L, K_METHODS + 1); /* HEAD */
   head_only = lua_rawequal(L, -1, -2);
   status = lua_tointegerx(L, 4, &isint);
-  if (!isint) status = 200;
+  if (!isint || lua_type(L, 4) != LUA_TNUMBER || status < 100 || status > 599)
+    goto general; /* http.lua reports the bad status */
   body = lua_tolstring(L, 5, &blen);
   lua_pushboolean(L, keep);
   lua_replace(L, 1); /* what send_string returns; the stream stays referenced by req */

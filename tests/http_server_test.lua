@@ -556,7 +556,109 @@ t.test("a response that cannot be sent (header injection, bad status) is a 500",
     end)
   end)
   t.ok(log:find("X-Bad", 1, true), log)
-  t.ok(log:find("status out of range", 1, true), log)
+  t.ok(log:find("returned 42 as its status", 1, true), log)
+end)
+
+t.test("a status that is not an integer 100..599 is a handler error: 500 and a log line", function()
+  local routes = {
+    ["/string"] = function() return "abc", "body" end,
+    ["/numeric-string"] = function() return "200", "body" end,
+    ["/float"] = function() return 200.5 end,
+    ["/float-body"] = function() return 200.5, "body", { ["x-a"] = "1" } end,
+    ["/body-only"] = function() return "<h1>hi</h1>" end,
+    ["/nil-status"] = function() return nil, "body" end,
+    ["/table-status"] = function() return {}, "body" end,
+    ["/600"] = function() return 600, "body" end,
+    ["/99"] = function() return 99, "body" end,
+    ["/stream"] = function() return "x", function() return nil end end,
+    ["/json"] = function() return true, { a = 1 } end,
+    -- still good: an integral float, and a handler that returns nothing
+    ["/float-int"] = function() return 201.0, "made" end,
+    ["/nothing"] = function() end,
+  }
+  local log = capture_stderr(function()
+    with_server(function(req) return routes[req.path]() end, function(srv)
+      local s <close> = connect(srv)
+      for _, p in ipairs { "/string", "/numeric-string", "/float", "/float-body", "/body-only",
+        "/nil-status", "/table-status", "/600", "/99", "/stream", "/json" } do
+        s:write("GET " .. p .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+        local r = raw.read_response(s)
+        t.eq({ r.status, r.body, r.headers["x-a"] }, { 500, "internal server error\n", nil }, p)
+      end
+      s:write("GET /float-int HTTP/1.1\r\nHost: x\r\n\r\n")
+      local r = raw.read_response(s)
+      t.eq({ r.status, r.body }, { 201, "made" })
+      s:write("GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+      r = raw.read_response(s)
+      t.eq({ r.status, r.body }, { 200, "" })
+    end)
+  end)
+  for _, want in ipairs {
+    'GET /string: the handler returned "abc" as its status',
+    'GET /numeric-string: the handler returned "200" as its status',
+    "GET /float: the handler returned 200.5 as its status",
+    'GET /body-only: the handler returned "<h1>hi</h1>" as its status',
+    "GET /nil-status: the handler returned nil as its status",
+    "GET /600: the handler returned 600 as its status",
+    "GET /99: the handler returned 99 as its status",
+    "GET /json: the handler returned true as its status",
+  } do
+    t.ok(log:find("loom: error in HTTP handler for " .. want, 1, true), want .. " in " .. log)
+  end
+  t.ok(not log:find("/float-int", 1, true) and not log:find("/nothing", 1, true), log)
+end)
+
+t.test("a body with __close is closed when its response ends, however it ends", function()
+  local closed = {}
+  local function body(name, chunks, fail)
+    local n = 0
+    return setmetatable({}, {
+      __call = function()
+        n = n + 1
+        if fail and n == 2 then error("body broke") end
+        if n <= chunks then return ("x"):rep(65536) end
+      end,
+      __close = function() closed[name] = (closed[name] or 0) + 1 end,
+    })
+  end
+  local gone = loom.event()
+  local log = capture_stderr(function()
+    with_server(function(req)
+      if req.path == "/done" then return 200, body("done", 2) end
+      if req.path == "/fail" then return 200, body("fail", 5, true) end
+      if req.path == "/head" then return 200, body("head", 2) end
+      if req.path == "/status" then return "bad", body("status", 2) end
+      if req.path == "/gone" then
+        local b = body("gone", math.maxinteger)
+        local mt = getmetatable(b)
+        local close = mt.__close
+        mt.__close = function(...) close(...); gone:set() end
+        return 200, b
+      end
+    end, function(srv)
+      local s <close> = connect(srv)
+      s:write("GET /done HTTP/1.1\r\nHost: x\r\n\r\n")
+      t.eq(#raw.read_response(s).body, 2 * 65536)
+      t.eq(closed.done, 1, "closed once, after the last chunk")
+      s:write("HEAD /head HTTP/1.1\r\nHost: x\r\n\r\n")
+      t.eq(raw.read_response(s, true).status, 200)
+      t.eq(closed.head, 1, "a HEAD response closes the body it did not send")
+      s:write("GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+      t.eq(raw.read_response(s).status, 500)
+      t.eq(closed.status, 1, "a body refused with its bad status is closed")
+      local s2 <close> = connect(srv)
+      s2:write("GET /fail HTTP/1.1\r\nHost: x\r\n\r\n")
+      drain(s2)
+      t.eq(closed.fail, 1, "a body that failed is closed")
+      local s3 = connect(srv)
+      s3:write("GET /gone HTTP/1.1\r\nHost: x\r\n\r\n")
+      s3:read() -- the response has begun
+      s3:close() -- and the client goes away in the middle of an endless body
+      gone:wait()
+      t.eq(closed.gone, 1, "the body of a client that went away is closed")
+    end)
+  end)
+  t.ok(log:find("body broke", 1, true), log)
 end)
 
 t.test("response heads of many kilobytes, with a string body and a streamed one", function()

@@ -274,6 +274,29 @@ end
 
 local send, finish = core.send, core.finish
 
+-- A status a response can have: a number with an integer value 100..599
+-- (RFC 9110, 15). A string is not one, not even "200": `return "<h1>hi"`
+-- and `return "abc", body` are mistakes to report, not 200s to send.
+local function good_status(status)
+  if type(status) ~= "number" then return false end
+  local n = math.tointeger(status)
+  return n ~= nil and n >= 100 and n <= 599
+end
+
+local function bad_status(status)
+  local shown = type(status) == "string" and ("%q"):format(status:sub(1, 40))
+    or tostring(status)
+  return ("the handler returned %s as its status (an integer 100..599 expected)"):format(shown)
+end
+
+-- The body when it must be closed once the response is over: a table (or
+-- userdata) with a __close metamethod, e.g. a streamed file.
+local function closable(body)
+  local mt = (type(body) == "table" or type(body) == "userdata") and getmetatable(body)
+  if type(mt) == "table" and mt.__close then return body end
+  return nil
+end
+
 -- Run the handler and send its response; returns whether the connection
 -- may carry another request, and whether a WebSocket took it over.
 local function respond(stream, req, handler, conn)
@@ -282,6 +305,8 @@ local function respond(stream, req, handler, conn)
     local keep = finish(stream, req, conn.open, status, body, headers)
     if keep ~= nil then return keep end
   end
+  -- whatever happens below, a body that holds a resource lets it go
+  local body_closer <close> = ok and closable(body) or nil
   local b = rawget(req, "_body")
   if not ok and is_cancel(status) then error(status, 0) end
   -- req:websocket() took the connection over (or refused it with its own
@@ -294,6 +319,10 @@ local function respond(stream, req, handler, conn)
   if b and b.failed ~= nil then -- the body was malformed, too large or cut off
     if b.failed then send_error(stream, b.failed, b.why) end
     return false
+  end
+  if ok and not good_status(status) then
+    if status == nil and body == nil then status = 200 -- returned nothing: 200, empty
+    else ok, status = false, bad_status(status) end
   end
   if not ok then
     log_error(req, status)

@@ -1,6 +1,8 @@
 -- http.static(dir [, opts]): a handler serving the files under dir. Never a
 -- path outside dir: ".." segments are refused, and the real path (symlinks
--- resolved) must stay under the real root.
+-- resolved) of the very file served, an index file included, must be the
+-- real root or under it.
+local loom = require "loom"
 local fs = require "loom.fs"
 
 local TYPES = {
@@ -16,6 +18,7 @@ local TYPES = {
   wav = "audio/wav", webm = "video/webm",
 }
 local BIG = 8 * 1024 * 1024 -- larger files (and ranges) are streamed
+local CHUNK = 65536 -- bytes per read of a streamed file
 
 local function http_date(t) return os.date("!%a, %d %b %Y %H:%M:%S GMT", math.floor(t)) end
 
@@ -42,33 +45,56 @@ local function parse_range(h, size)
   return first, last
 end
 
--- A body function streaming [first, last] of the file.
-local function streamer(path, first, last)
-  local f, left = nil, last - first + 1
-  return function()
-    if left <= 0 then
-      if f then f:close(); f = nil end
-      return nil
-    end
-    if not f then
-      f = fs.open(path, "rb")
-      f:seek("set", first)
-    end
-    local data = f:read(math.min(left, 65536))
-    if not data then left = 0; return "" end
-    left = left - #data
-    return data
+-- A file must be what stat said: one that shrank since is not sent short.
+local function changed(path)
+  return loom.error("io", "file changed while being sent: " .. path)
+end
+
+-- The body of a streamed response: [first, last] of the file in chunks.
+-- The file is opened on the first call (a HEAD request or a client gone
+-- before the body opens nothing) and closed at the end of the body, and by
+-- __close, which the server calls when the response ends in any way (the
+-- client went away, a write or a read failed, the task was cancelled).
+local Streamer = {}
+Streamer.__index = Streamer
+
+function Streamer:__call()
+  if self.left <= 0 then
+    self:__close()
+    return nil
+  end
+  local f = self.f
+  if not f then
+    f = fs.open(self.path, "rb")
+    self.f = f -- before the seek, so that __close has it if the seek fails
+    f:seek("set", self.first)
+  end
+  local data = f:read(math.min(self.left, CHUNK))
+  if not data then error(changed(self.path), 0) end
+  self.left = self.left - #data
+  return data
+end
+
+function Streamer:__close()
+  local f = self.f
+  if f then
+    self.f, self.left = nil, 0
+    f:close()
   end
 end
 
+local function streamer(path, first, last)
+  return setmetatable({ path = path, first = first, left = last - first + 1 }, Streamer)
+end
+
+-- [first, last] of the file, read at once: only those bytes are read.
 local function read_part(path, first, last)
-  if first == 0 then
-    local data = fs.read_file(path)
-    return data:sub(1, last + 1)
-  end
   local f <close> = fs.open(path, "rb")
-  f:seek("set", first)
-  return f:read(last - first + 1) or ""
+  if first > 0 then f:seek("set", first) end
+  local n = last - first + 1
+  local data = f:read(n)
+  if not data or #data < n then error(changed(path), 0) end
+  return data
 end
 
 local function serve_file(req, path, st)
@@ -99,6 +125,28 @@ local function serve_file(req, path, st)
   return status, read_part(path, first, last), headers
 end
 
+-- Call fs.fn(path): its result, or nil for an io error (no such file, a
+-- symlink loop, a name too long...). Anything else (cancelled) is raised.
+local function try(fn, path)
+  local ok, r = pcall(fn, path)
+  if ok then return r end
+  if type(r) == "table" and r.kind == "io" then return nil end
+  error(r, 0)
+end
+
+local function stat(path) return try(fs.stat, path) end
+
+-- The real path of path when it is the real root or under it, else nil.
+local function inside(root, path)
+  local real = try(fs.realpath, path)
+  if not real then return nil end
+  if real == root or real:sub(1, #root + 1) == root .. "/"
+    or (root == "/" and real:sub(1, 1) == "/") then
+    return real
+  end
+  return nil
+end
+
 return function(http)
   -- http.static(dir [, {prefix=, index=}]) -> handler
   function http.static(dir, opts)
@@ -115,6 +163,10 @@ return function(http)
       if prefix ~= "" then
         if path:sub(1, #prefix) ~= prefix then return 404, "not found\n" end
         path = path:sub(#prefix + 1)
+        -- "/static" covers "/static/a", not "/staticfoo"
+        if path ~= "" and prefix:sub(-1) ~= "/" and path:sub(1, 1) ~= "/" then
+          return 404, "not found\n"
+        end
       end
       local parts = {}
       for seg in path:gmatch("[^/]+") do
@@ -123,20 +175,13 @@ return function(http)
         end
         if seg ~= "." then parts[#parts + 1] = seg end
       end
-      local full = root .. "/" .. table.concat(parts, "/")
-      local ok, real = pcall(fs.realpath, full)
-      if not ok or (real ~= root and real:sub(1, #root + 1) ~= root .. "/") then
-        return 404, "not found\n"
+      local real = inside(root, root .. "/" .. table.concat(parts, "/"))
+      local st = real and stat(real)
+      if st and st.type == "directory" then -- its index, checked the same way
+        real = inside(root, real .. "/" .. index)
+        st = real and stat(real)
       end
-      local st = fs.stat(real)
-      if st.type == "directory" then
-        real = real .. "/" .. index
-        local ok2, st2 = pcall(fs.stat, real)
-        if not ok2 or st2.type ~= "file" then return 404, "not found\n" end
-        st = st2
-      elseif st.type ~= "file" then
-        return 404, "not found\n"
-      end
+      if not st or st.type ~= "file" then return 404, "not found\n" end
       return serve_file(req, real, st)
     end
   end
