@@ -3,11 +3,14 @@
 **
 ** The function travels as bytecode (lua_dump) and its arguments and
 ** results as vbufs (vbuf.c), so no Lua value is shared between threads. A
-** pool thread takes a Lua state from a process-wide free list (or makes
-** one), runs the function there and hands the state back with its globals
-** restored, so each call sees the globals of a new state without paying for
-** one. The waiting task is woken from the work's after-callback on the loop
-** thread; its continuation rebuilds the results inside the task.
+** pool thread takes a Lua state from its runtime's pool of idle states (or
+** makes one), runs the function there and hands the state back with its
+** globals restored, so each call sees the globals of a new state without
+** paying for one. A state that a call changed in a way the restore does not
+** undo (a standard library table, a metatable, the registry) is closed
+** instead of kept. Each runtime has its own pool: no state ever serves two
+** runtimes. The waiting task is woken from the work's after-callback on
+** the loop thread; its continuation rebuilds the results inside the task.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -19,15 +22,32 @@
 #define STATE_KEEP_KB (8 * 1024) /* above this after collecting: close it */
 
 static const char *G0_KEY = "loom.worker.G0"; /* globals as created */
+static const char *SNAP_KEY = "loom.worker.snap"; /* watched table -> copy */
+static const char *STRMT_KEY = "loom.worker.strmt"; /* strings' metatable */
 static const char *TB_KEY = "loom.worker.tb"; /* traceback of an error */
 static const char *CODE_KEY = "loom.worker.code"; /* fn -> bytecode, weak */
+static const char *POOL_MT = "loom.worker.pool";
+/* keys of a copy in the snapshot (their addresses): the table's metatable,
+** its number of keys, and whether it may gain keys */
+static char SNAP_MT, SNAP_N, SNAP_OPEN;
 
 /* How a call ended (wjob.status). */
 enum { WJ_OK, WJ_ERROR, WJ_COPY, WJ_FAIL };
 
+/* The idle worker states of one runtime. Freed once the runtime let it go
+** (its Lua state closed) and no job refers to it: a call detached by a
+** cancellation may still run after loom_free when the host owns the loop. */
+typedef struct wpool {
+  lua_State *idle[POOL_MAX];
+  int nidle;
+  int refs;   /* the runtime's, plus one per job not yet freed */
+  int closed; /* the runtime is gone: states handed back are closed */
+} wpool_t;
+
 typedef struct wjob {
   uv_work_t req;
   loom_t *rt;
+  wpool_t *pool;
   task_t *t;  /* the waiting task; NULL once it stopped waiting */
   vbuf_t in;  /* bytecode size, bytecode, argument count, arguments */
   vbuf_t out; /* WJ_OK: count, results; WJ_ERROR: error value, traceback;
@@ -35,11 +55,11 @@ typedef struct wjob {
   int status;
 } wjob_t;
 
-/* ---- the pool of worker states (shared by every runtime) ---- */
+/* ---- worker states ---- */
 
+/* One lock for every pool, and the process-wide counts of _stats. */
 static uv_once_t pool_once = UV_ONCE_INIT;
 static uv_mutex_t pool_mu;
-static lua_State *pool_idle[POOL_MAX];
 static int pool_nidle, pool_states, pool_running, pool_jobs;
 
 static void pool_init(void) {
@@ -60,6 +80,79 @@ static void snapshot_globals(lua_State *W) {
   lua_setfield(W, LUA_REGISTRYINDEX, G0_KEY);
 }
 
+/* Watch the table at t (absolute index), and depth levels of the tables in
+** it: the snapshot s gets a copy of each (its keys and values, metatable,
+** number of keys). An open table may gain keys; a table already in s (or
+** marked false there: not watched) is left as it is. */
+static void watch(lua_State *W, int s, int t, int depth, int open) {
+  int c, n = 0;
+  lua_pushvalue(W, t);
+  if (lua_rawget(W, s) != LUA_TNIL) {
+    lua_pop(W, 1);
+    return;
+  }
+  lua_pop(W, 1);
+  luaL_checkstack(W, 6, "worker state");
+  lua_newtable(W);
+  c = lua_gettop(W);
+  lua_pushvalue(W, t);
+  lua_pushvalue(W, c);
+  lua_rawset(W, s);
+  lua_pushnil(W);
+  while (lua_next(W, t)) {
+    lua_pushvalue(W, -2);
+    lua_pushvalue(W, -2);
+    lua_rawset(W, c);
+    n++;
+    if (depth > 0 && lua_type(W, -1) == LUA_TTABLE)
+      watch(W, s, lua_gettop(W), depth - 1, 0);
+    lua_pop(W, 1);
+  }
+  if (lua_getmetatable(W, t)) lua_rawsetp(W, c, &SNAP_MT);
+  lua_pushinteger(W, n);
+  lua_rawsetp(W, c, &SNAP_N);
+  lua_pushboolean(W, open);
+  lua_rawsetp(W, c, &SNAP_OPEN);
+  lua_pop(W, 1);
+}
+
+/* Snapshot what a call could change and the restore of the globals does
+** not undo: the registry and package.loaded (open: modules get loaded),
+** the tables in them two levels down (the standard libraries, their
+** metatables such as FILE*'s and its methods, package.searchers), and the
+** strings' metatable. */
+static void snapshot_tables(lua_State *W) {
+  int s;
+  lua_newtable(W);
+  s = lua_gettop(W);
+  lua_pushvalue(W, s);
+  lua_setfield(W, LUA_REGISTRYINDEX, SNAP_KEY);
+  lua_pushvalue(W, s); /* not watched: the snapshot, the globals (restored) */
+  lua_pushboolean(W, 0);
+  lua_rawset(W, s);
+  lua_getfield(W, LUA_REGISTRYINDEX, G0_KEY);
+  lua_pushboolean(W, 0);
+  lua_rawset(W, s);
+  lua_pushglobaltable(W);
+  lua_pushboolean(W, 0);
+  lua_rawset(W, s);
+  lua_getfield(W, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  watch(W, s, lua_gettop(W), 2, 1);
+  lua_getfield(W, LUA_REGISTRYINDEX, "_CLIBS"); /* C modules loaded */
+  if (lua_istable(W, -1)) watch(W, s, lua_gettop(W), 0, 1);
+  lua_pop(W, 2);
+  lua_pushvalue(W, LUA_REGISTRYINDEX);
+  watch(W, s, lua_gettop(W), 2, 1);
+  lua_pushliteral(W, "");
+  if (lua_getmetatable(W, -1)) {
+    lua_pushvalue(W, -1);
+    lua_setfield(W, LUA_REGISTRYINDEX, STRMT_KEY);
+    watch(W, s, lua_gettop(W), 1, 0);
+    lua_pop(W, 1);
+  }
+  lua_settop(W, s - 1);
+}
+
 /* A new worker state: the standard libraries, lpeg/re and loom.json on
 ** demand, error objects' metatable; not `loom` (its opener needs a
 ** runtime with a loop, which a worker has not). */
@@ -74,6 +167,7 @@ static int state_init(lua_State *W) {
   err_open(W);
   lua_pop(W, 1);
   snapshot_globals(W);
+  snapshot_tables(W);
   return 0;
 }
 
@@ -89,10 +183,14 @@ static lua_State *state_new(void) {
   return W;
 }
 
-static lua_State *state_get(void) {
+/* An idle state of pool p, or a new one. */
+static lua_State *state_get(wpool_t *p) {
   lua_State *W = NULL;
   uv_mutex_lock(&pool_mu);
-  if (pool_nidle > 0) W = pool_idle[--pool_nidle];
+  if (p->nidle > 0) {
+    W = p->idle[--p->nidle];
+    pool_nidle--;
+  }
   pool_running++;
   uv_mutex_unlock(&pool_mu);
   if (!W && (W = state_new()) != NULL) {
@@ -104,13 +202,20 @@ static lua_State *state_get(void) {
 }
 
 /* Undo what a call did to the globals: drop the new ones, put back the
-** replaced ones. Loaded modules stay loaded. */
+** replaced ones, and their table's metatable (it has none). Also undo a
+** debug hook and a stopped or generational collector. Loaded modules stay
+** loaded. */
 static int state_reset(lua_State *W) {
   int i, n = 0;
+  lua_sethook(W, NULL, 0, 0);
+  lua_gc(W, LUA_GCRESTART);
+  lua_gc(W, LUA_GCINC, 0, 0, 0);
   lua_settop(W, 0);
   lua_getfield(W, LUA_REGISTRYINDEX, G0_KEY); /* 1 */
   lua_pushglobaltable(W);                     /* 2 */
   lua_newtable(W);                            /* 3: keys to fix */
+  lua_pushnil(W);
+  lua_setmetatable(W, 2);
   lua_pushnil(W);
   while (lua_next(W, 2)) {
     lua_pushvalue(W, -2);
@@ -139,12 +244,114 @@ static int state_reset(lua_State *W) {
   return 0;
 }
 
-/* Hand W back to the pool, or close it when it is big or the pool full. */
-static void state_put(lua_State *W) {
+/* Is the table at t as its copy at c says? Keys an open table gained go
+** to the list at new (table, key, table, key...). */
+static int same(lua_State *W, int t, int c, int newkeys) {
+  lua_Integer n = 0;
+  int open;
+  if (!lua_getmetatable(W, t)) lua_pushnil(W);
+  lua_rawgetp(W, c, &SNAP_MT);
+  if (!lua_rawequal(W, -1, -2)) return 0;
+  lua_rawgetp(W, c, &SNAP_OPEN);
+  open = lua_toboolean(W, -1);
+  lua_rawgetp(W, c, &SNAP_N);
+  n = lua_tointeger(W, -1);
+  lua_pop(W, 4);
+  lua_pushnil(W);
+  while (lua_next(W, t)) {
+    lua_pushvalue(W, -2);
+    if (lua_rawget(W, c) == LUA_TNIL) {
+      if (!open) return 0;
+      lua_pushvalue(W, t);
+      lua_rawseti(W, newkeys, (lua_Integer)lua_rawlen(W, newkeys) + 1);
+      lua_pushvalue(W, -3);
+      lua_rawseti(W, newkeys, (lua_Integer)lua_rawlen(W, newkeys) + 1);
+    } else if (!lua_rawequal(W, -1, -2)) {
+      return 0;
+    } else {
+      n--;
+    }
+    lua_pop(W, 2);
+  }
+  return n == 0;
+}
+
+/* Watch what open tables gained ([table, key...] at newkeys), from now on
+** (what the call that loaded a module did to it is not seen). */
+static void watch_new(lua_State *W, int s, int newkeys) {
+  lua_Integer i, n = (lua_Integer)lua_rawlen(W, newkeys);
+  for (i = 1; i < n; i += 2) {
+    int t = lua_gettop(W) + 1, c = t + 1, k = t + 2, v = t + 3;
+    lua_rawgeti(W, newkeys, i);
+    lua_pushvalue(W, t);
+    lua_rawget(W, s);
+    lua_rawgeti(W, newkeys, i + 1);
+    lua_pushvalue(W, k);
+    lua_rawget(W, t);
+    lua_pushvalue(W, k);
+    lua_pushvalue(W, v);
+    lua_rawset(W, c);
+    lua_rawgetp(W, c, &SNAP_N);
+    lua_pushinteger(W, lua_tointeger(W, -1) + 1);
+    lua_rawsetp(W, c, &SNAP_N);
+    lua_pop(W, 1);
+    if (lua_type(W, v) == LUA_TTABLE) watch(W, s, v, 1, 0);
+    lua_settop(W, t - 1);
+  }
+}
+
+/* [] -> true when the call left every watched table as it was and the
+** built-in types' metatables too (strings': theirs; the others: none). */
+static int state_check(lua_State *W) {
+  int i;
+  lua_settop(W, 0);
+  lua_getfield(W, LUA_REGISTRYINDEX, SNAP_KEY); /* 1 */
+  lua_newtable(W);                              /* 2: keys gained */
+  lua_pushnil(W);
+  while (lua_next(W, 1)) { /* 3: a table, 4: its copy (false: not watched) */
+    if (lua_istable(W, 4) && !same(W, 3, 4, 2)) {
+      lua_pushboolean(W, 0);
+      return 1;
+    }
+    lua_pop(W, 1);
+  }
+  lua_pushliteral(W, "");
+  if (!lua_getmetatable(W, -1)) lua_pushnil(W);
+  lua_getfield(W, LUA_REGISTRYINDEX, STRMT_KEY);
+  if (!lua_rawequal(W, -1, -2)) {
+    lua_pushboolean(W, 0);
+    return 1;
+  }
+  lua_settop(W, 2);
+  lua_pushnil(W);
+  lua_pushboolean(W, 0);
+  lua_pushinteger(W, 0);
+  lua_pushcfunction(W, state_check);
+  lua_pushthread(W);
+  lua_pushlightuserdata(W, W);
+  for (i = 3; i <= 8; i++) {
+    if (lua_getmetatable(W, i)) {
+      lua_pushboolean(W, 0);
+      return 1;
+    }
+  }
+  lua_settop(W, 2);
+  watch_new(W, 1, 2);
+  lua_pushboolean(W, 1);
+  return 1;
+}
+
+/* Hand W back to pool p, or close it: when the call changed what cannot
+** be restored, when it is big, the pool full or its runtime gone. */
+static void state_put(wpool_t *p, lua_State *W) {
   int keep = 0;
   if (W) {
     lua_pushcfunction(W, state_reset);
     keep = lua_pcall(W, 0, 0, 0) == LUA_OK;
+    if (keep) {
+      lua_pushcfunction(W, state_check);
+      keep = lua_pcall(W, 0, 1, 0) == LUA_OK && lua_toboolean(W, -1);
+    }
     lua_settop(W, 0);
     if (keep && lua_gc(W, LUA_GCCOUNT, 0) > STATE_GC_KB) {
       lua_gc(W, LUA_GCCOLLECT, 0);
@@ -153,14 +360,46 @@ static void state_put(lua_State *W) {
   }
   uv_mutex_lock(&pool_mu);
   pool_running--;
-  if (W && keep && pool_nidle < POOL_MAX) {
-    pool_idle[pool_nidle++] = W;
+  if (W && keep && !p->closed && p->nidle < POOL_MAX) {
+    p->idle[p->nidle++] = W;
+    pool_nidle++;
     W = NULL;
   } else if (W) {
     pool_states--;
   }
   uv_mutex_unlock(&pool_mu);
   if (W) lua_close(W);
+}
+
+/* Drop a reference to p; the last one frees it. */
+static void pool_unref(wpool_t *p) {
+  int last;
+  uv_mutex_lock(&pool_mu);
+  last = --p->refs == 0;
+  uv_mutex_unlock(&pool_mu);
+  if (last) free(p);
+}
+
+/* __gc of the runtime's pool (its Lua state closes, or the module is
+** collected): close the idle states; states of calls still running are
+** closed when they come back. */
+static int pool_gc(lua_State *L) {
+  wpool_t **box = (wpool_t **)lua_touserdata(L, 1), *p = *box;
+  lua_State *idle[POOL_MAX];
+  int i, n;
+  if (!p) return 0;
+  *box = NULL;
+  uv_mutex_lock(&pool_mu);
+  p->closed = 1;
+  n = p->nidle;
+  memcpy(idle, p->idle, sizeof idle[0] * (size_t)n);
+  p->nidle = 0;
+  pool_nidle -= n;
+  pool_states -= n;
+  uv_mutex_unlock(&pool_mu);
+  for (i = 0; i < n; i++) lua_close(idle[i]);
+  pool_unref(p);
+  return 0;
 }
 
 /* ---- on the pool thread ---- */
@@ -239,13 +478,13 @@ static int run_in_state(lua_State *W) {
 
 static void work_cb(uv_work_t *req) {
   wjob_t *j = (wjob_t *)req->data;
-  lua_State *W = state_get();
+  lua_State *W = state_get(j->pool);
   const char *msg = "worker.run: not enough memory for a worker state";
   if (W) {
     lua_pushcfunction(W, run_in_state);
     lua_pushlightuserdata(W, j);
     if (lua_pcall(W, 1, 0, 0) == LUA_OK && !j->out.oom) {
-      state_put(W);
+      state_put(j->pool, W);
       return;
     }
     msg = lua_type(W, -1) == LUA_TSTRING ? lua_tostring(W, -1)
@@ -255,18 +494,20 @@ static void work_cb(uv_work_t *req) {
   vbuf_free(&j->out);
   j->out.oom = 0;
   vbuf_put_str(&j->out, VT_STR, msg, strlen(msg));
-  state_put(W); /* after copying msg, which lives in W */
+  state_put(j->pool, W); /* after copying msg, which lives in W */
 }
 
 /* ---- on the loop thread ---- */
 
 static void job_free(wjob_t *j) {
+  wpool_t *p = j->pool;
   vbuf_free(&j->in);
   vbuf_free(&j->out);
   free(j);
   uv_mutex_lock(&pool_mu);
   pool_jobs--;
   uv_mutex_unlock(&pool_mu);
+  pool_unref(p);
 }
 
 /* A woken task was cancelled before it could take the results. */
@@ -389,14 +630,17 @@ static const char *fn_code(lua_State *L, size_t *len) {
   return code;
 }
 
+/* A job of the runtime's pool (upvalue 1 of worker.run). */
 static wjob_t *job_new(lua_State *L) {
+  wpool_t *p = *(wpool_t **)lua_touserdata(L, lua_upvalueindex(1));
   wjob_t *j = (wjob_t *)calloc(1, sizeof *j);
   if (!j) luaL_error(L, "not enough memory");
   j->req.data = j;
   j->rt = rt_get(L);
-  uv_once(&pool_once, pool_init);
+  j->pool = p;
   uv_mutex_lock(&pool_mu);
   pool_jobs++;
+  p->refs++;
   uv_mutex_unlock(&pool_mu);
   return j;
 }
@@ -446,7 +690,7 @@ static int l_run(lua_State *L) {
 }
 
 /* worker._stats() -> {states=, idle=, running=, jobs=}: Lua states alive,
-** idle in the pool, calls running on a pool thread, calls not yet freed
+** idle in the pools, calls running on a pool thread, calls not yet freed
 ** (all runtimes of the process together). */
 static int l_stats(lua_State *L) {
   int v[4];
@@ -466,9 +710,27 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
+/* The runtime's pool as a userdata, for upvalue 1 of the module's
+** functions; its __gc lets the pool go when the runtime closes. */
+static void push_pool(lua_State *L) {
+  wpool_t **box = (wpool_t **)lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  if (luaL_newmetatable(L, POOL_MT)) {
+    lua_pushcfunction(L, pool_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  uv_once(&pool_once, pool_init);
+  if ((*box = (wpool_t *)calloc(1, sizeof **box)) == NULL)
+    luaL_error(L, "not enough memory");
+  (*box)->refs = 1;
+}
+
 int luaopen_loom_worker(lua_State *L) {
   static const luaL_Reg fns[] = {{"run", l_run}, {"_stats", l_stats}, {NULL, NULL}};
-  luaL_newlib(L, fns);
+  luaL_newlibtable(L, fns);
+  push_pool(L);
+  luaL_setfuncs(L, fns, 1);
   /* the bytecode cache must not keep functions alive */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, CODE_KEY);
   lua_createtable(L, 0, 1);

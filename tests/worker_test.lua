@@ -196,3 +196,65 @@ t.test("a call that waits to start can be cancelled", function()
   local s = pool_idle()
   t.eq(s.jobs, 0)
 end)
+
+-- ---- issue 13: what a worker state keeps between calls ----
+
+-- What a call could see of an earlier call's changes (no upvalues: the
+-- function runs in the worker).
+local function probe()
+  return {
+    rep = ("ab"):rep(2), srep = string.rep("x", 2),
+    undefined = tostring(undefined_global), pwned = tostring(pwned),
+    number_index = (pcall(function() return (5).x end)),
+    hook = tostring(debug.gethook()), gc = collectgarbage("isrunning"),
+    string = type(string), insert = type(table.insert),
+    io = debug.getinfo(io.write, "S").what
+      .. debug.getinfo(getmetatable(io.stdout).__index.write, "S").what,
+    path = package.path == "/evil/?.lua", required = require("string") == string,
+    searchers = #package.searchers,
+  }
+end
+
+t.test("a call that changes the libraries, a metatable or the registry leaves no trace", function()
+  local clean = worker.run(probe)
+  for i, tamper in ipairs {
+    function() string.rep = function() return "pwned" end end,
+    function() getmetatable("").__index = { rep = function() return "pwned" end } end,
+    function() debug.setmetatable("", { __index = { rep = function() return "pwned" end } }) end,
+    function() setmetatable(_G, { __index = function() return "pwned" end }) end,
+    function() debug.setmetatable(0, { __index = function() return 1 end }) end,
+    function() debug.sethook(function() end, "", 1000) end,
+    function() collectgarbage("stop") end,
+    function() collectgarbage("generational") end,
+    function() debug.getregistry()[2] = { pwned = "yes", string = string } end,
+    function() io.write = print; getmetatable(io.stdout).__index.write = print end,
+    function() package.path = "/evil/?.lua" end,
+    function() table.insert = nil; table.pwned = true end,
+    function() package.loaded.string = { rep = function() return "pwned" end } end,
+    function() package.searchers[#package.searchers + 1] = print end,
+    function() debug.getregistry()._LOADED = {} end,
+  } do
+    worker.run(tamper)
+    t.eq(worker.run(probe), clean, "tamper #" .. i)
+  end
+end)
+
+t.test("a state is kept between calls: modules stay loaded, globals do not", function()
+  pool_idle()
+  local before = worker._stats().states
+  worker.run(function()
+    require "lpeg"; require "re"
+    if pcall(require, "loom.json") then require("loom.json").encode({ 1 }) end
+    helper = function() end
+  end)
+  t.eq({ worker.run(function()
+    return package.loaded.re ~= nil and package.loaded.lpeg ~= nil, type(helper)
+  end) }, { true, "nil" }, "the same state served, without the global")
+  for _ = 1, 20 do
+    worker.run(function() return require("re").match("ab", "{.}"), require("lpeg").P(1) ~= nil end)
+  end
+  local s = pool_idle()
+  t.ok(s.states <= math.max(before, 1), ("sequential calls kept one state: %d before, %d after")
+    :format(before, s.states))
+  t.eq(worker.run(function() return package.loaded.re ~= nil end), true)
+end)
