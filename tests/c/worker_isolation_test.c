@@ -1,12 +1,14 @@
 /*
 ** worker_isolation_test.c -- worker states never carry one runtime's
 ** changes into another runtime's calls: runtimes one after another (the
-** first freed before the second starts) and side by side, and a runtime's
-** idle worker states are closed with it.
+** first freed before the second starts) and side by side, a runtime's
+** idle worker states are closed with it, and a runtime on the host's loop
+** may be freed while a call it detached still runs.
 */
 #include <stdio.h>
 #include <string.h>
 #include <lauxlib.h>
+#include <uv.h>
 #include "loom.h"
 
 static int passed, failed;
@@ -34,6 +36,16 @@ static int run(loom_t *rt, const char *code) {
   st = loom_run(rt);
   if (st != 0) fprintf(stderr, "%s\n", loom_error(rt) ? loom_error(rt) : "(no message)");
   return st;
+}
+
+/* Is the global name of rt, as tostring gives it, want? (quietly) */
+static int global_is_quiet(loom_t *rt, const char *name, const char *want) {
+  lua_State *L = loom_state(rt);
+  int same;
+  lua_getglobal(L, name);
+  same = strcmp(luaL_tolstring(L, -1, NULL), want) == 0;
+  lua_settop(L, 0);
+  return same;
 }
 
 /* Is the global name of rt, as tostring gives it, want? */
@@ -111,9 +123,56 @@ static void test_side_by_side(void) {
   loom_free(b);
 }
 
+/* The process-wide counts of worker states and calls, from a runtime of
+** its own: "states idle running jobs". */
+static int stats_are(const char *want) {
+  loom_t *rt = new_runtime();
+  int same;
+  run(rt, "local s = require('loom.worker')._stats()\n"
+          "stats = ('%d %d %d %d'):format(s.states, s.idle, s.running, s.jobs)\n");
+  same = global_is(rt, "stats", want);
+  loom_free(rt);
+  return same;
+}
+
+/* A runtime on the host's loop, freed while a call whose task it cancelled
+** still runs on a pool thread: the call ends later, in the host's loop, its
+** state is closed then (its runtime is gone) and its pool freed (ASan sees
+** a use after free or a leak). */
+static void test_freed_while_a_call_runs(void) {
+  uv_loop_t loop;
+  loom_options o = {0};
+  loom_t *rt;
+  int i;
+  CHECK(uv_loop_init(&loop) == 0);
+  o.loop = &loop;
+  o.libs = LOOM_LIB_CORE | LOOM_LIB_WORKER;
+  rt = loom_new(&o);
+  CHECK(rt != NULL);
+  CHECK(loom_dostring(rt,
+                      "local loom, worker = require 'loom', require 'loom.worker'\n"
+                      "local t = loom.spawn(worker.run, function()\n"
+                      "  local s = 0\n"
+                      "  for i = 1, 5e7 do s = s + i % 3 end\n"
+                      "  return s\n"
+                      "end)\n"
+                      "while require('loom.worker')._stats().running == 0 do loom.sleep(0.001) end\n"
+                      "t:cancel()\n"
+                      "cancelled = 'yes'\n",
+                      "=detached") == 0);
+  for (i = 0; i < 10000 && !global_is_quiet(rt, "cancelled", "yes"); i++) loom_step(rt, 10);
+  CHECK(global_is(rt, "cancelled", "yes"));
+  loom_free(rt);
+  CHECK(stats_are("1 0 1 1")); /* the call still runs (for a good while) */
+  uv_run(&loop, UV_RUN_DEFAULT); /* until it ends */
+  CHECK(uv_loop_close(&loop) == 0);
+  CHECK(stats_are("0 0 0 0"));
+}
+
 int main(void) {
   test_one_after_another();
   test_side_by_side();
+  test_freed_while_a_call_runs();
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }
