@@ -5,6 +5,9 @@
 **   echo_client PORT bulk 1 CHUNK SECONDS         -> MiB/s through one connection
 **     writes CHUNK-byte blocks continuously, counts bytes echoed back
 **   echo_client PORT idle CONNS 0 SECONDS         -> opens CONNS connections, holds them
+**   echo_client PORT httpidle CONNS 0 SECONDS     -> each connection makes one keep-alive
+**     HTTP/1.1 GET / and then holds the connection idle (prints "connected N" once
+**     every connection has had its answer)
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +24,8 @@ static const char *mode;
 static size_t size;
 static char *payload;
 static uint64_t messages, bytes_back, bytes_sent;
-static int connected, nconns, stopping;
+static int connected, nconns, stopping, answered;
+static const char http_get[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 static uv_timer_t timer;
 static char rdbuf[256 * 1024];
 
@@ -57,6 +61,13 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   }
   if (stopping) return;
   bytes_back += (size_t)n;
+  if (strcmp(mode, "httpidle") == 0) { /* the small answer comes in one read */
+    if (c->got++ == 0 && ++answered == nconns) {
+      printf("connected %d\n", answered);
+      fflush(stdout);
+    }
+    return;
+  }
   if (strcmp(mode, "pingpong") == 0) {
     c->got += (size_t)n;
     while (c->got >= size) {
@@ -78,7 +89,10 @@ static void on_connect(uv_connect_t *req, int status) {
   connected++;
   uv_tcp_nodelay(&c->tcp, 1);
   uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
-  if (strcmp(mode, "idle") != 0) {
+  if (strcmp(mode, "httpidle") == 0) {
+    uv_buf_t b = uv_buf_init((char *)http_get, sizeof http_get - 1);
+    uv_write(malloc(sizeof(uv_write_t)), (uv_stream_t *)&c->tcp, &b, 1, write_cb);
+  } else if (strcmp(mode, "idle") != 0) {
     send_block(c);
     if (strcmp(mode, "bulk") == 0) { send_block(c); send_block(c); send_block(c); }
   } else if (connected == nconns) {
