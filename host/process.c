@@ -248,7 +248,7 @@ static void spawn_options(lua_State *L, int opts, uv_process_options_t *o) {
     arg_check_nul(L, o->cwd, n, opts, "cwd");
   }
   if (lua_getfield(L, opts, "env") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TTABLE);
+    if (!lua_istable(L, -1)) luaL_argerror(L, opts, "env must be a table");
     o->env = build_env(L, lua_gettop(L), opts);
   }
   /* setsid: the child leads a new process group, so that the group can be
