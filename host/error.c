@@ -55,6 +55,25 @@ int err_uv(lua_State *L, int uverr, const char *kind, const char *what) {
                    uv_strerror(uverr));
 }
 
+/* ---- arguments handed to the OS as C strings ---- */
+
+/* Raise "bad argument #arg (<what> contains a zero byte)" when s (n bytes)
+** has a zero byte: the C string the OS sees would end there, and a path,
+** host name or argument would silently become another one. */
+void arg_check_nul(lua_State *L, const char *s, size_t n, int arg,
+                   const char *what) {
+  if (strlen(s) != n)
+    luaL_argerror(L, arg, lua_pushfstring(L, "%s contains a zero byte", what));
+}
+
+/* luaL_checkstring for such a string: argument arg, named what. */
+const char *arg_check_cstring(lua_State *L, int arg, const char *what) {
+  size_t n;
+  const char *s = luaL_checklstring(L, arg, &n);
+  arg_check_nul(L, s, n, arg, what);
+  return s;
+}
+
 /* Is the value at idx an error object of this kind? */
 int err_is_kind(lua_State *L, int idx, const char *kind) {
   int r = 0;

@@ -190,10 +190,7 @@ int fsreq_deliver_k(lua_State *L, int status, lua_KContext ctx) {
 /* ---- arguments ---- */
 
 const char *fs_check_path(lua_State *L, int i) {
-  size_t n;
-  const char *p = luaL_checklstring(L, i, &n);
-  if (strlen(p) != n) luaL_argerror(L, i, "path contains a zero byte");
-  return p;
+  return arg_check_cstring(L, i, "path");
 }
 
 /* Start r for the calling task: the common prologue of every call. */

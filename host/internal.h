@@ -146,6 +146,11 @@ int err_raise(lua_State *L, const char *kind, const char *code,
 int err_uv(lua_State *L, int uverr, const char *kind, const char *what);
 int err_is_kind(lua_State *L, int idx, const char *kind);
 void err_open(lua_State *L);
+/* A string the OS takes as a C string: raise a bad-argument error when it
+** contains a zero byte (what names it in the message: "path", "host"). */
+void arg_check_nul(lua_State *L, const char *s, size_t n, int arg,
+                   const char *what);
+const char *arg_check_cstring(lua_State *L, int arg, const char *what);
 
 /* task.c */
 extern char task_tag; /* the light userdata a host yield carries */
@@ -279,6 +284,7 @@ void stream_set_filter(stream_t *s, const stream_filter *f, void *fdata);
 void stream_update(stream_t *s);
 int stream_send(stream_t *s, const char *data, size_t n);
 void stream_close(stream_t *s);
+int stream_abort(lua_State *L); /* lua_CFunction: close at once, drop unsent bytes */
 int stream_push_address(lua_State *L, const struct sockaddr *sa);
 void stream_open(lua_State *L);
 

@@ -25,7 +25,7 @@ static int parse_addr(const char *ip, int port, struct sockaddr_storage *ss) {
 }
 
 static void check_addr(lua_State *L, int idx, struct sockaddr_storage *ss) {
-  const char *ip = luaL_checkstring(L, idx);
+  const char *ip = arg_check_cstring(L, idx, "host");
   lua_Integer port = luaL_checkinteger(L, idx + 1);
   luaL_argcheck(L, port >= 0 && port <= 65535, idx + 1, "port out of range");
   if (parse_addr(ip, (int)port, ss) != 0)
@@ -94,7 +94,7 @@ static void dns_cancel(task_t *t) {
 
 /* resolve(host) -> array of address strings */
 static int l_resolve(lua_State *L) {
-  const char *host = luaL_checkstring(L, 1);
+  const char *host = arg_check_cstring(L, 1, "host");
   task_t *t = task_check_current(L, "net.resolve");
   struct addrinfo hints;
   dns_req *r;
@@ -182,7 +182,7 @@ static int l_connect(lua_State *L) {
 
 /* connect_unix(path) -> Stream */
 static int l_connect_unix(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = arg_check_cstring(L, 1, "path");
   task_t *t = task_check_current(L, "net.connect_unix");
   connect_req *r;
   check_sun_path(L, path, "connect");
@@ -535,7 +535,7 @@ static int l_listen(lua_State *L) {
 
 /* listen_unix(path [, backlog]) -> Listener */
 static int l_listen_unix(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = arg_check_cstring(L, 1, "path");
   int backlog = (int)luaL_optinteger(L, 2, 511), rc;
   char what[300];
   listener_t *l;

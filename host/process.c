@@ -18,6 +18,8 @@ typedef struct proc {
   uv_process_t h;
   loom_t *rt;
   tlist_t waiters;
+  int pid;
+  int group; /* the child leads its own process group (and session) */
   int exited, code, signal, boxed, handle_closed;
 } proc_t;
 
@@ -102,15 +104,18 @@ static int p_wait(lua_State *L) {
   return task_wait(L, t, tlist_cancel, p, "process:wait", 0, wait_k);
 }
 
-/* p:kill([signal]) -> true, or false when it already exited */
+/* p:kill([signal]) -> true, or false when it already exited. A child
+** started in its own process group has the whole group signalled, even
+** after the child itself exited: what it started may still run. Its pid
+** cannot be taken by another process while any member of the group lives
+** (the kernel keeps a group's id in use), so this reaches no stranger. */
 static int p_kill(lua_State *L) {
   proc_t *p = check_proc(L);
   int sig = check_signal(L, 2, SIGTERM), r;
-  if (p->exited) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  if ((r = uv_process_kill(&p->h, sig)) < 0) {
+  if (p->group) r = uv_kill(-p->pid, sig);
+  else if (p->exited) r = UV_ESRCH;
+  else r = uv_process_kill(&p->h, sig);
+  if (r < 0) {
     if (r == UV_ESRCH) {
       lua_pushboolean(L, 0);
       return 1;
@@ -134,9 +139,9 @@ static int p_gc(lua_State *L) {
 }
 
 /* Build "NAME=value" strings: the inherited environment with opts.env (at
-** idx) laid over it. Leaves the array and a table anchoring the new
-** strings on the stack. */
-static char **build_env(lua_State *L, int idx) {
+** idx; opts is argument arg) laid over it. Leaves the array and a table
+** anchoring the new strings on the stack. */
+static char **build_env(lua_State *L, int idx, int arg) {
   int n = 0, i, k = 0, anchors, seen;
   char **env;
   for (i = 0; environ[i]; i++) n++;
@@ -152,13 +157,19 @@ static char **build_env(lua_State *L, int idx) {
   seen = lua_gettop(L);
   lua_pushnil(L);
   while (lua_next(L, idx)) { /* key, value */
-    const char *v;
+    const char *name, *v;
+    size_t nlen, vlen;
     if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "env: names must be strings");
+    name = lua_tolstring(L, -2, &nlen);
+    arg_check_nul(L, name, nlen, arg, "env name");
+    if (nlen == 0 || strchr(name, '='))
+      luaL_argerror(L, arg, "env name is empty or contains '='");
     lua_pushvalue(L, -2);
     lua_pushboolean(L, 1);
     lua_rawset(L, seen);
-    v = luaL_tolstring(L, -1, NULL);
-    lua_pushfstring(L, "%s=%s", lua_tostring(L, -3), v);
+    v = luaL_tolstring(L, -1, &vlen);
+    arg_check_nul(L, v, vlen, arg, "env value");
+    lua_pushfstring(L, "%s=%s", name, v);
     env[k++] = (char *)lua_tostring(L, -1);
     lua_rawseti(L, anchors, k);
     lua_pop(L, 2);
@@ -198,37 +209,65 @@ static void stdio_from(lua_State *L, int opts, const char *name, int fd,
   }
 }
 
-/* spawn(argv, opts) -> Process (fields pid, stdin, stdout, stderr) */
-static int l_spawn(lua_State *L) {
-  uv_process_options_t o;
-  uv_stdio_container_t stdio[3];
-  int i, n, pipes[3], opts = lua_istable(L, 2) ? 2 : 0, r;
+/* The argv table at 1 as a NULL-terminated array of C strings; pushes the
+** array and a table anchoring the strings (slots 3 and 4). */
+static char **build_args(lua_State *L) {
+  int i, n;
   char **args;
-  proc_t *p, **box;
   luaL_checktype(L, 1, LUA_TTABLE);
   n = (int)luaL_len(L, 1);
   luaL_argcheck(L, n > 0, 1, "empty command");
   lua_settop(L, 2);
   args = (char **)lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
-  lua_newtable(L); /* 4: anchors for strings */
+  lua_newtable(L);
   for (i = 1; i <= n; i++) {
+    size_t len;
     lua_geti(L, 1, i);
-    args[i - 1] = (char *)luaL_tolstring(L, -1, NULL);
+    args[i - 1] = (char *)luaL_tolstring(L, -1, &len);
+    if (strlen(args[i - 1]) != len) /* (the message is made only then) */
+      arg_check_nul(L, args[i - 1], len, 1, lua_pushfstring(L, "argv[%d]", i));
     lua_rawseti(L, 4, i);
     lua_pop(L, 1);
   }
   args[n] = NULL;
-  memset(&o, 0, sizeof o);
-  o.file = args[0];
-  o.args = args;
-  o.exit_cb = exit_cb;
+  return args;
+}
+
+/* Fill o's file, args, cwd, env and flags from the arguments (argv, opts);
+** the strings are anchored on the stack. */
+static void spawn_options(lua_State *L, int opts, uv_process_options_t *o) {
+  memset(o, 0, sizeof *o);
+  o->args = build_args(L);
+  o->file = o->args[0];
+  o->exit_cb = exit_cb;
+  if (!opts) return;
+  if (lua_getfield(L, opts, "cwd") != LUA_TNIL) {
+    size_t n;
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, opts, "cwd must be a string");
+    o->cwd = lua_tolstring(L, -1, &n);
+    arg_check_nul(L, o->cwd, n, opts, "cwd");
+  }
+  if (lua_getfield(L, opts, "env") != LUA_TNIL) {
+    if (!lua_istable(L, -1)) luaL_argerror(L, opts, "env must be a table");
+    o->env = build_env(L, lua_gettop(L), opts);
+  }
+  /* setsid: the child leads a new process group, so that the group can be
+  ** signalled, and a new session, so that it never becomes a background
+  ** job of our terminal (stopped by SIGTTIN/SIGTTOU on touching it) */
+  lua_getfield(L, opts, "process_group");
+  if (lua_toboolean(L, -1)) o->flags |= UV_PROCESS_DETACHED;
+  lua_pop(L, 1);
+}
+
+/* spawn(argv, opts) -> Process (fields pid, stdin, stdout, stderr) */
+static int l_spawn(lua_State *L) {
+  uv_process_options_t o;
+  uv_stdio_container_t stdio[3];
+  int i, pipes[3], opts = lua_istable(L, 2) ? 2 : 0, r;
+  proc_t *p, **box;
+  spawn_options(L, opts, &o);
   o.stdio = stdio;
   o.stdio_count = 3;
-  if (opts && lua_getfield(L, opts, "cwd") != LUA_TNIL) o.cwd = luaL_checkstring(L, -1);
-  if (opts && lua_getfield(L, opts, "env") != LUA_TNIL) {
-    luaL_checktype(L, -1, LUA_TTABLE);
-    o.env = build_env(L, lua_gettop(L));
-  }
   stdio_from(L, opts, "stdin", 0, &stdio[0], &pipes[0]);
   stdio_from(L, opts, "stdout", 1, &stdio[1], &pipes[1]);
   stdio_from(L, opts, "stderr", 2, &stdio[2], &pipes[2]);
@@ -243,10 +282,12 @@ static int l_spawn(lua_State *L) {
     uv_close((uv_handle_t *)&p->h, proc_close_cb);
     for (i = 0; i < 3; i++)
       if (pipes[i]) stream_close(*(stream_t **)lua_touserdata(L, pipes[i]));
-    return err_raise(L, "io", uv_err_name(r), "spawn %s: %s", args[0], uv_strerror(r));
+    return err_raise(L, "io", uv_err_name(r), "spawn %s: %s", o.file, uv_strerror(r));
   }
   *box = p;
   p->boxed = 1;
+  p->pid = p->h.pid;
+  p->group = (o.flags & UV_PROCESS_DETACHED) != 0;
   lua_createtable(L, 0, 4); /* the Process's fields live in its uservalue */
   lua_pushinteger(L, p->h.pid);
   lua_setfield(L, -2, "pid");
@@ -336,15 +377,16 @@ static int l_on_signal(lua_State *L) {
 /* ---- environment, cwd, exit, stdio ---- */
 
 static int l_getenv(lua_State *L) {
-  const char *v = getenv(luaL_checkstring(L, 1));
+  const char *v = getenv(arg_check_cstring(L, 1, "name"));
   if (v) lua_pushstring(L, v);
   else lua_pushnil(L);
   return 1;
 }
 
 static int l_setenv(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  int r = lua_isnil(L, 2) ? uv_os_unsetenv(name) : uv_os_setenv(name, luaL_checkstring(L, 2));
+  const char *name = arg_check_cstring(L, 1, "name");
+  int r = lua_isnil(L, 2) ? uv_os_unsetenv(name)
+                          : uv_os_setenv(name, arg_check_cstring(L, 2, "value"));
   if (r < 0) return err_uv(L, r, "io", "setenv");
   return 0;
 }
@@ -359,7 +401,7 @@ static int l_cwd(lua_State *L) {
 }
 
 static int l_chdir(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
+  const char *dir = arg_check_cstring(L, 1, "path");
   int r = uv_chdir(dir);
   if (r < 0) return err_raise(L, "io", uv_err_name(r), "chdir %s: %s", dir, uv_strerror(r));
   return 0;
@@ -403,7 +445,8 @@ int luaopen_loom_process_core(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"spawn", l_spawn},   {"on_signal", l_on_signal}, {"getenv", l_getenv},
       {"setenv", l_setenv}, {"cwd", l_cwd},             {"chdir", l_chdir},
-      {"exit", l_exit},     {"stdio", l_stdio},         {NULL, NULL}};
+      {"exit", l_exit},     {"stdio", l_stdio},         {"abort", stream_abort},
+      {NULL, NULL}};
   stream_open(L);
   new_class(L, PROCESS_MT, pm, p_gc);
   new_class(L, SIGNAL_MT, sm, sig_gc);

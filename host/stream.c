@@ -218,6 +218,15 @@ void stream_close(stream_t *s) {
   uv_close(&s->h.handle, close_cb);
 }
 
+/* stream_abort(s): the Lua C function that closes the Stream at 1 now,
+** discarding the bytes still queued, where s:close() would wait for them
+** to be sent. For an owner that must not wait on a peer that stopped
+** reading, such as process.run giving up on a child. Idempotent. */
+int stream_abort(lua_State *L) {
+  stream_close(*check_box(L, 1));
+  return 0;
+}
+
 /* ---- reading ---- */
 
 /* Read from the socket while someone waits or the buffer has room. */

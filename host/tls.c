@@ -282,12 +282,18 @@ static void bad_option(lua_State *L, int idx, const char *name, const char *want
                                         want, luaL_typename(L, -1)));
 }
 
-/* opts[name] as a string or NULL; left on the stack to keep it alive. */
+/* opts[name] as a string or NULL; left on the stack to keep it alive. A
+** name or path for OpenSSL: a zero byte in it is refused. */
 static const char *opt_string(lua_State *L, int idx, const char *name) {
   int ty = lua_getfield(L, idx, name);
+  size_t n;
+  const char *s;
   if (ty == LUA_TNIL) return NULL;
   if (ty != LUA_TSTRING) bad_option(L, idx, name, "string");
-  return lua_tostring(L, -1);
+  s = lua_tolstring(L, -1, &n);
+  arg_check_nul(L, s, n, idx, lua_pushfstring(L, "tls option '%s'", name));
+  lua_pop(L, 1);
+  return s;
 }
 
 static int opt_bool(lua_State *L, int idx, const char *name, int dflt) {
@@ -582,7 +588,7 @@ static stream_t *check_plain(lua_State *L, task_t **t) {
 /* tls.client(stream, host [, opts]) -> stream, once the handshake is done.
 ** opts: true or {server_name, verify, ca, cert, key, alpn}. */
 static int l_client(lua_State *L) {
-  const char *host = luaL_checkstring(L, 2);
+  const char *host = arg_check_cstring(L, 2, "host");
   tls_opts o;
   task_t *t;
   stream_t *s;

@@ -33,11 +33,11 @@ process.stdout = nil
 ---@type loom.Stream
 process.stderr = nil
 ---@param cmd string|string[]
----@param opts {input: string?, cwd: string?, env: table<string,string>?, timeout: number?, capture: boolean?, kill_grace: number?}?
+---@param opts {input: string?, cwd: string?, env: table<string,string>?, timeout: number?, capture: boolean?, kill_grace: number?, process_group: boolean?}?
 ---@return loom.RunResult
 function process.run(cmd, opts) end
 ---@param cmd string|string[]
----@param opts {stdin: string?, stdout: string?, stderr: string?, cwd: string?, env: table<string,string>?}?
+---@param opts {stdin: string?, stdout: string?, stderr: string?, cwd: string?, env: table<string,string>?, process_group: boolean?}?
 ---@return loom.Process
 function process.spawn(cmd, opts) end
 ---@param name string

@@ -17,6 +17,15 @@ local function check(cond, n, fname, msg, level)
   if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), level or 3) end
 end
 
+-- A host name or socket path: a string without zero bytes, which the C
+-- core refuses too (the OS would see the name cut short), but here the
+-- error names the public function.
+local function check_name(name, n, fname, level)
+  check(type(name) == "string", n, fname, "string expected", level or 4)
+  check(not name:find("\0", 1, true), n, fname,
+    (fname:find("unix") and "path" or "host") .. " contains a zero byte", level or 4)
+end
+
 local function check_port(port, n, fname)
   check(math.type(port) == "integer" and port >= 0 and port <= 65535, n, fname,
     "port must be an integer in 0..65535", 4)
@@ -24,7 +33,7 @@ end
 
 -- net.resolve(host) -> array of address strings
 function net.resolve(host)
-  check(type(host) == "string", 1, "resolve", "string expected")
+  check_name(host, 1, "resolve")
   if is_ip(host) then return { host } end
   return core.resolve(host)
 end
@@ -60,7 +69,7 @@ end
 
 -- net.connect(host, port [, opts]) -> Stream
 function net.connect(host, port, opts)
-  check(type(host) == "string", 1, "connect", "string expected")
+  check_name(host, 1, "connect")
   check_port(port, 2, "connect")
   opts = opts or {}
   check(opts.tls == nil or type(opts.tls) == "boolean" or type(opts.tls) == "table", 3,
@@ -83,7 +92,7 @@ end
 
 -- net.connect_unix(path [, opts]) -> Stream
 function net.connect_unix(path, opts)
-  check(type(path) == "string", 1, "connect_unix", "string expected")
+  check_name(path, 1, "connect_unix")
   opts = opts or {}
   return with_timeout(opts.timeout, core.connect_unix, path)
 end
@@ -158,7 +167,7 @@ end
 
 -- net.listen(host, port, handler [, opts]) -> Server
 function net.listen(host, port, handler, opts)
-  check(type(host) == "string", 1, "listen", "string expected")
+  check_name(host, 1, "listen")
   check_port(port, 2, "listen")
   check(type(handler) == "function" or (getmetatable(handler) or {}).__call, 3, "listen",
     "function expected")
@@ -173,7 +182,7 @@ end
 
 -- net.listen_unix(path, handler [, opts]) -> Server
 function net.listen_unix(path, handler, opts)
-  check(type(path) == "string", 1, "listen_unix", "string expected")
+  check_name(path, 1, "listen_unix")
   opts = opts or {}
   check(opts.tls == nil or type(opts.tls) == "table", 3, "listen_unix", "tls must be a table")
   local handshake = opts.tls and server_tls(opts.tls)
@@ -237,14 +246,15 @@ end
 local U = debug.getregistry()["loom.Udp"].__index
 local raw_send = U.send
 function U.send(u, data, host, port)
-  if type(host) == "string" and not is_ip(host) then host = net.resolve(host)[1] end
+  check_name(host, 3, "send")
+  if not is_ip(host) then host = net.resolve(host)[1] end
   return raw_send(u, data, host, port)
 end
 
 -- net.udp([host, port]) -> Udp
 function net.udp(host, port)
   if host == nil then return core.udp() end
-  check(type(host) == "string", 1, "udp", "string expected")
+  check_name(host, 1, "udp")
   check_port(port, 2, "udp")
   return core.udp(bind_address(host), port)
 end

@@ -32,36 +32,53 @@ function process.spawn(cmd, opts)
   return setmetatable(fields, Process)
 end
 
--- SIGTERM, then SIGKILL after grace seconds; wait for the child to go (a
--- wait that an expired outer deadline interrupts is left to libuv).
+-- Close every pipe of p at once, dropping input the child did not take:
+-- run is done with them, or gives up on the child and must not wait for it
+-- to read (s:close() would).
+local function close_pipes(p)
+  for _, name in ipairs { "stdin", "stdout", "stderr" } do
+    local s = p[name]
+    if s then core.abort(s) end
+  end
+end
+
+-- SIGTERM, then SIGKILL after grace seconds (to the child's process group
+-- when it has one); wait for the child to go (a wait that an expired outer
+-- deadline interrupts is left to libuv).
 local function kill_after_grace(p, grace)
-  p:kill("SIGTERM")
+  pcall(p.kill, p, "SIGTERM")
   local ok = pcall(loom.timeout, grace, p.wait, p)
   if not ok then
-    p:kill("SIGKILL")
+    pcall(p.kill, p, "SIGKILL")
     pcall(p.wait, p)
   end
+end
+
+-- Feed input to the child's stdin and close it. A child may exit without
+-- reading it all (the write fails: fine); a cancelled write leaves the
+-- rest queued for close_pipes to drop rather than a close to wait on.
+local function feed(p, input)
+  if pcall(p.stdin.write, p.stdin, input) then pcall(p.stdin.close, p.stdin) end
 end
 
 -- process.run(cmd [, opts]) -> {code=, signal=, stdout=, stderr=, ok=}
 function process.run(cmd, opts)
   opts = opts or {}
-  local capture = opts.capture ~= false
+  local capture, input = opts.capture ~= false, opts.input
+  if input ~= nil and type(input) ~= "string" then
+    error("bad argument #2 to 'run' (opts.input must be a string)", 2)
+  end
   local p = process.spawn(argv_of(cmd, "run"), {
     cwd = opts.cwd, env = opts.env,
-    stdin = opts.input and "pipe" or "null",
+    stdin = input and "pipe" or "null",
     stdout = capture and "pipe" or "inherit",
     stderr = capture and "pipe" or "inherit",
+    process_group = opts.process_group ~= false,
   })
   local function body()
     local out, err
     loom.gather(
-      function()
-        if opts.input then
-          pcall(p.stdin.write, p.stdin, opts.input) -- the child may not read it all
-          pcall(p.stdin.close, p.stdin)
-        end
-      end,
+      function() if input then feed(p, input) end end,
       function() if capture then out = p.stdout:read_all() end end,
       function() if capture then err = p.stderr:read_all() end end)
     local code, sig = p:wait()
@@ -72,9 +89,9 @@ function process.run(cmd, opts)
     if opts.timeout then return loom.timeout(opts.timeout, body) end
     return body()
   end)
-  for _, s in ipairs { p.stdin, p.stdout, p.stderr } do pcall(s.close, s) end
+  close_pipes(p)
   if not ok then
-    -- timed out or cancelled: the child must not outlive us
+    -- timed out, cancelled or failed: the child must not outlive us
     kill_after_grace(p, opts.kill_grace or 2)
     error(res, 0)
   end
