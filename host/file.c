@@ -547,7 +547,7 @@ static int f_close(lua_State *L) {
   task_t *t = task_current(L);
   if (!f || f->closed) return 0;
   file_mark_closed(f);
-  if (t && (!lua_isyieldable(L) || task_interrupted(t))) t = NULL;
+  if (t && (!task_can_wait(L) || task_interrupted(t))) t = NULL;
   if (!f->active && file_close_fd(f)) t = NULL;
   if (!t) return 0;
   lua_settop(L, 1);

@@ -314,7 +314,7 @@ static int db_close(lua_State *L) {
   if (!s) return 0;
   shutdown_db(s, 1);
   /* outside a task, or in a __close that cannot yield: do not wait */
-  if (s->joined || !(t = task_current(L)) || !lua_isyieldable(L)) return 0;
+  if (s->joined || !(t = task_current(L)) || !task_can_wait(L)) return 0;
   lua_settop(L, 1);
   tlist_push(&s->closers, t);
   t->flags |= TF_SHIELD;
@@ -520,7 +520,10 @@ static int tx_k(lua_State *L, int status, lua_KContext ctx);
 ** COMMIT and ROLLBACK are shielded from interrupts: a cancel or timeout
 ** that lands while one runs is raised after it, so the transaction is
 ** never left open, nor reported failed when it committed. */
+static int tx_abandon(lua_State *L, sdb_t *s, sjob_t *j);
+
 static int tx_submit(lua_State *L, task_t *t, sjob_t *j, lua_KContext ctx) {
+  if (ctx != TX_BEGIN && !task_can_wait(L)) return tx_abandon(L, j->s, j);
   j->t = t;
   submit(j->s, j);
   t->flags |= TF_SHIELD;
@@ -557,6 +560,21 @@ static int tx_start(lua_State *L, task_t *t, sdb_t *s) {
   s->tx_owner = t;
   s->tx_depth++;
   return tx_submit(L, t, j, TX_BEGIN);
+}
+
+/* The end of the transaction (job j) cannot be waited for: the body's
+** coroutine was resumed where Lua cannot yield. Roll back without waiting
+** (nobody waits for the job: reap frees it), so that the transaction is not
+** left open, and raise kind usage. */
+static int tx_abandon(lua_State *L, sdb_t *s, sjob_t *j) {
+  char sql[80];
+  int d = s->tx_depth - 1;
+  job_free(j);
+  if (d == 0) snprintf(sql, sizeof sql, "ROLLBACK");
+  else snprintf(sql, sizeof sql, "ROLLBACK TO loom_%d; RELEASE loom_%d", d, d);
+  if (!s->closed) submit(s, tx_job(L, s, sql));
+  tx_release(s);
+  return task_check_wait(L, "db:transaction");
 }
 
 /* The error at top ended the transaction: roll back (shielded from
@@ -657,6 +675,7 @@ static int db_transaction(lua_State *L) {
   task_t *t;
   task_check_callable(L, 2);
   t = task_check_current(L, "db:transaction");
+  task_check_wait(L, "db:transaction"); /* before BEGIN: it cannot be undone */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   return tx_start(L, t, s);
 }
