@@ -353,3 +353,28 @@ t.test("require replaces the global of every runtime, and is fast when loaded",
     for _ = 1, 1e5 do require "loom" end
     t.ok(os.clock() - t0 < 1, "100000 loaded requires take < 1 s")
   end)
+
+t.test("a stock lua5.4 gets the yieldable require with require 'loom'",
+  function()
+    local so = LOOM:gsub("[^/]*$", "") .. "loom.so"
+    if not fs.exists(so) or not os.execute("command -v lua5.4 >/dev/null") then
+      t.skip("needs lua5.4 and loom.so")
+    end
+    local dir = fs.mkdtemp()
+    fs.write_file(dir .. "/slowmod.lua", [[
+require("loom").sleep(0.001)
+return "slow"
+]])
+    fs.write_file(dir .. "/main.lua", [[
+local loom = require "loom"
+package.path = ... .. "/?.lua"
+print(debug.getinfo(require, "S").what, loom.run(require, "slowmod"))
+]])
+    local p = io.popen("LUA_CPATH=" .. sh_quote(LOOM:gsub("[^/]*$", "") .. "?.so") ..
+      " timeout -s KILL 20 lua5.4 " .. sh_quote(dir .. "/main.lua") .. " " ..
+      sh_quote(dir) .. " 2>&1")
+    local out = p:read("a")
+    p:close()
+    fs.remove(dir, { recursive = true })
+    t.eq(out, "Lua\tslow\n")
+  end)
