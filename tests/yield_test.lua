@@ -368,7 +368,7 @@ return "slow"
     fs.write_file(dir .. "/main.lua", [[
 local loom = require "loom"
 package.path = ... .. "/?.lua"
-print(debug.getinfo(require, "S").what, loom.run(require, "slowmod"))
+print(debug.getinfo(require, "S").what, (loom.run(require, "slowmod")))
 ]])
     local p = io.popen("LUA_CPATH=" .. sh_quote(LOOM:gsub("[^/]*$", "") .. "?.so") ..
       " timeout -s KILL 20 lua5.4 " .. sh_quote(dir .. "/main.lua") .. " " ..
