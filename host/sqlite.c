@@ -763,6 +763,7 @@ static int l_open(lua_State *L) {
   memset(&opts, 0, sizeof opts);
   open_opts(L, &opts);
   t = task_check_current(L, "sqlite.open");
+  task_check_wait(L, "sqlite.open"); /* before its thread is started */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   s = db_new(L, path);
   lua_replace(L, 1);
