@@ -505,13 +505,15 @@ static void task_failed_with(loom_t *rt, task_t *t) {
 
 /* Resume one ready task until it waits or ends. */
 static void task_run(loom_t *rt, task_t *t) {
-  int nres = 0, st;
+  int nres = 0, st, noyield = rt->noyield;
   lua_State *co = t->co;
   t->status = T_RUNNING;
   t->flags &= ~TF_UNDO;
   t->wcancel = NULL;
   rt->current = t;
+  rt->noyield = 0; /* t's own coroutines count (loom.run inside a coroutine) */
   st = lua_resume(co, rt->L, t->nvals, &nres);
+  rt->noyield = noyield;
   rt->current = NULL;
   if (st == LUA_YIELD) {
     if (nres == 1 && lua_touserdata(co, -1) == &task_tag) {

@@ -369,6 +369,11 @@ return "slow"
 local loom = require "loom"
 package.path = ... .. "/?.lua"
 print(debug.getinfo(require, "S").what, (loom.run(require, "slowmod")))
+-- a coroutine resumed from the main thread (which cannot yield) runs loom.run:
+-- its tasks may wait all the same
+print(coroutine.wrap(function()
+  return loom.run(function() loom.sleep(0.001) return "ran" end)
+end)())
 ]])
     local p = io.popen("LUA_CPATH=" .. sh_quote(LOOM:gsub("[^/]*$", "") .. "?.so") ..
       " timeout -s KILL 20 lua5.4 " .. sh_quote(dir .. "/main.lua") .. " " ..
@@ -379,7 +384,7 @@ print(debug.getinfo(require, "S").what, (loom.run(require, "slowmod")))
     if out:find("undefined symbol: __[a-z]*san") then
       t.skip("the loom.so of a sanitizer build does not load in lua5.4")
     end
-    t.eq(out, "Lua\tslow\n")
+    t.eq(out, "Lua\tslow\nran\n")
   end)
 
 -- Every kind of wait, inside a string.gsub callback: each raises usage and
@@ -398,8 +403,8 @@ t.test("every kind of wait refuses cleanly where it cannot suspend", function()
   full:put(1)
   local held, sem = loom.lock(), loom.semaphore(0)
   held:acquire()
-  local ev = loom.event()
-  local sleeper = loom.spawn(loom.sleep, 0.01)
+  local ev, go = loom.event(), loom.event()
+  local sleeper = loom.spawn(go.wait, go) -- still waiting when awaited below
   local dir = fs.mkdtemp()
   fs.write_file(dir .. "/f", "data\n")
   local db <close> = sqlite.open(":memory:")
@@ -407,7 +412,13 @@ t.test("every kind of wait refuses cleanly where it cannot suspend", function()
   local conn <close> = net.connect("127.0.0.1", srv.port)
   local udp <close> = net.udp("127.0.0.1", 0)
   local f <close> = fs.open(dir .. "/f")
-  local proc = process.spawn({ "sleep", "0.05" })
+  local proc = process.spawn({ "sleep", "30" })
+  local _ <close> = setmetatable({}, { __close = function() -- also on failure
+    proc:kill("KILL")
+    conn:close()
+    pcall(srv.shutdown, srv, 1)
+    go:set()
+  end })
   refused("loom.sleep", function() loom.sleep(1) end)
   refused("queue:put", function() full:put(2) end)
   refused("queue:get", function() loom.queue():get() end)
@@ -435,6 +446,7 @@ t.test("every kind of wait refuses cleanly where it cannot suspend", function()
   sem:acquire()
   ev:set()
   ev:wait()
+  go:set()
   sleeper:await()
   t.eq(fs.read_file(dir .. "/f"), "data\n")
   t.eq(f:read(), "data\n")
@@ -443,8 +455,8 @@ t.test("every kind of wait refuses cleanly where it cannot suspend", function()
   conn:write("hi")
   udp:send("ping", udp:local_address())
   t.eq((udp:recv()), "ping")
+  proc:kill("KILL")
   proc:wait()
   conn:close()
-  srv:shutdown(1)
   fs.remove(dir, { recursive = true })
 end)
