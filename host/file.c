@@ -433,6 +433,7 @@ static int file_op(lua_State *L, file_t *f, const fop_t *p) {
   task_t *t;
   if (!f->busy && satisfied(f, p)) return op_result(L, f, p, 0);
   t = task_check_current(L, op_what[p->op]);
+  task_check_wait(L, op_what[p->op]); /* a write once started goes on */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   if (f->busy) {
     tlist_push(&f->waiters, t);
