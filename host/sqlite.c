@@ -475,6 +475,7 @@ static int db_call(lua_State *L, int op, const char *what) {
   const char *sql = luaL_checklstring(L, 2, &len);
   task_t *t = task_check_current(L, what);
   sjob_t *j;
+  task_check_wait(L, what); /* the thread may run the statement at once */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   if (!(j = job_new(s, op, sql, len))) return luaL_error(L, "not enough memory");
   if (op != SQ_EXEC) {
