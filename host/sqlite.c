@@ -516,13 +516,12 @@ static int db_execute(lua_State *L) { return db_call(L, SQ_EXECUTE, "db:execute"
 enum { TX_WAIT = 1, TX_BEGIN, TX_BODY, TX_COMMIT, TX_ROLLBACK };
 
 static int tx_k(lua_State *L, int status, lua_KContext ctx);
+static int tx_abandon(lua_State *L, sdb_t *s, sjob_t *j);
 
 /* Run one statement of the transaction machinery and wait for it. BEGIN,
 ** COMMIT and ROLLBACK are shielded from interrupts: a cancel or timeout
 ** that lands while one runs is raised after it, so the transaction is
 ** never left open, nor reported failed when it committed. */
-static int tx_abandon(lua_State *L, sdb_t *s, sjob_t *j);
-
 static int tx_submit(lua_State *L, task_t *t, sjob_t *j, lua_KContext ctx) {
   if (ctx != TX_BEGIN && !task_can_wait(L)) return tx_abandon(L, j->s, j);
   j->t = t;

@@ -230,9 +230,7 @@ static int wait_refused(lua_State *L, task_t *t, const char *what) {
     t->flags &= ~TF_DEADLINE;
     heap_remove(rt_get(L), &t->w.tm);
   }
-  t->flags &= ~TF_SHIELD;
-  t->status = T_RUNNING;
-  t->wake = WAKE_VALUES;
+  t->flags &= ~TF_SHIELD; /* the task runs on: its status is unchanged */
   return refuse_wait(L, what);
 }
 

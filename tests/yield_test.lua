@@ -190,6 +190,26 @@ t.test("waits that must not start halfway refuse before they start",
     end, "db:transaction")
     db:transaction(function() db:execute("insert into t values (2)") end)
     t.eq(db:query("select x from t"), { { x = 2 } })
+    -- a transaction whose body's coroutine is resumed where it cannot wait
+    -- for the COMMIT: rolled back, not left open
+    local co = coroutine.create(function()
+      return db:transaction(function()
+        db:execute("insert into t values (3)")
+        coroutine.yield("inside")
+        return "body done"
+      end)
+    end)
+    t.eq({ coroutine.resume(co) }, { true, "inside" })
+    local res
+    table.sort({ 2, 1 }, function(a, b)
+      res = res or { coroutine.resume(co) }
+      return a < b
+    end)
+    t.eq(res[1], false)
+    t.eq(res[2].kind, "usage")
+    t.eq(db:query("select x from t"), { { x = 2 } }, "rolled back")
+    db:transaction(function() db:execute("insert into t values (4)") end)
+    t.eq(#db:query("select x from t"), 2)
     usage_error(function()
       table.sort({ 2, 1 }, function(a, b)
         loom.group(function(g) g:spawn(loom.sleep, 0.001) end)
