@@ -106,7 +106,6 @@ do
   -- A load in progress; closing it (the loader returned or raised) lets
   -- the tasks waiting for it go on.
   local Load = {}
-  Load.__index = Load
   Load.__close = function(l, err)
     loading[l.name] = nil
     inner[l.owner] = l.prev
