@@ -433,6 +433,7 @@ static int file_op(lua_State *L, file_t *f, const fop_t *p) {
   task_t *t;
   if (!f->busy && satisfied(f, p)) return op_result(L, f, p, 0);
   t = task_check_current(L, op_what[p->op]);
+  task_check_wait(L, op_what[p->op]); /* a write once started goes on */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   if (f->busy) {
     tlist_push(&f->waiters, t);
@@ -547,7 +548,7 @@ static int f_close(lua_State *L) {
   task_t *t = task_current(L);
   if (!f || f->closed) return 0;
   file_mark_closed(f);
-  if (t && (!lua_isyieldable(L) || task_interrupted(t))) t = NULL;
+  if (t && (!task_can_wait(L) || task_interrupted(t))) t = NULL;
   if (!f->active && file_close_fd(f)) t = NULL;
   if (!t) return 0;
   lua_settop(L, 1);

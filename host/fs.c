@@ -198,6 +198,7 @@ fsreq_t *fs_begin(lua_State *L, const char *what, fsreq_step step,
                       lua_CFunction push) {
   task_t *t = task_check_current(L, what);
   fsreq_t *r;
+  task_check_wait(L, what + 3); /* a request once started may not stop */
   if (task_interrupted(t)) task_raise_interrupt(L, t);
   r = fsreq_new(L, t, step);
   r->what = what + 3; /* "fs.stat" -> "stat" in messages */
@@ -460,6 +461,7 @@ static int l_remove(lua_State *L) {
   fsreq_t *r;
   if (opt_flag(L, 2, "recursive")) {
     task_t *t = task_check_current(L, "fs.remove");
+    task_check_wait(L, "remove");
     if (task_interrupted(t)) return task_raise_interrupt(L, t);
     lua_settop(L, 1);
     lua_createtable(L, 16, 0); /* 2: the entries still to handle */
@@ -619,6 +621,7 @@ static int l_mkdir(lua_State *L) {
   const char *path = fs_check_path(L, 1);
   int parents = opt_flag(L, 2, "parents"), mode = 0777;
   task_t *t = task_check_current(L, "fs.mkdir");
+  task_check_wait(L, "mkdir");
   if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "mode") != LUA_TNIL)
     mode = check_mode(L, lua_gettop(L));
   if (task_interrupted(t)) return task_raise_interrupt(L, t);

@@ -159,6 +159,7 @@ static int l_group(lua_State *L) {
     return 1;
   }
   task_check_callable(L, 1);
+  task_check_wait(L, "loom.group"); /* it waits for its children at the end */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   lua_settop(L, 1);
   new_group(L, t);
@@ -206,7 +207,7 @@ static int g_close(lua_State *L) {
     group_fail(rt, L, g, 2);
   scope_pop(rt, &g->scope);
   lua_settop(L, 1);
-  if (!lua_isyieldable(L) || task_current(L) != g->owner) {
+  if (!task_can_wait(L) || task_current(L) != g->owner) {
     /* closed while a dead coroutine unwinds: cancel, cannot wait */
     cancel_children(rt, g);
     g->closed = 1;

@@ -105,6 +105,7 @@ struct loom {
   tentry_t **heap;
   size_t nheap, capheap;
   int in_timer_cb;
+  int noyield;          /* coroutines resumed where the task cannot yield */
   uint64_t armed;       /* due time the uv timer is armed for; 0 none */
   int exit_status;
   int exiting;          /* process.exit or an escaped main error */
@@ -165,6 +166,8 @@ void task_set_deadline(loom_t *rt, task_t *t, double secs);
 void task_deadline_fired(loom_t *rt, task_t *t);
 int task_resumed(lua_State *L, task_t *t);
 int task_yield(lua_State *L, task_t *t);
+int task_can_wait(lua_State *L);
+int task_check_wait(lua_State *L, const char *what);
 void task_wake(loom_t *rt, task_t *t, int nvals);
 void task_wake_error(loom_t *rt, task_t *t);
 void task_wake_undo(loom_t *rt, task_t *t, int nvals, wait_cancel_fn undo);

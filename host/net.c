@@ -171,6 +171,7 @@ static int l_connect(lua_State *L) {
   task_t *t = task_check_current(L, "net.connect");
   connect_req *r;
   check_addr(L, 1, &ss);
+  task_check_wait(L, "net.connect"); /* the peer would see an attempt */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   if (!(r = (connect_req *)calloc(1, sizeof *r))) return luaL_error(L, "not enough memory");
   snprintf(r->what, sizeof r->what, "connect %s port %d", lua_tostring(L, 1),
@@ -186,6 +187,7 @@ static int l_connect_unix(lua_State *L) {
   task_t *t = task_check_current(L, "net.connect_unix");
   connect_req *r;
   check_sun_path(L, path, "connect");
+  task_check_wait(L, "net.connect_unix");
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   if (!(r = (connect_req *)calloc(1, sizeof *r))) return luaL_error(L, "not enough memory");
   snprintf(r->what, sizeof r->what, "connect %s", path);

@@ -314,7 +314,7 @@ static int db_close(lua_State *L) {
   if (!s) return 0;
   shutdown_db(s, 1);
   /* outside a task, or in a __close that cannot yield: do not wait */
-  if (s->joined || !(t = task_current(L)) || !lua_isyieldable(L)) return 0;
+  if (s->joined || !(t = task_current(L)) || !task_can_wait(L)) return 0;
   lua_settop(L, 1);
   tlist_push(&s->closers, t);
   t->flags |= TF_SHIELD;
@@ -475,6 +475,7 @@ static int db_call(lua_State *L, int op, const char *what) {
   const char *sql = luaL_checklstring(L, 2, &len);
   task_t *t = task_check_current(L, what);
   sjob_t *j;
+  task_check_wait(L, what); /* the thread may run the statement at once */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   if (!(j = job_new(s, op, sql, len))) return luaL_error(L, "not enough memory");
   if (op != SQ_EXEC) {
@@ -515,12 +516,14 @@ static int db_execute(lua_State *L) { return db_call(L, SQ_EXECUTE, "db:execute"
 enum { TX_WAIT = 1, TX_BEGIN, TX_BODY, TX_COMMIT, TX_ROLLBACK };
 
 static int tx_k(lua_State *L, int status, lua_KContext ctx);
+static int tx_abandon(lua_State *L, sdb_t *s, sjob_t *j);
 
 /* Run one statement of the transaction machinery and wait for it. BEGIN,
 ** COMMIT and ROLLBACK are shielded from interrupts: a cancel or timeout
 ** that lands while one runs is raised after it, so the transaction is
 ** never left open, nor reported failed when it committed. */
 static int tx_submit(lua_State *L, task_t *t, sjob_t *j, lua_KContext ctx) {
+  if (ctx != TX_BEGIN && !task_can_wait(L)) return tx_abandon(L, j->s, j);
   j->t = t;
   submit(j->s, j);
   t->flags |= TF_SHIELD;
@@ -557,6 +560,21 @@ static int tx_start(lua_State *L, task_t *t, sdb_t *s) {
   s->tx_owner = t;
   s->tx_depth++;
   return tx_submit(L, t, j, TX_BEGIN);
+}
+
+/* The end of the transaction (job j) cannot be waited for: the body's
+** coroutine was resumed where Lua cannot yield. Roll back without waiting
+** (nobody waits for the job: reap frees it), so that the transaction is not
+** left open, and raise kind usage. */
+static int tx_abandon(lua_State *L, sdb_t *s, sjob_t *j) {
+  char sql[80];
+  int d = s->tx_depth - 1;
+  job_free(j);
+  if (d == 0) snprintf(sql, sizeof sql, "ROLLBACK");
+  else snprintf(sql, sizeof sql, "ROLLBACK TO loom_%d; RELEASE loom_%d", d, d);
+  if (!s->closed) submit(s, tx_job(L, s, sql));
+  tx_release(s);
+  return task_check_wait(L, "db:transaction");
 }
 
 /* The error at top ended the transaction: roll back (shielded from
@@ -657,6 +675,7 @@ static int db_transaction(lua_State *L) {
   task_t *t;
   task_check_callable(L, 2);
   t = task_check_current(L, "db:transaction");
+  task_check_wait(L, "db:transaction"); /* before BEGIN: it cannot be undone */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   return tx_start(L, t, s);
 }
@@ -744,6 +763,7 @@ static int l_open(lua_State *L) {
   memset(&opts, 0, sizeof opts);
   open_opts(L, &opts);
   t = task_check_current(L, "sqlite.open");
+  task_check_wait(L, "sqlite.open"); /* before its thread is started */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   s = db_new(L, path);
   lua_replace(L, 1);

@@ -788,7 +788,8 @@ int stream_write_bufs(lua_State *L, stream_t *s, const uv_buf_t *bufs, int n) {
     return raise_write_error(L, s);
   }
   lua_pushvalue(L, 1); /* the result */
-  if (s->wqueued <= WHWM || !(t = task_current(L))) return 1;
+  if (s->wqueued <= WHWM || !(t = task_current(L)) || !task_can_wait(L))
+    return 1; /* queued all the same: only the backpressure is skipped */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   tlist_push(&s->writers, t);
   return task_wait(L, t, tlist_cancel, s, "stream:write", 0, write_k);
@@ -877,7 +878,7 @@ static int s_shutdown(lua_State *L) {
     if (rc == UV_ENOTCONN) return 0;
     return err_uv(L, rc, "io", "shutdown");
   }
-  if (!(t = task_current(L))) return 0;
+  if (!(t = task_current(L)) || !task_can_wait(L)) return 0;
   r->waiter = t;
   lua_settop(L, 1);
   return task_wait(L, t, shutdown_cancel, r, "stream:shutdown", 0, NULL);
@@ -897,7 +898,7 @@ static int s_close(lua_State *L) {
   stream_t *s = *check_box(L, 1);
   task_t *t = task_current(L);
   if (s->closed) return 0;
-  if (s->wqueued && !s->werr && t && lua_isyieldable(L) && !task_interrupted(t))
+  if (s->wqueued && !s->werr && t && task_can_wait(L) && !task_interrupted(t))
     return wait_flushed(L, s, close_k);
   stream_close(s);
   return 0;

@@ -192,14 +192,58 @@ int task_resumed(lua_State *L, task_t *t) {
   return 0;
 }
 
+/* Can the C function running on L suspend its task? Not when Lua cannot
+** yield there (inside a C function's callback such as table.sort's
+** comparator, a metamethod called from C, a __gc finalizer), nor inside a
+** coroutine that was resumed from such a place (fwd_resume counts those):
+** its forwarded yield would fail. */
+int task_can_wait(lua_State *L) {
+  return lua_isyieldable(L) && rt_get(L)->noyield == 0;
+}
+
+/* Raise the error of a wait that cannot suspend here (kind usage). */
+static int refuse_wait(lua_State *L, const char *what) {
+  return err_raise(L, "usage", NULL,
+                   "%s: cannot wait here: Lua cannot yield inside a C "
+                   "function's callback (a table.sort comparator, a string.gsub "
+                   "replacement, a metamethod called from C) or a __gc "
+                   "finalizer; wait outside it (e.g. collect the data first, "
+                   "then sort)", what ? what : "wait");
+}
+
+/* Raise kind usage unless the running code can wait (for operations that
+** must know before they start: they cannot be undone halfway). */
+int task_check_wait(lua_State *L, const char *what) {
+  if (!task_can_wait(L)) return refuse_wait(L, what);
+  return 0;
+}
+
+/* task_wait found that t cannot suspend: undo the armed operation as a
+** cancellation would (its cancel function detaches requests, stops reads,
+** leaves wait lists), drop its deadline, and raise instead. Nothing stays
+** registered, so the task goes on. */
+static int wait_refused(lua_State *L, task_t *t, const char *what) {
+  wait_cancel_fn cancel = t->wcancel;
+  t->wcancel = NULL;
+  if (cancel) cancel(t);
+  if (t->flags & TF_DEADLINE) {
+    t->flags &= ~TF_DEADLINE;
+    heap_remove(rt_get(L), &t->w.tm);
+  }
+  t->flags &= ~TF_SHIELD; /* the task runs on: its status is unchanged */
+  return refuse_wait(L, what);
+}
+
 /* Suspend the current task t. The caller has armed the operation; cancel
-** undoes it when the wait is aborted. k (may be NULL) continues the C
-** function after the wake. Must be the return expression of a C function. */
+** undoes it when the wait is aborted (or cannot happen here: then this
+** raises kind usage). k (may be NULL) continues the C function after the
+** wake. Must be the return expression of a C function. */
 int task_wait(lua_State *L, task_t *t, wait_cancel_fn cancel, void *wdata,
               const char *what, lua_KContext ctx, lua_KFunction k) {
   t->wcancel = cancel;
   t->wdata = wdata;
   t->wwhat = what;
+  if (!task_can_wait(L)) return wait_refused(L, t, what);
   t->status = T_WAIT;
   t->wake = WAKE_VALUES;
   t->nvals = 0;
@@ -220,6 +264,7 @@ static int yield_k(lua_State *L, int status, lua_KContext ctx) {
 /* Let every task that is ready now run first (loom.sleep(0)). The task
 ** stays ready, so a cancel arriving meanwhile is raised at its next wait. */
 int task_yield(lua_State *L, task_t *t) {
+  if (!task_can_wait(L)) return refuse_wait(L, "loom.sleep(0)");
   t->wcancel = NULL;
   t->wwhat = "loom.sleep(0)";
   t->wake = WAKE_VALUES;
@@ -458,13 +503,15 @@ static void task_failed_with(loom_t *rt, task_t *t) {
 
 /* Resume one ready task until it waits or ends. */
 static void task_run(loom_t *rt, task_t *t) {
-  int nres = 0, st;
+  int nres = 0, st, noyield = rt->noyield;
   lua_State *co = t->co;
   t->status = T_RUNNING;
   t->flags &= ~TF_UNDO;
   t->wcancel = NULL;
   rt->current = t;
+  rt->noyield = 0; /* t's own coroutines count (loom.run inside a coroutine) */
   st = lua_resume(co, rt->L, t->nvals, &nres);
+  rt->noyield = noyield;
   rt->current = NULL;
   if (st == LUA_YIELD) {
     if (nres == 1 && lua_touserdata(co, -1) == &task_tag) {
@@ -668,7 +715,13 @@ static int fwd_resume(lua_State *L, lua_State *co, int base, int wrap) {
       return -1;
     }
     lua_xmove(L, co, narg);
-    st = lua_resume(co, L, narg, &nres);
+    if (lua_isyieldable(L)) st = lua_resume(co, L, narg, &nres);
+    else { /* a wait inside co could not be forwarded: task_can_wait says no */
+      loom_t *rt = rt_get(L);
+      rt->noyield++;
+      st = lua_resume(co, L, narg, &nres);
+      rt->noyield--;
+    }
     if (st == LUA_YIELD && nres == 1 && lua_touserdata(co, -1) == &task_tag &&
         rt_get(L)->current) {
       lua_pop(co, 1);

@@ -581,6 +581,7 @@ static stream_t *check_plain(lua_State *L, task_t **t) {
   stream_t *s = stream_check(L, 1);
   if (s->filter) luaL_argerror(L, 1, "the stream already has TLS");
   *t = task_check_current(L, "tls handshake");
+  task_check_wait(L, "tls handshake"); /* before the stream is taken over */
   if (task_interrupted(*t)) task_raise_interrupt(L, *t);
   return s;
 }

@@ -668,6 +668,7 @@ static int l_run(lua_State *L) {
   task_t *t = task_check_current(L, "worker.run");
   wjob_t *j;
   int r;
+  task_check_wait(L, "worker.run"); /* a running call cannot be stopped */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   j = job_new(L);
   vbuf_put_uint(&j->in, len);

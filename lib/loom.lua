@@ -88,4 +88,143 @@ end
 reg["loom.Lock"].__index.with = with
 reg["loom.Semaphore"].__index.with = with
 
+-- require, yieldable: a module whose top level waits (opens a database,
+-- reads a file) loads inside a task. Lua 5.4's ll_require calls the loader
+-- from C, where a wait cannot suspend the task; this one does what it does
+-- (package.loaded, package.searchers, the "not found" message, loader(name,
+-- extra), two results) from Lua. A module another task is loading is waited
+-- for, not loaded twice; a module that requires itself again while it loads
+-- (in the same task) raises instead of recursing.
+do
+  local package, current, event = package, loom.current, loom.event
+  local LOADED = reg._LOADED
+  local concat, rawget = table.concat, rawget
+  local loading = {}   -- name -> the load in progress
+  local inner = setmetatable({}, { __mode = "k" }) -- task -> its innermost load
+  local OUTSIDE = {}   -- the key of code that runs outside any task
+
+  -- A load in progress; closing it (the loader returned or raised) lets
+  -- the tasks waiting for it go on.
+  local Load = {}
+  Load.__close = function(l, err)
+    loading[l.name] = nil
+    inner[l.owner] = l.prev
+    if err ~= nil then l.err = err end
+    if l.done then l.done:set() end
+  end
+
+  -- "a -> b -> a": the loads of this task from name's on, then name again.
+  local function cycle(l, name)
+    local names = { name }
+    while l do
+      table.insert(names, 1, l.name)
+      if l.name == name then break end
+      l = l.prev
+    end
+    return concat(names, " -> ")
+  end
+
+  local waiting = setmetatable({}, { __mode = "k" }) -- task -> load it awaits
+
+  -- Is the task loading l waiting, through others, for a load of owner's?
+  local function waits_for(l, owner)
+    local seen = 0
+    while l and seen < 1000 do
+      if l.owner == owner then return true end
+      l, seen = waiting[l.owner], seen + 1
+    end
+    return false
+  end
+
+  -- An error of the loading task's own (cancelled, timed out), not of the
+  -- module: a task that waited for the load loads it itself.
+  local function interrupted(e)
+    return getmetatable(e) == reg["loom.Error"] and
+      (e.kind == "cancelled" or e.kind == "timeout")
+  end
+
+  -- Wait while another task loads name: true when it got loaded, false
+  -- when it is for us to load (nobody was, or the loader was interrupted);
+  -- raises the loader's error.
+  local function wait_other(name, owner)
+    local l = loading[name]
+    while l do
+      if waits_for(l, owner) then
+        error(("module '%s' is required while it loads (%s)")
+          :format(name, l.owner == owner and cycle(inner[owner], name)
+                          or "a cycle through the modules other tasks load"), 3)
+      end
+      if owner == OUTSIDE then
+        error(("module '%s' is being loaded by a task: require it inside a task")
+          :format(name), 3)
+      end
+      l.done = l.done or event()
+      waiting[owner] = l
+      local ok, e = pcall(l.done.wait, l.done)
+      waiting[owner] = nil
+      if not ok then error(e, 0) end
+      e = l.err
+      if e ~= nil and not interrupted(e) then error(e, 0) end
+      if LOADED[name] then return true end
+      l = loading[name]
+    end
+    return false
+  end
+
+  -- The loader of name from package.searchers, as ll_require's findloader.
+  local function findloader(name)
+    local searchers = package.searchers
+    if type(searchers) ~= "table" then
+      error("'package.searchers' must be a table", 3)
+    end
+    local msg = {}
+    for i = 1, math.huge do
+      local searcher = rawget(searchers, i)
+      if searcher == nil then
+        error(("module '%s' not found:%s"):format(name, concat(msg)), 3)
+      end
+      -- called through pcall, a searcher's own error has no position of ours
+      local ok, f, extra = pcall(searcher, name)
+      if not ok then error(f, 0) end
+      if type(f) == "function" then return f, extra end
+      if type(f) == "string" or type(f) == "number" then
+        f = tostring(f)
+        msg[#msg + 1] = f:sub(1, 1) == "\n" and f or "\n\t" .. f
+      end
+    end
+  end
+
+  local function load_module(name)
+    local tn = type(name)
+    if tn == "number" then name = tostring(name)
+    elseif tn ~= "string" then
+      error(("bad argument #1 to 'require' (string expected, got %s)")
+        :format(name == nil and "no value" or tn), 2)
+    end
+    local v = LOADED[name]
+    if v then return v end
+    local owner = current() or OUTSIDE
+    if wait_other(name, owner) then return LOADED[name] end
+    local l <close> = setmetatable({ name = name, owner = owner,
+                                     prev = inner[owner] }, Load)
+    loading[name] = l
+    inner[owner] = l
+    local loader, extra = findloader(name)
+    local r = loader(name, extra)
+    if r ~= nil then LOADED[name] = r end
+    r = LOADED[name]
+    if r == nil then
+      r = true
+      LOADED[name] = true
+    end
+    return r, extra
+  end
+
+  function require(name) ---@diagnostic disable-line: lowercase-global
+    local v = LOADED[name]
+    if v then return v end
+    return load_module(name)
+  end
+end
+
 return loom
