@@ -43,6 +43,7 @@ enum { T_NEW, T_READY, T_WAIT, T_RUNNING, T_DONE, T_FAILED, T_CANCELLED };
 #define TF_WAITED 0x10    /* someone awaited the result */
 #define TF_QUIET 0x80     /* its failure is raised by loom.run, not reported */
 #define TF_DEADLINE 0x100 /* the current wait has a deadline in w.tm */
+#define TF_INSHIELD 0x200 /* inside loom.shield: a SCOPE_SHIELD is in scopes */
 
 /* How a suspended task is woken. */
 enum { WAKE_VALUES, WAKE_INTERRUPT, WAKE_ERROR };
@@ -74,8 +75,9 @@ struct task {
 };
 
 /* A timeout or group cancel scope of one task; lives in a userdata on the
-** task's stack, so it outlives every wait inside it. */
-enum { SCOPE_TIMEOUT = 1, SCOPE_GROUP };
+** task's stack, so it outlives every wait inside it. A shield scope
+** (loom.shield) hides the task's cancellation and every scope outside it. */
+enum { SCOPE_TIMEOUT = 1, SCOPE_GROUP, SCOPE_SHIELD };
 struct scope {
   tentry_t tm; /* must stay first: heap entries are cast back to scopes */
   scope_t *parent;

@@ -109,9 +109,11 @@ void task_wake_error(loom_t *rt, task_t *t) {
   t->wake = WAKE_ERROR;
 }
 
-/* Abort t's pending wait (if it is not shielded): the wait raises. */
+/* Abort t's pending wait (if it is not shielded and something interrupts
+** t): the wait raises. */
 void task_abort(loom_t *rt, task_t *t) {
-  if (t->status != T_WAIT || (t->flags & TF_SHIELD)) return;
+  if (t->status != T_WAIT || (t->flags & TF_SHIELD) || !task_interrupted(t))
+    return;
   if (t->wcancel) t->wcancel(t);
   task_wake(rt, t, 0);
   t->wake = WAKE_INTERRUPT;
@@ -139,15 +141,29 @@ task_t *task_check(lua_State *L, int idx) {
 
 /* ---- interrupts: cancellation and expired scopes ---- */
 
+/* Is t inside loom.shield? Not once the runtime is closing: the loop will
+** not run again, so a shielded wait could never end; the task unwinds. */
+static int shielded(task_t *t) {
+  return (t->flags & TF_INSHIELD) && !rt_get(t->co)->closing;
+}
+
+/* The outermost expired scope that can interrupt t: one created inside
+** t's innermost shield (or any, when t is not shielded). */
 static scope_t *outer_expired(task_t *t) {
   scope_t *sc, *found = NULL;
-  for (sc = t->scopes; sc; sc = sc->parent)
-    if (sc->expired) found = sc;
+  int stop = shielded(t);
+  for (sc = t->scopes; sc; sc = sc->parent) {
+    if (sc->kind == SCOPE_SHIELD) {
+      if (stop) break;
+    } else if (sc->expired) {
+      found = sc;
+    }
+  }
   return found;
 }
 
 int task_interrupted(task_t *t) {
-  return (t->flags & TF_CANCEL) || outer_expired(t) != NULL;
+  return ((t->flags & TF_CANCEL) && !shielded(t)) || outer_expired(t) != NULL;
 }
 
 /* Raise what interrupts t: a requested cancellation first, else the error of
@@ -161,7 +177,7 @@ int task_raise_interrupt(lua_State *L, task_t *t) {
 ** nothing interrupts t. */
 int task_push_interrupt(lua_State *L, task_t *t) {
   scope_t *sc;
-  if (t->flags & TF_CANCEL) {
+  if ((t->flags & TF_CANCEL) && !shielded(t)) {
     t->flags = (uint16_t)((t->flags & ~TF_CANCEL) | TF_CANCELLED);
     err_push(L, "cancelled", NULL, "task %d was cancelled", (int)t->id);
     return 1;
@@ -520,7 +536,7 @@ int task_cancel(loom_t *rt, task_t *t) {
   }
   t->flags |= TF_CANCEL;
   if (t->status == T_WAIT) task_abort(rt, t);
-  else if (t->status == T_READY) task_interrupt_ready(t);
+  else if (t->status == T_READY && !shielded(t)) task_interrupt_ready(t);
   return 1;
 }
 
