@@ -267,23 +267,38 @@ void task_deadline_fired(loom_t *rt, task_t *t) {
 
 /* ---- spawning, running, finishing ---- */
 
-/* A name for reports: "task 3 (function at x.lua:12)" or "main task";
-** the task's function is its outermost Lua frame. */
+/* Push the function t was spawned with (user value 2 of its Task, kept
+** while it runs), or nil. */
+static void push_task_fn(lua_State *L, task_t *t) {
+  if (t->ref == LUA_NOREF || t->ref == LUA_REFNIL) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  lua_getiuservalue(L, -1, 2);
+  lua_remove(L, -2);
+}
+
+/* A name for reports: "task 3 (function at x.lua:12)" or "main task". The
+** task's function was kept at spawn: naming costs the same at any depth
+** (a walk of the stack per report made a deep task's error quadratic). */
 static void push_task_name(lua_State *L, task_t *t) {
   lua_Debug ar;
-  int level = 0, found = -1;
   if (t->flags & TF_MAIN) {
     lua_pushliteral(L, "main task");
     return;
   }
-  for (; lua_getstack(t->co, level, &ar); level++)
-    if (lua_getinfo(t->co, "S", &ar) && ar.what[0] != 'C') found = level;
-  if (found >= 0 && lua_getstack(t->co, found, &ar) &&
-      lua_getinfo(t->co, "S", &ar))
+  push_task_fn(L, t);
+  if (!lua_isfunction(L, -1) && luaL_getmetafield(L, -1, "__call") != LUA_TNIL)
+    lua_remove(L, -2); /* a callable object: name its __call */
+  if (lua_isfunction(L, -1) && !lua_iscfunction(L, -1) &&
+      lua_getinfo(L, ">S", &ar))
     lua_pushfstring(L, "task %d (function at %s:%d)", (int)t->id,
                     ar.short_src, ar.linedefined);
-  else
+  else {
+    lua_pop(L, 1);
     lua_pushfstring(L, "task %d", (int)t->id);
+  }
 }
 
 /* Message handler of a task's body: an error is escaping the task, so keep
@@ -323,11 +338,13 @@ static int task_body(lua_State *L) {
 /* [fn, args...] -> [Task] */
 task_t *task_spawn(lua_State *L, int nargs) {
   loom_t *rt = rt_get(L);
-  task_t *t = (task_t *)lua_newuserdatauv(L, sizeof *t, 1);
+  task_t *t = (task_t *)lua_newuserdatauv(L, sizeof *t, 2);
   memset(t, 0, sizeof *t);
   luaL_setmetatable(L, TASK_MT);
   t->co = lua_newthread(L);
   lua_setiuservalue(L, -2, 1);
+  lua_pushvalue(L, -(nargs + 2)); /* the function, for push_task_name */
+  lua_setiuservalue(L, -2, 2);
   lua_insert(L, -(nargs + 2));
   lua_pushcfunction(t->co, task_body);
   lua_xmove(L, t->co, nargs + 1);
@@ -407,6 +424,12 @@ static void forget_failure(loom_t *rt, task_t *t) {
 static void task_finish(loom_t *rt, task_t *t, int status) {
   t->status = (uint8_t)status;
   t->wcancel = NULL;
+  if (t->ref != LUA_NOREF) { /* a finished task keeps no closure alive */
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, t->ref);
+    lua_pushnil(rt->L);
+    lua_setiuservalue(rt->L, -2, 2);
+    lua_pop(rt->L, 1);
+  }
   if (t->lprev) t->lprev->lnext = t->lnext;
   else rt->live = t->lnext;
   if (t->lnext) t->lnext->lprev = t->lprev;
