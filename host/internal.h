@@ -174,7 +174,8 @@ int task_interrupted(task_t *t);
 int task_raise_interrupt(lua_State *L, task_t *t);
 int task_push_interrupt(lua_State *L, task_t *t);
 void task_drain(loom_t *rt);
-void task_report_waits(loom_t *rt);
+void task_push_fn(lua_State *L, task_t *t); /* its function, while it runs */
+void task_report_waits(loom_t *rt); /* deadlock.c */
 void task_cancel_all(loom_t *rt);
 void task_open(lua_State *L);
 int task_push_results(lua_State *L, task_t *t);

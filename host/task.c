@@ -269,7 +269,7 @@ void task_deadline_fired(loom_t *rt, task_t *t) {
 
 /* Push the function t was spawned with (user value 2 of its Task, kept
 ** while it runs), or nil. */
-static void push_task_fn(lua_State *L, task_t *t) {
+void task_push_fn(lua_State *L, task_t *t) {
   if (t->ref == LUA_NOREF || t->ref == LUA_REFNIL) {
     lua_pushnil(L);
     return;
@@ -288,7 +288,7 @@ static void push_task_name(lua_State *L, task_t *t) {
     lua_pushliteral(L, "main task");
     return;
   }
-  push_task_fn(L, t);
+  task_push_fn(L, t);
   if (!lua_isfunction(L, -1) && luaL_getmetafield(L, -1, "__call") != LUA_TNIL)
     lua_remove(L, -2); /* a callable object: name its __call */
   if (lua_isfunction(L, -1) && !lua_iscfunction(L, -1) &&
@@ -569,22 +569,6 @@ void task_cancel_all(loom_t *rt) {
     next = t->lnext;
     task_cancel(rt, t);
   }
-}
-
-/* Print every waiting task with what it waits on and its traceback. */
-void task_report_waits(loom_t *rt) {
-  lua_State *L = rt->L;
-  task_t *t;
-  fprintf(stderr, "loom: deadlock: %d task%s waiting and nothing can wake "
-                  "them:\n", (int)rt->nlive, rt->nlive == 1 ? " is" : "s are");
-  for (t = rt->live; t; t = t->lnext) {
-    push_task_name(L, t);
-    luaL_traceback(L, t->co, NULL, 0);
-    fprintf(stderr, "  %s waits on %s\n%s\n", lua_tostring(L, -2),
-            t->wwhat ? t->wwhat : "nothing", lua_tostring(L, -1));
-    lua_pop(L, 2);
-  }
-  rt_set_error(rt, "deadlock: tasks are waiting and nothing can wake them");
 }
 
 /* Push t's results (or raise its error). */
