@@ -9,11 +9,13 @@ local DIR = "../shared/testdata/JSONTestSuite/test_parsing"
 
 -- The data sits beside the repository in CI; a clone of the repository
 -- alone has none: say so on one line and skip, rather than fail.
-if not io.open(DIR) then
+local probe = io.open(DIR)
+if not probe then
   t.test("JSONTestSuite", function() end, { skip = DIR .. " not found (the "
     .. "shared test data sits beside the repository in CI)" })
   return
 end
+probe:close()
 
 local function list()
   local files = { y = {}, n = {}, i = {} }
