@@ -82,6 +82,7 @@ struct scope {
   tentry_t tm; /* must stay first: heap entries are cast back to scopes */
   scope_t *parent;
   task_t *task;
+  lua_State *L; /* the thread whose stack holds it (see co_yield) */
   double secs;
   int kind, expired, err_ref;
 };
@@ -191,7 +192,7 @@ void heap_push(loom_t *rt, tentry_t *e);
 void heap_remove(loom_t *rt, tentry_t *e);
 void timer_cb(uv_timer_t *h);
 uint64_t timer_due(double secs);
-void scope_push(task_t *t, scope_t *sc);
+void scope_push(lua_State *L, task_t *t, scope_t *sc);
 void scope_pop(loom_t *rt, scope_t *sc);
 void scope_push_error(lua_State *L, scope_t *sc);
 void scope_expire(loom_t *rt, scope_t *sc);

@@ -792,12 +792,20 @@ static int co_wrap(lua_State *L) {
 }
 
 /* coroutine.yield at the top of a task would leave the scheduler a value it
-** cannot use: say so instead. */
+** cannot use: say so instead. A coroutine may not yield out of a scope it
+** opened (loom.timeout, loom.shield, loom.group): the task would go on
+** inside the scope, and the scope, on the coroutine's stack, could be
+** collected while the task still refers to it. */
 static int co_yield(lua_State *L) {
   task_t *t = task_current(L);
+  scope_t *sc;
   if (t && t->co == L)
     return luaL_error(L, "coroutine.yield outside a coroutine (in a task: "
                          "use loom.sleep(0) to let other tasks run)");
+  for (sc = t ? t->scopes : NULL; sc; sc = sc->parent)
+    if (sc->L == L)
+      return luaL_error(L, "coroutine.yield inside loom.timeout, loom.shield "
+                           "or loom.group: a coroutine cannot leave them open");
   return lua_yield(L, lua_gettop(L));
 }
 

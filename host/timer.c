@@ -157,8 +157,10 @@ static int l_time(lua_State *L) {
 
 /* ---- scopes ---- */
 
-void scope_push(task_t *t, scope_t *sc) {
+/* Open sc in task t; L is the thread that runs the scope's code. */
+void scope_push(lua_State *L, task_t *t, scope_t *sc) {
   sc->task = t;
+  sc->L = L;
   sc->parent = t->scopes;
   sc->err_ref = LUA_NOREF;
   t->scopes = sc;
@@ -239,7 +241,7 @@ static int l_timeout(lua_State *L) {
   sc->secs = s;
   sc->tm.kind = TE_SCOPE;
   sc->tm.due = timer_due(s);
-  scope_push(t, sc);
+  scope_push(L, t, sc);
   if (s <= 0) sc->expired = 1;
   else heap_push(rt_get(L), &sc->tm);
   st = lua_pcallk(L, nargs, LUA_MULTRET, 0, 0, timeout_k);
@@ -288,7 +290,7 @@ static int l_shield(lua_State *L) {
   memset(sc, 0, sizeof *sc);
   lua_insert(L, 1);
   sc->kind = SCOPE_SHIELD;
-  scope_push(t, sc);
+  scope_push(L, t, sc);
   t->flags |= TF_INSHIELD;
   st = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0, shield_k);
   return shield_k(L, st, 0);
