@@ -226,13 +226,25 @@ t.test("<close> + shield: a rollback waits while an expired timeout unwinds",
 
 t.test("<close> + shield: a rollback waits while a cancelled task unwinds",
   function()
-    local log = {}
+    -- The first cancel is raised once and caught by nothing: the rollback
+    -- could wait without a shield. A second cancel (or the group's, or
+    -- shutdown's) arriving meanwhile must not cut the rollback short.
+    local log, rolling, go = {}, loom.event(), loom.event()
     local task = started_task(function(started)
-      local tx <close> = transaction(log)
+      local tx <close> = setmetatable({}, { __close = function(_, err)
+        loom.shield(function()
+          rolling:set()
+          go:wait()
+          log[#log + 1] = "rolled back after " .. tostring(err and err.kind)
+        end)
+      end })
       started:set()
       loom.sleep(10)
     end)
     task:cancel()
+    rolling:wait()
+    t.eq(task:cancel(), true, "cancelled again while rolling back")
+    go:set()
     local err = t.raises(function() task:await() end, "cancelled")
     t.eq(err.kind, "cancelled")
     t.eq(task:status(), "cancelled")
@@ -312,3 +324,36 @@ t.test("outside a task, shield calls fn", function()
   t.eq(r.stderr, "")
   t.ok(r.stdout:find("^3\tx\nfalse\t.*not inside a task"), r.stdout)
 end)
+
+t.test("<close> + shield: a goodbye written on a socket as an expired "
+  .. "timeout unwinds", function()
+  local net = require "loom.net"
+  local got, inside = loom.queue(), loom.event()
+  local srv = net.listen("127.0.0.1", 0, function(s)
+    got:put(s:read_line())
+    inside:wait()              -- nothing is read before the shield writes
+    got:put(s:read_all())      -- until the client closes
+    s:close()
+  end)
+  local err = t.raises(function()
+    loom.timeout(0.05, function()
+      local c <close> = net.connect("127.0.0.1", srv.port)
+      local bye <close> = setmetatable({}, { __close = function()
+        loom.shield(function()
+          inside:set()
+          c:write(("x"):rep(16 << 20), "\n") -- more than the kernel takes: waits
+          c:write("goodbye\n")
+          c:flush()
+        end)
+      end })
+      c:write("hello\n")
+      loom.sleep(10)
+    end)
+  end, "timeout")
+  t.eq(err.message, "timed out after 0.05 s")
+  t.eq(got:get(), "hello")
+  local rest = got:get()
+  t.eq(#rest, (16 << 20) + #"\ngoodbye\n")
+  t.eq(rest:sub(-9), "\ngoodbye\n")
+  srv:close()
+end, { timeout = 20 })
