@@ -18,10 +18,14 @@
 #define SHOW_FRAMES 10 /* script frames printed per task */
 
 /* Is the frame's function in one of loom's bundled Lua modules? Their
-** chunks are named after their place in the source tree (tools/embedlua). */
+** chunks are named after their place in the source tree, from its "lib/"
+** on (tools/embedlua): "@lib/loom.lua", "@lib/loom/http.lua". */
 static int bundled(const lua_Debug *ar) {
-  return ar->source[0] == '@' && (strstr(ar->source, "lib/loom.lua") ||
-                                  strstr(ar->source, "lib/loom/"));
+  const char *s = ar->source;
+  size_t n = strlen(s);
+  return strncmp(s, "@lib/", 5) == 0 &&
+         ((n >= 12 && strcmp(s + n - 12, "lib/loom.lua") == 0) ||
+          strstr(s, "lib/loom/") != NULL);
 }
 
 /* A function of the script: Lua, and not loom's own. Pops the function at
