@@ -146,7 +146,7 @@ static group_t *new_group(lua_State *L, task_t *owner) {
   g->owner = owner;
   g->err_ref = g->ref = LUA_NOREF;
   g->scope.kind = SCOPE_GROUP;
-  scope_push(owner, &g->scope);
+  scope_push(L, owner, &g->scope);
   return g;
 }
 
@@ -208,9 +208,12 @@ static int g_close(lua_State *L) {
   scope_pop(rt, &g->scope);
   lua_settop(L, 1);
   if (!task_can_wait(L) || task_current(L) != g->owner) {
-    /* closed while a dead coroutine unwinds: cancel, cannot wait */
+    /* closed while a dead coroutine unwinds: cancel, cannot wait; no one
+    ** will raise the group's error */
     cancel_children(rt, g);
     g->closed = 1;
+    luaL_unref(L, LUA_REGISTRYINDEX, g->err_ref);
+    g->err_ref = LUA_NOREF;
     return 0;
   }
   return group_wait(L, g);

@@ -43,6 +43,7 @@ enum { T_NEW, T_READY, T_WAIT, T_RUNNING, T_DONE, T_FAILED, T_CANCELLED };
 #define TF_WAITED 0x10    /* someone awaited the result */
 #define TF_QUIET 0x80     /* its failure is raised by loom.run, not reported */
 #define TF_DEADLINE 0x100 /* the current wait has a deadline in w.tm */
+#define TF_INSHIELD 0x200 /* inside loom.shield: a SCOPE_SHIELD is in scopes */
 
 /* How a suspended task is woken. */
 enum { WAKE_VALUES, WAKE_INTERRUPT, WAKE_ERROR };
@@ -74,12 +75,14 @@ struct task {
 };
 
 /* A timeout or group cancel scope of one task; lives in a userdata on the
-** task's stack, so it outlives every wait inside it. */
-enum { SCOPE_TIMEOUT = 1, SCOPE_GROUP };
+** task's stack, so it outlives every wait inside it. A shield scope
+** (loom.shield) hides the task's cancellation and every scope outside it. */
+enum { SCOPE_TIMEOUT = 1, SCOPE_GROUP, SCOPE_SHIELD };
 struct scope {
   tentry_t tm; /* must stay first: heap entries are cast back to scopes */
   scope_t *parent;
   task_t *task;
+  lua_State *L; /* the thread whose stack holds it (see co_yield) */
   double secs;
   int kind, expired, err_ref;
 };
@@ -180,7 +183,8 @@ int task_interrupted(task_t *t);
 int task_raise_interrupt(lua_State *L, task_t *t);
 int task_push_interrupt(lua_State *L, task_t *t);
 void task_drain(loom_t *rt);
-void task_report_waits(loom_t *rt);
+void task_push_fn(lua_State *L, task_t *t); /* its function, while it runs */
+void task_report_waits(loom_t *rt); /* deadlock.c */
 void task_cancel_all(loom_t *rt);
 void task_open(lua_State *L);
 int task_push_results(lua_State *L, task_t *t);
@@ -196,7 +200,7 @@ void heap_push(loom_t *rt, tentry_t *e);
 void heap_remove(loom_t *rt, tentry_t *e);
 void timer_cb(uv_timer_t *h);
 uint64_t timer_due(double secs);
-void scope_push(task_t *t, scope_t *sc);
+void scope_push(lua_State *L, task_t *t, scope_t *sc);
 void scope_pop(loom_t *rt, scope_t *sc);
 void scope_push_error(lua_State *L, scope_t *sc);
 void scope_expire(loom_t *rt, scope_t *sc);

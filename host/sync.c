@@ -371,6 +371,9 @@ static int s_release(lua_State *L) {
   permits_t *s = check_sem(L);
   if (s->is_lock && s->value > 0)
     return err_raise(L, "value", NULL, "lock:release: the lock is not locked");
+  if (s->value == LUA_MAXINTEGER) /* the count would wrap to minint */
+    return err_raise(L, "value", NULL, "semaphore:release: the count is at "
+                                       "math.maxinteger already");
   permit_release(rt_get(L), s);
   return 0;
 }

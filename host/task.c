@@ -109,9 +109,11 @@ void task_wake_error(loom_t *rt, task_t *t) {
   t->wake = WAKE_ERROR;
 }
 
-/* Abort t's pending wait (if it is not shielded): the wait raises. */
+/* Abort t's pending wait (if it is not shielded and something interrupts
+** t): the wait raises. */
 void task_abort(loom_t *rt, task_t *t) {
-  if (t->status != T_WAIT || (t->flags & TF_SHIELD)) return;
+  if (t->status != T_WAIT || (t->flags & TF_SHIELD) || !task_interrupted(t))
+    return;
   if (t->wcancel) t->wcancel(t);
   task_wake(rt, t, 0);
   t->wake = WAKE_INTERRUPT;
@@ -139,15 +141,29 @@ task_t *task_check(lua_State *L, int idx) {
 
 /* ---- interrupts: cancellation and expired scopes ---- */
 
+/* Is t inside loom.shield? Not once the runtime is closing: the loop will
+** not run again, so a shielded wait could never end; the task unwinds. */
+static int shielded(task_t *t) {
+  return (t->flags & TF_INSHIELD) && !rt_get(t->co)->closing;
+}
+
+/* The outermost expired scope that can interrupt t: one created inside
+** t's innermost shield (or any, when t is not shielded). */
 static scope_t *outer_expired(task_t *t) {
   scope_t *sc, *found = NULL;
-  for (sc = t->scopes; sc; sc = sc->parent)
-    if (sc->expired) found = sc;
+  int stop = shielded(t);
+  for (sc = t->scopes; sc; sc = sc->parent) {
+    if (sc->kind == SCOPE_SHIELD) {
+      if (stop) break;
+    } else if (sc->expired) {
+      found = sc;
+    }
+  }
   return found;
 }
 
 int task_interrupted(task_t *t) {
-  return (t->flags & TF_CANCEL) || outer_expired(t) != NULL;
+  return ((t->flags & TF_CANCEL) && !shielded(t)) || outer_expired(t) != NULL;
 }
 
 /* Raise what interrupts t: a requested cancellation first, else the error of
@@ -161,7 +177,7 @@ int task_raise_interrupt(lua_State *L, task_t *t) {
 ** nothing interrupts t. */
 int task_push_interrupt(lua_State *L, task_t *t) {
   scope_t *sc;
-  if (t->flags & TF_CANCEL) {
+  if ((t->flags & TF_CANCEL) && !shielded(t)) {
     t->flags = (uint16_t)((t->flags & ~TF_CANCEL) | TF_CANCELLED);
     err_push(L, "cancelled", NULL, "task %d was cancelled", (int)t->id);
     return 1;
@@ -296,23 +312,38 @@ void task_deadline_fired(loom_t *rt, task_t *t) {
 
 /* ---- spawning, running, finishing ---- */
 
-/* A name for reports: "task 3 (function at x.lua:12)" or "main task";
-** the task's function is its outermost Lua frame. */
+/* Push the function t was spawned with (user value 2 of its Task, kept
+** while it runs), or nil. */
+void task_push_fn(lua_State *L, task_t *t) {
+  if (t->ref == LUA_NOREF || t->ref == LUA_REFNIL) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  lua_getiuservalue(L, -1, 2);
+  lua_remove(L, -2);
+}
+
+/* A name for reports: "task 3 (function at x.lua:12)" or "main task". The
+** task's function was kept at spawn: naming costs the same at any depth
+** (a walk of the stack per report made a deep task's error quadratic). */
 static void push_task_name(lua_State *L, task_t *t) {
   lua_Debug ar;
-  int level = 0, found = -1;
   if (t->flags & TF_MAIN) {
     lua_pushliteral(L, "main task");
     return;
   }
-  for (; lua_getstack(t->co, level, &ar); level++)
-    if (lua_getinfo(t->co, "S", &ar) && ar.what[0] != 'C') found = level;
-  if (found >= 0 && lua_getstack(t->co, found, &ar) &&
-      lua_getinfo(t->co, "S", &ar))
+  task_push_fn(L, t);
+  if (!lua_isfunction(L, -1) && luaL_getmetafield(L, -1, "__call") != LUA_TNIL)
+    lua_remove(L, -2); /* a callable object: name its __call */
+  if (lua_isfunction(L, -1) && !lua_iscfunction(L, -1) &&
+      lua_getinfo(L, ">S", &ar))
     lua_pushfstring(L, "task %d (function at %s:%d)", (int)t->id,
                     ar.short_src, ar.linedefined);
-  else
+  else {
+    lua_pop(L, 1);
     lua_pushfstring(L, "task %d", (int)t->id);
+  }
 }
 
 /* Message handler of a task's body: an error is escaping the task, so keep
@@ -352,11 +383,13 @@ static int task_body(lua_State *L) {
 /* [fn, args...] -> [Task] */
 task_t *task_spawn(lua_State *L, int nargs) {
   loom_t *rt = rt_get(L);
-  task_t *t = (task_t *)lua_newuserdatauv(L, sizeof *t, 1);
+  task_t *t = (task_t *)lua_newuserdatauv(L, sizeof *t, 2);
   memset(t, 0, sizeof *t);
   luaL_setmetatable(L, TASK_MT);
   t->co = lua_newthread(L);
   lua_setiuservalue(L, -2, 1);
+  lua_pushvalue(L, -(nargs + 2)); /* the function, for push_task_name */
+  lua_setiuservalue(L, -2, 2);
   lua_insert(L, -(nargs + 2));
   lua_pushcfunction(t->co, task_body);
   lua_xmove(L, t->co, nargs + 1);
@@ -436,6 +469,12 @@ static void forget_failure(loom_t *rt, task_t *t) {
 static void task_finish(loom_t *rt, task_t *t, int status) {
   t->status = (uint8_t)status;
   t->wcancel = NULL;
+  if (t->ref != LUA_NOREF) { /* a finished task keeps no closure alive */
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, t->ref);
+    lua_pushnil(rt->L);
+    lua_setiuservalue(rt->L, -2, 2);
+    lua_pop(rt->L, 1);
+  }
   if (t->lprev) t->lprev->lnext = t->lnext;
   else rt->live = t->lnext;
   if (t->lnext) t->lnext->lprev = t->lprev;
@@ -567,7 +606,7 @@ int task_cancel(loom_t *rt, task_t *t) {
   }
   t->flags |= TF_CANCEL;
   if (t->status == T_WAIT) task_abort(rt, t);
-  else if (t->status == T_READY) task_interrupt_ready(t);
+  else if (t->status == T_READY && !shielded(t)) task_interrupt_ready(t);
   return 1;
 }
 
@@ -577,22 +616,6 @@ void task_cancel_all(loom_t *rt) {
     next = t->lnext;
     task_cancel(rt, t);
   }
-}
-
-/* Print every waiting task with what it waits on and its traceback. */
-void task_report_waits(loom_t *rt) {
-  lua_State *L = rt->L;
-  task_t *t;
-  fprintf(stderr, "loom: deadlock: %d task%s waiting and nothing can wake "
-                  "them:\n", (int)rt->nlive, rt->nlive == 1 ? " is" : "s are");
-  for (t = rt->live; t; t = t->lnext) {
-    push_task_name(L, t);
-    luaL_traceback(L, t->co, NULL, 0);
-    fprintf(stderr, "  %s waits on %s\n%s\n", lua_tostring(L, -2),
-            t->wwhat ? t->wwhat : "nothing", lua_tostring(L, -1));
-    lua_pop(L, 2);
-  }
-  rt_set_error(rt, "deadlock: tasks are waiting and nothing can wake them");
 }
 
 /* Push t's results (or raise its error). */
@@ -822,12 +845,20 @@ static int co_wrap(lua_State *L) {
 }
 
 /* coroutine.yield at the top of a task would leave the scheduler a value it
-** cannot use: say so instead. */
+** cannot use: say so instead. A coroutine may not yield out of a scope it
+** opened (loom.timeout, loom.shield, loom.group): the task would go on
+** inside the scope, and the scope, on the coroutine's stack, could be
+** collected while the task still refers to it. */
 static int co_yield(lua_State *L) {
   task_t *t = task_current(L);
+  scope_t *sc;
   if (t && t->co == L)
     return luaL_error(L, "coroutine.yield outside a coroutine (in a task: "
                          "use loom.sleep(0) to let other tasks run)");
+  for (sc = t ? t->scopes : NULL; sc; sc = sc->parent)
+    if (sc->L == L)
+      return luaL_error(L, "coroutine.yield inside loom.timeout, loom.shield "
+                           "or loom.group: a coroutine cannot leave them open");
   return lua_yield(L, lua_gettop(L));
 }
 

@@ -1,5 +1,5 @@
 /*
-** timer.c -- clocks, the deadline heap, sleep and timeout scopes.
+** timer.c -- clocks, the deadline heap, sleep, timeout scopes and shields.
 **
 ** Every deadline (a sleeping task, a timeout scope) is an entry in one
 ** binary min-heap served by a single uv_timer, so a sleeping task costs a
@@ -157,8 +157,10 @@ static int l_time(lua_State *L) {
 
 /* ---- scopes ---- */
 
-void scope_push(task_t *t, scope_t *sc) {
+/* Open sc in task t; L is the thread that runs the scope's code. */
+void scope_push(lua_State *L, task_t *t, scope_t *sc) {
   sc->task = t;
+  sc->L = L;
   sc->parent = t->scopes;
   sc->err_ref = LUA_NOREF;
   t->scopes = sc;
@@ -239,17 +241,65 @@ static int l_timeout(lua_State *L) {
   sc->secs = s;
   sc->tm.kind = TE_SCOPE;
   sc->tm.due = timer_due(s);
-  scope_push(t, sc);
+  scope_push(L, t, sc);
   if (s <= 0) sc->expired = 1;
   else heap_push(rt_get(L), &sc->tm);
   st = lua_pcallk(L, nargs, LUA_MULTRET, 0, 0, timeout_k);
   return timeout_k(L, st, 0);
 }
 
+/* ---- shields ---- */
+
+/* loom.shield(fn, ...) after fn: [scope, results or error]. The task stays
+** shielded while an outer shield remains. A pending interruption (a cancel,
+** an expired scope outside) is raised now, unless fn raised an error of its
+** own: that one goes on, and the interruption waits for the next wait. */
+static int shield_k(lua_State *L, int status, lua_KContext ctx) {
+  scope_t *sc = (scope_t *)lua_touserdata(L, 1), *o;
+  task_t *t = sc->task;
+  (void)ctx;
+  scope_pop(rt_get(L), sc);
+  if (t) {
+    for (o = t->scopes; o && o->kind != SCOPE_SHIELD; o = o->parent) {}
+    if (!o) t->flags &= ~TF_INSHIELD;
+  }
+  if (status != LUA_OK && status != LUA_YIELD) return lua_error(L);
+  if (t && task_interrupted(t)) return task_raise_interrupt(L, t);
+  return lua_gettop(L) - 1;
+}
+
+static int plain_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  return lua_gettop(L);
+}
+
+/* loom.shield(fn, ...) -> fn's results. fn's waits are not interrupted by
+** a cancel or by scopes opened outside the shield (scopes push above it,
+** so the interrupt checks stop at the innermost shield). Outside a task
+** nothing can interrupt fn: it is just called. */
+static int l_shield(lua_State *L) {
+  task_t *t = task_current(L);
+  scope_t *sc;
+  int st;
+  task_check_callable(L, 1);
+  if (!t) {
+    lua_callk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, plain_k);
+    return plain_k(L, LUA_OK, 0);
+  }
+  sc = (scope_t *)lua_newuserdatauv(L, sizeof *sc, 0);
+  memset(sc, 0, sizeof *sc);
+  lua_insert(L, 1);
+  sc->kind = SCOPE_SHIELD;
+  scope_push(L, t, sc);
+  t->flags |= TF_INSHIELD;
+  st = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0, shield_k);
+  return shield_k(L, st, 0);
+}
+
 /* Module table at -1. */
 void timer_open(lua_State *L) {
   static const luaL_Reg fns[] = {{"sleep", l_sleep}, {"now", l_now},
                                  {"time", l_time}, {"timeout", l_timeout},
-                                 {NULL, NULL}};
+                                 {"shield", l_shield}, {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
 }

@@ -37,18 +37,25 @@ local function cancel_tasks(n, args)
 end
 
 -- loom.gather(...): run concurrently; the first result of each, in order.
+-- A function runs as a child task itself (so reports name it by the
+-- script's function); a Task is awaited by a child that does only that.
 function loom.gather(...)
-  local n, args, results = select("#", ...), { ... }, {}
+  local n, args, tasks, results = select("#", ...), { ... }, {}, {}
   check_args("gather", n, args)
   local ok, err = pcall(group, function(g)
     for i = 1, n do
       local a = args[i]
-      g:spawn(function() results[i] = (run_arg(a)) end)
+      if type(a) == "function" then tasks[i] = g:spawn(a)
+      else tasks[i] = g:spawn(a.await, a) end
     end
   end)
   if not ok then
     cancel_tasks(n, args)
     error(err, 0)
+  end
+  for i = 1, n do
+    local task = tasks[i]
+    if task:status() == "done" then results[i] = (task:await()) end
   end
   return unpack(results, 1, n)
 end

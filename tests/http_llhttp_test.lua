@@ -32,7 +32,14 @@ local DEVIATIONS = {
     "an HTTP/0.9 simple request has no version: a bad request line is answered 400",
 }
 
-local f = assert(io.open(CASES, "rb"))
+-- The data sits beside the repository in CI; a clone of the repository
+-- alone has none: say so on one line and skip, rather than fail.
+local f = io.open(CASES, "rb")
+if not f then
+  t.test("llhttp request cases", function() end, { skip = CASES .. " not found "
+    .. "(the shared test data sits beside the repository in CI)" })
+  return
+end
 local cases = raw.json_decode(f:read("a"))
 f:close()
 

@@ -7,6 +7,16 @@ local json = require "loom.json"
 
 local DIR = "../shared/testdata/JSONTestSuite/test_parsing"
 
+-- The data sits beside the repository in CI; a clone of the repository
+-- alone has none: say so on one line and skip, rather than fail.
+local probe = io.open(DIR)
+if not probe then
+  t.test("JSONTestSuite", function() end, { skip = DIR .. " not found (the "
+    .. "shared test data sits beside the repository in CI)" })
+  return
+end
+probe:close()
+
 local function list()
   local files = { y = {}, n = {}, i = {} }
   local p = assert(io.popen("ls " .. DIR .. " 2>/dev/null"))

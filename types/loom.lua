@@ -117,6 +117,11 @@ function loom.race(...) end
 ---@param fn function
 ---@return any ...
 function loom.timeout(s, fn, ...) end
+---Call fn(...) so that no cancellation or outer timeout interrupts it; a
+---pending interruption is raised when it returns (cleanup that must wait).
+---@param fn function
+---@return any ...
+function loom.shield(fn, ...) end
 ---@param max integer?
 ---@return loom.Queue
 function loom.queue(max) end
