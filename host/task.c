@@ -557,8 +557,10 @@ static void task_run(loom_t *rt, task_t *t) {
       lua_pop(co, 1); /* waiting; task_wait set the status */
       return;
     }
-    /* a C module yielded past us: end the task with an error */
+    /* a C module yielded past us: end the task with an error; its open
+    ** scopes go first, or a timeout's deadline would outlive the task */
     lua_pop(co, nres);
+    while (t->scopes) scope_pop(rt, t->scopes);
     rt->current = t;
     lua_resetthread(co);
     rt->current = NULL;
