@@ -67,13 +67,11 @@ static void add_error(lua_State *L, group_t *g, int idx) {
   lua_pop(L, 1);
 }
 
-/* Record the error at idx of L: the first one cancels the children and
-** interrupts the body; later ones are listed. */
+/* Record the error at idx of L if it is the group's first: cancel the
+** children and interrupt the body. (The body's errors once the group is
+** failing are the cancellation's consequences: dropped.) */
 static void group_fail(loom_t *rt, lua_State *L, group_t *g, int idx) {
-  if (g->err_set) {
-    add_error(L, g, idx);
-    return;
-  }
+  if (g->err_set) return;
   g->err_set = 1;
   g->nerrs = 1;
   lua_pushvalue(L, idx);
@@ -121,10 +119,11 @@ void group_child_done(loom_t *rt, task_t *t) {
   lua_rawset(L, -3);
   lua_pop(L, 1);
   g->nchildren--;
-  if (t->status == T_FAILED) {
+  if (t->status == T_FAILED) { /* a child's failure is always reported */
     lua_pushvalue(t->co, 1);
     lua_xmove(t->co, L, 1);
-    group_fail(rt, L, g, -1);
+    if (g->err_set) add_error(L, g, -1);
+    else group_fail(rt, L, g, -1);
     lua_pop(L, 1);
   }
   if (g->nchildren == 0) {
