@@ -130,6 +130,11 @@ void group_child_done(loom_t *rt, task_t *t) {
     tlist_wake_all(rt, &g->done);
     luaL_unref(L, LUA_REGISTRYINDEX, g->ref);
     g->ref = LUA_NOREF;
+    if (g->closed) { /* closed without waiting (see g_close): nobody raises */
+      luaL_unref(L, LUA_REGISTRYINDEX, g->err_ref);
+      luaL_unref(L, LUA_REGISTRYINDEX, g->errs_ref);
+      g->err_ref = g->errs_ref = LUA_NOREF;
+    }
   }
 }
 
