@@ -18,7 +18,8 @@ local opts = loom.args {
   args = "[url...]",
   { "concurrency", short = "c", default = 8, help = "downloads at once" },
   { "attempts", short = "a", default = 4, help = "tries per page" },
-  { "out", short = "o", type = "string", help = "directory to write to (default: a new one, removed at the end)" },
+  { "out", short = "o", type = "string",
+    help = "directory to write to (default: a new one, removed at the end)" },
 }
 
 -- The pages to fetch: the arguments, or the local demo server's.
@@ -53,7 +54,9 @@ local sizes, failures = loom.map(urls, function(url, i)
   return loom.retry(function(attempt)
     if attempt > 1 then retries = retries + 1 end
     local res = http.get(url, { timeout = 10 })
-    if res.status >= 500 then error(loom.error("http", ("%s: HTTP %d"):format(url, res.status)), 0) end
+    if res.status >= 500 then
+      error(loom.error("http", ("%s: HTTP %d"):format(url, res.status)), 0)
+    end
     if not res.ok then error(("%s: HTTP %d"):format(url, res.status), 0) end
     fs.write_file(("%s/%03d.txt"):format(out, i), res.body)
     return #res.body
