@@ -336,10 +336,42 @@ static int push_names(lua_State *L) {
   return 1;
 }
 
-/* fs.readdir(path) -> names, sorted by bytes, without "." and ".." */
+/* The type scandir reported (d_type: links are not followed), as stat's. */
+static const char *dirent_type(uv_dirent_type_t t) {
+  switch (t) {
+  case UV_DIRENT_FILE: return "file";
+  case UV_DIRENT_DIR: return "directory";
+  case UV_DIRENT_LINK: return "link";
+  case UV_DIRENT_FIFO: return "fifo";
+  case UV_DIRENT_SOCKET: return "socket";
+  case UV_DIRENT_CHAR: return "char";
+  case UV_DIRENT_BLOCK: return "block";
+  default: return "unknown";
+  }
+}
+
+/* names, types: for fs.readdir(path, {types = true}) */
+static int push_names_types(lua_State *L) {
+  fsreq_t *r = (fsreq_t *)lua_touserdata(L, 1);
+  uv_dirent_t ent;
+  int i = 0, n = r->req.result > 0 ? (int)r->req.result : 0;
+  lua_createtable(L, n, 0);
+  lua_createtable(L, n, 0);
+  while (uv_fs_scandir_next(&r->req, &ent) == 0) {
+    lua_pushstring(L, ent.name);
+    lua_rawseti(L, -3, ++i);
+    lua_pushstring(L, dirent_type(ent.type));
+    lua_rawseti(L, -2, i);
+  }
+  return 2;
+}
+
+/* fs.readdir(path [, {types = true}]) -> names, sorted by bytes, without
+** "." and ".."; with types, a second array of their types */
 static int l_readdir(lua_State *L) {
   const char *path = fs_check_path(L, 1);
-  fsreq_t *r = fs_begin(L, "fs.readdir", one_step, push_names);
+  lua_CFunction push = opt_flag(L, 2, "types") ? push_names_types : push_names;
+  fsreq_t *r = fs_begin(L, "fs.readdir", one_step, push);
   r->path = path;
   return fsreq_start(L, r, uv_fs_scandir(r->rt->loop, &r->req, path, 0, fsreq_cb),
                      fsreq_deliver_k);
@@ -999,5 +1031,9 @@ int luaopen_loom_fs(lua_State *L) {
   watch_class(L);
   luaL_newlib(L, fns);
   file_open_class(L);
+  if (modules_load(L, "loom.glob")) { /* fs.glob, in Lua over readdir */
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
+  }
   return 1;
 }

@@ -1,7 +1,13 @@
 /*
-** future.c -- awaitables settled by the host (loom_future_*). The C record
-** outlives its Lua box until it is settled, and the box may outlive the
-** record's settlement: it is freed when both are done with it.
+** future.c -- futures: awaitables settled by someone else. One record
+** serves both faces: the host's (loom_future_new, settled from C through
+** loom_future_resolve/reject) and the script's (loom.future(), settled with
+** f:set/f:fail/f:cancel). Any task may await a future, any number of times;
+** an awaiter that is cancelled just leaves the wait list.
+**
+** The C record is freed when both sides are done with it: the Lua box has
+** been collected and the host no longer holds the pointer (it has called
+** resolve or reject; a script's own future has no host side).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -9,30 +15,36 @@
 
 static const char *FUTURE_MT = "loom.Future";
 
+enum { FUT_PENDING, FUT_OK, FUT_FAILED, FUT_CANCELLED };
+
 struct loom_future {
   loom_t *rt;
   tlist_t waiters;
-  int settled, ok, ref; /* ref: table {n=, values...} or the error object */
-  int boxed;            /* the Lua box is alive */
+  int state;
+  int ref;     /* once settled: table {n=, values...} or the error value */
+  int boxed;   /* the Lua box is alive */
+  int host;    /* the host still holds the pointer and will settle it */
 };
 
-static loom_future_t **check_box(lua_State *L) {
-  return (loom_future_t **)luaL_checkudata(L, 1, FUTURE_MT);
+static loom_future_t *check_future(lua_State *L) {
+  return *(loom_future_t **)udata_check(L, 1, FUTURE_MT);
 }
 
 static void future_release(loom_future_t *f) {
-  if (f->settled && !f->boxed) {
-    if (f->rt->L) luaL_unref(f->rt->L, LUA_REGISTRYINDEX, f->ref);
-    free(f);
-  }
+  if (f->boxed || f->host) return;
+  if (f->ref != LUA_NOREF && f->rt->L) luaL_unref(f->rt->L, LUA_REGISTRYINDEX, f->ref);
+  free(f);
 }
 
-loom_future_t *loom_future_new(lua_State *L) {
+/* Push a new Future box; host: whether loom_future_resolve/reject will
+** be called on it. */
+static loom_future_t *future_new(lua_State *L, int host) {
   loom_future_t *f = (loom_future_t *)calloc(1, sizeof *f);
   loom_future_t **box;
   if (!f) luaL_error(L, "not enough memory");
   f->rt = rt_get(L);
   f->ref = LUA_NOREF;
+  f->host = host;
   box = (loom_future_t **)lua_newuserdatauv(L, sizeof *box, 0);
   *box = f;
   f->boxed = 1;
@@ -40,39 +52,53 @@ loom_future_t *loom_future_new(lua_State *L) {
   return f;
 }
 
-static void settle(loom_future_t *f, int ok) {
-  f->settled = 1;
-  f->ok = ok;
-  f->ref = luaL_ref(f->rt->L, LUA_REGISTRYINDEX);
+loom_future_t *loom_future_new(lua_State *L) { return future_new(L, 1); }
+
+/* Settle f with the outcome on top of L (popped): the values table, or the
+** error value. Wakes every awaiter. */
+static void settle(lua_State *L, loom_future_t *f, int state) {
+  f->state = state;
+  f->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   tlist_wake_all(f->rt, &f->waiters);
-  future_release(f);
 }
 
-void loom_future_resolve(loom_future_t *f, int nvalues) {
-  lua_State *L = f->rt->L;
+/* Pop nvalues from L and settle f with them. */
+static void resolve(lua_State *L, loom_future_t *f, int nvalues) {
   int i;
-  if (f->settled) {
-    lua_pop(L, nvalues);
-    return;
-  }
   lua_createtable(L, nvalues, 1);
   lua_insert(L, -(nvalues + 1));
   for (i = nvalues; i >= 1; i--) lua_rawseti(L, -(i + 1), i);
   lua_pushinteger(L, nvalues);
   lua_setfield(L, -2, "n");
-  settle(f, 1);
+  settle(L, f, FUT_OK);
+}
+
+/* The host settles its future; one the script settled first (cancelled,
+** say) ignores it. Either way the host is done with the pointer. */
+void loom_future_resolve(loom_future_t *f, int nvalues) {
+  lua_State *L = f->rt->L;
+  if (f->state != FUT_PENDING) lua_pop(L, nvalues);
+  else resolve(L, f, nvalues);
+  f->host = 0;
+  future_release(f);
 }
 
 void loom_future_reject(loom_future_t *f, const char *message) {
-  if (f->settled) return;
-  err_push(f->rt->L, "host", NULL, "%s", message ? message : "rejected");
-  settle(f, 0);
+  if (f->state == FUT_PENDING) {
+    err_push(f->rt->L, "host", NULL, "%s", message ? message : "rejected");
+    settle(f->rt->L, f, FUT_FAILED);
+  }
+  f->host = 0;
+  future_release(f);
 }
 
+/* Push f's values, or raise its error. */
 static int push_outcome(lua_State *L, loom_future_t *f) {
   int i, n;
+  if (f->state == FUT_CANCELLED)
+    return err_raise(L, "cancelled", NULL, "the future was cancelled");
   lua_rawgeti(L, LUA_REGISTRYINDEX, f->ref);
-  if (!f->ok) return lua_error(L);
+  if (f->state == FUT_FAILED) return lua_error(L);
   lua_getfield(L, -1, "n");
   n = (int)lua_tointeger(L, -1);
   lua_pop(L, 1);
@@ -84,41 +110,101 @@ static int push_outcome(lua_State *L, loom_future_t *f) {
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status; (void)ctx;
   task_resumed(L, task_current(L));
-  return push_outcome(L, *check_box(L));
+  return push_outcome(L, *(loom_future_t **)lua_touserdata(L, 1));
 }
 
-/* future:await() -> the values it was resolved with, or raises */
+/* f:await() -> the values it was set with, or raises its error */
 static int f_await(lua_State *L) {
-  loom_future_t *f = *check_box(L);
+  loom_future_t *f = check_future(L);
   task_t *t;
-  if (f->settled) return push_outcome(L, f);
+  if (f->state != FUT_PENDING) return push_outcome(L, f);
   t = task_check_current(L, "future:await");
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   lua_settop(L, 1);
   tlist_push(&f->waiters, t);
-  return task_wait(L, t, tlist_cancel, f, "host future", 0, await_k);
+  return task_wait(L, t, tlist_cancel, f, "future:await", 0, await_k);
 }
 
 static int f_done(lua_State *L) {
-  lua_pushboolean(L, (*check_box(L))->settled);
+  lua_pushboolean(L, check_future(L)->state != FUT_PENDING);
+  return 1;
+}
+
+/* Raise kind value when f is settled already (setting twice is a bug). */
+static void check_pending(lua_State *L, loom_future_t *f, const char *what) {
+  if (f->state != FUT_PENDING)
+    err_raise(L, "value", NULL, "%s: the future is already %s", what,
+              f->state == FUT_CANCELLED ? "cancelled" : "settled");
+}
+
+/* f:set(...): settle with these values. */
+static int f_set(lua_State *L) {
+  loom_future_t *f = check_future(L);
+  check_pending(L, f, "future:set");
+  resolve(L, f, lua_gettop(L) - 1);
+  return 0;
+}
+
+/* f:fail(err): settle with an error; awaiters raise err unchanged. */
+static int f_fail(lua_State *L) {
+  loom_future_t *f = check_future(L);
+  luaL_argcheck(L, !lua_isnoneornil(L, 2), 2, "error value expected");
+  check_pending(L, f, "future:fail");
+  lua_settop(L, 2);
+  settle(L, f, FUT_FAILED);
+  return 0;
+}
+
+/* f:cancel() -> true if it was pending: awaiters raise cancelled. */
+static int f_cancel(lua_State *L) {
+  loom_future_t *f = check_future(L);
+  if (f->state != FUT_PENDING) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushboolean(L, 1);
+  lua_pushvalue(L, -1);
+  settle(L, f, FUT_CANCELLED);
+  return 1;
+}
+
+static int f_tostring(lua_State *L) {
+  static const char *const names[] = {"pending", "done", "failed", "cancelled"};
+  lua_pushfstring(L, "Future (%s)", names[check_future(L)->state]);
   return 1;
 }
 
 static int f_gc(lua_State *L) {
-  loom_future_t *f = *check_box(L);
+  loom_future_t *f = *(loom_future_t **)lua_touserdata(L, 1);
   f->boxed = 0;
-  if (f->rt->closing && !f->settled) free(f); /* the host may not settle now */
-  else future_release(f);
+  if (f->rt->closing) f->host = 0; /* the host may not settle it any more */
+  future_release(f);
   return 0;
 }
 
+/* loom.future() -> a pending Future for scripts to settle */
+static int l_future(lua_State *L) {
+  future_new(L, 0);
+  return 1;
+}
+
+/* Install the metatable and loom.future on the module table at -1. */
 void future_open(lua_State *L) {
-  static const luaL_Reg m[] = {{"await", f_await}, {"done", f_done}, {NULL, NULL}};
+  static const luaL_Reg m[] = {{"await", f_await}, {"done", f_done},
+                               {"set", f_set}, {"fail", f_fail},
+                               {"cancel", f_cancel}, {NULL, NULL}};
   if (luaL_newmetatable(L, FUTURE_MT)) {
-    luaL_newlib(L, m);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, m, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, f_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, f_tostring, 1);
+    lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
+  lua_pushcfunction(L, l_future);
+  lua_setfield(L, -2, "future");
 }

@@ -4,7 +4,10 @@
 ** A group owns child tasks. The owner's body runs inside a cancel scope of
 ** the group, so when a child fails the body's pending wait is interrupted;
 ** the other children are cancelled, the group waits for all of them
-** (shielded from further interrupts) and raises the first error.
+** (shielded from further interrupts) and raises the first error. Children
+** that fail meanwhile (in their cleanup, or shielded) are kept too: when
+** there are several failures the group raises one error object listing
+** them all (see push_group_error).
 */
 #include <string.h>
 #include "internal.h"
@@ -17,6 +20,8 @@ struct group {
   tlist_t done;    /* the owner, waiting for the children */
   int nchildren;
   int err_set, err_ref, ref, closed;
+  int errs_ref;    /* array of every failure once there are two; else none */
+  int nerrs;
 };
 
 static group_t *check_group(lua_State *L, int idx) {
@@ -47,15 +52,60 @@ static void cancel_children(loom_t *rt, group_t *g) {
   lua_pop(L, 2);
 }
 
-/* Record the error at idx of L as the group's first (if none yet), cancel
-** the children and interrupt the body. */
+/* Append the error at idx of L to the group's list of failures. */
+static void add_error(lua_State *L, group_t *g, int idx) {
+  idx = lua_absindex(L, idx);
+  if (g->errs_ref == LUA_NOREF) {
+    lua_createtable(L, 2, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
+    lua_rawseti(L, -2, 1);
+    g->errs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->errs_ref);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, ++g->nerrs);
+  lua_pop(L, 1);
+}
+
+/* Record the error at idx of L if it is the group's first: cancel the
+** children and interrupt the body. (The body's errors once the group is
+** failing are the cancellation's consequences: dropped.) */
 static void group_fail(loom_t *rt, lua_State *L, group_t *g, int idx) {
   if (g->err_set) return;
   g->err_set = 1;
+  g->nerrs = 1;
   lua_pushvalue(L, idx);
   g->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   cancel_children(rt, g);
   scope_expire(rt, &g->scope);
+}
+
+/* Push the string field k of the table at idx, or NULL. */
+static const char *str_field(lua_State *L, int idx, const char *k) {
+  if (lua_type(L, idx) != LUA_TTABLE) return NULL;
+  lua_getfield(L, idx, k);
+  if (lua_type(L, -1) == LUA_TSTRING) return lua_tostring(L, -1);
+  lua_pop(L, 1);
+  return NULL;
+}
+
+/* [first error, list] -> [the error object a group with several failures
+** raises]: the first failure's kind, code and message (kind "group" when
+** it is not an error object), the count of the others, and `errors`, the
+** list in the order they happened (errors[1] is the first, unchanged). */
+static void push_group_error(lua_State *L, int nerrs) {
+  int first = lua_gettop(L) - 1;
+  const char *kind = str_field(L, first, "kind");
+  const char *code = kind ? str_field(L, first, "code") : NULL;
+  const char *msg = kind ? str_field(L, first, "message") : NULL;
+  if (!kind) kind = "group";
+  if (!msg) msg = luaL_tolstring(L, first, NULL);
+  err_push(L, kind, code, "%s (and %d more error%s)", msg, nerrs - 1,
+           nerrs == 2 ? "" : "s");
+  lua_pushvalue(L, first + 1);
+  lua_setfield(L, -2, "errors");
+  lua_replace(L, first);
+  lua_settop(L, first);
 }
 
 /* A child finished (called from task_finish). */
@@ -69,16 +119,22 @@ void group_child_done(loom_t *rt, task_t *t) {
   lua_rawset(L, -3);
   lua_pop(L, 1);
   g->nchildren--;
-  if (t->status == T_FAILED) {
+  if (t->status == T_FAILED) { /* a child's failure is always reported */
     lua_pushvalue(t->co, 1);
     lua_xmove(t->co, L, 1);
-    group_fail(rt, L, g, -1);
+    if (g->err_set) add_error(L, g, -1);
+    else group_fail(rt, L, g, -1);
     lua_pop(L, 1);
   }
   if (g->nchildren == 0) {
     tlist_wake_all(rt, &g->done);
     luaL_unref(L, LUA_REGISTRYINDEX, g->ref);
     g->ref = LUA_NOREF;
+    if (g->closed) { /* closed without waiting (see g_close): nobody raises */
+      luaL_unref(L, LUA_REGISTRYINDEX, g->err_ref);
+      luaL_unref(L, LUA_REGISTRYINDEX, g->errs_ref);
+      g->err_ref = g->errs_ref = LUA_NOREF;
+    }
   }
 }
 
@@ -110,6 +166,12 @@ static int group_wait(lua_State *L, group_t *g) {
       luaL_unref(L, LUA_REGISTRYINDEX, g->err_ref);
       g->err_ref = LUA_NOREF;
       g->err_set = 0;
+      if (g->errs_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, g->errs_ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, g->errs_ref);
+        g->errs_ref = LUA_NOREF;
+        push_group_error(L, g->nerrs);
+      }
       return lua_error(L);
     }
     return lua_gettop(L) - 1;
@@ -144,7 +206,7 @@ static group_t *new_group(lua_State *L, task_t *owner) {
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1);
   g->owner = owner;
-  g->err_ref = g->ref = LUA_NOREF;
+  g->err_ref = g->ref = g->errs_ref = LUA_NOREF;
   g->scope.kind = SCOPE_GROUP;
   scope_push(L, owner, &g->scope);
   return g;

@@ -103,5 +103,9 @@ int loom_open_core(lua_State *L) {
     lua_pushvalue(L, -2);
     lua_call(L, 1, 0);
   }
+  if (modules_load(L, "loom.extra")) { /* as_completed, map, retry ... */
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
+  }
   return 1;
 }

@@ -439,6 +439,14 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *m, lua_CFu
   lua_pop(L, 1);
 }
 
+/* isatty(fd) -> whether the descriptor is a terminal (progress bars, colour) */
+static int l_isatty(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 1, "not a descriptor");
+  lua_pushboolean(L, uv_guess_handle((uv_file)fd) == UV_TTY);
+  return 1;
+}
+
 int luaopen_loom_process_core(lua_State *L) {
   static const luaL_Reg pm[] = {{"wait", p_wait}, {"kill", p_kill}, {NULL, NULL}};
   static const luaL_Reg sm[] = {{"close", sig_close_l}, {NULL, NULL}};
@@ -446,6 +454,7 @@ int luaopen_loom_process_core(lua_State *L) {
       {"spawn", l_spawn},   {"on_signal", l_on_signal}, {"getenv", l_getenv},
       {"setenv", l_setenv}, {"cwd", l_cwd},             {"chdir", l_chdir},
       {"exit", l_exit},     {"stdio", l_stdio},         {"abort", stream_abort},
+      {"isatty", l_isatty},
       {NULL, NULL}};
   stream_open(L);
   new_class(L, PROCESS_MT, pm, p_gc);

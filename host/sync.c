@@ -14,10 +14,12 @@ static const char *QUEUE_MT = "loom.Queue";
 
 typedef struct queue {
   tlist_t getters, putters;
+  tlist_t joiners;       /* tasks in q:join() */
   int ring_ref;          /* table: items at [(head + i) % ring + 1] */
   int head, count, ring;
   int max, reserved;     /* reserved: slots promised to woken putters */
   int closed;
+  lua_Integer unfinished; /* items put and not yet marked by task_done */
 } queue_t;
 
 static queue_t *check_queue(lua_State *L) {
@@ -128,6 +130,7 @@ static int put_k(lua_State *L, int status, lua_KContext ctx) {
   task_resumed(L, task_current(L)); /* closed while waiting: raises */
   q->reserved--;
   lua_settop(L, 2);
+  q->unfinished++;
   q_deliver(L, q);
   wake_putter(rt_get(L), q); /* the value went to a getter: still room */
   return 0;
@@ -147,10 +150,12 @@ static int q_put(lua_State *L) {
   check_put(L, q);
   if (!q->getters.head && !q_full(q)) { /* the common case: store it */
     ring_push_at(L, q, 2);
+    q->unfinished++;
     return 0;
   }
   lua_settop(L, 2);
   if (!q_full(q) || q->getters.head) {
+    q->unfinished++;
     q_deliver(L, q);
     return 0;
   }
@@ -170,6 +175,7 @@ static int q_try_put(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
+  q->unfinished++;
   q_deliver(L, q);
   lua_pushboolean(L, 1);
   return 1;
@@ -225,6 +231,29 @@ static int q_close(lua_State *L) {
     task_wake_error(rt, t);
   }
   return 0;
+}
+
+/* q:task_done(): one item got earlier is processed; when every item put
+** is, the tasks in q:join() wake. */
+static int q_task_done(lua_State *L) {
+  queue_t *q = check_queue(L);
+  if (q->unfinished <= 0)
+    return err_raise(L, "value", NULL,
+                     "queue:task_done: called more times than items were put");
+  if (--q->unfinished == 0) tlist_wake_all(rt_get(L), &q->joiners);
+  return 0;
+}
+
+/* q:join(): wait until every item put has been marked by q:task_done(). */
+static int q_join(lua_State *L) {
+  queue_t *q = check_queue(L);
+  task_t *t;
+  if (q->unfinished == 0) return 0;
+  t = task_check_current(L, "queue:join");
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  lua_settop(L, 1);
+  tlist_push(&q->joiners, t);
+  return task_wait(L, t, tlist_cancel, q, "queue:join", 0, NULL);
 }
 
 static int q_gc(lua_State *L) {
@@ -422,7 +451,8 @@ void sync_open(lua_State *L) {
   static const luaL_Reg qm[] = {
       {"put", q_put}, {"get", q_get}, {"try_put", q_try_put},
       {"try_get", q_try_get}, {"len", q_len}, {"close", q_close},
-      {"iter", q_iter}, {NULL, NULL}};
+      {"iter", q_iter}, {"task_done", q_task_done}, {"join", q_join},
+      {NULL, NULL}};
   static const luaL_Reg em[] = {{"set", e_set}, {"clear", e_clear},
                                 {"is_set", e_is_set}, {"wait", e_wait},
                                 {NULL, NULL}};

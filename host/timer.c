@@ -199,6 +199,7 @@ void scope_push_error(lua_State *L, scope_t *sc) {
 /* Is the value at idx this scope's own error? */
 int scope_owns_error(lua_State *L, scope_t *sc, int idx) {
   int r;
+  idx = lua_absindex(L, idx); /* -1 must not become the value pushed below */
   if (sc->err_ref == LUA_NOREF) return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, sc->err_ref);
   r = lua_rawequal(L, -1, idx);

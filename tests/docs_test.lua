@@ -1,7 +1,15 @@
 -- Every ```lua block in README.md and docs/ is a complete script: run each
 -- with the loom binary and expect status 0 (a doc example that does not run
--- is a bug).
+-- is a bug), and what it prints to stdout to be what its `--> ` comments
+-- say (a doc that lies is a bug too). The rule, also in docs/README.md:
+--   * the `--> ` comments of a block, in order, are everything it prints;
+--     a block without any is not compared;
+--   * whitespace runs compare equal (print's tabs, the newlines between
+--     prints: `--> 1  2  3` is three prints of one value or one of three);
+--   * `...` in a comment stands for any text (addresses, times, ports);
+--   * text after ` -- ` in a comment is a note for the reader, not output.
 local t = require "loom.test"
+local process = require "loom.process"
 
 local LOOM = os.getenv("LOOM_BIN") or "build/loom"
 
@@ -32,6 +40,44 @@ local function blocks(path)
   return out
 end
 
+local function squash(s) return (s:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")) end
+
+-- The output a block's `--> ` comments promise, as an anchored pattern;
+-- nil when it has none.
+local function expected(code)
+  local parts = {}
+  for line in code:gmatch("[^\n]*") do
+    local c = line:match("^%-%->(.*)$") or line:match("%s%-%->(.*)$")
+    if c then
+      c = c:gsub("%s%-%-%s.*$", "")
+      parts[#parts + 1] = c
+    end
+  end
+  if #parts == 0 then return nil end
+  local want = squash(table.concat(parts, " "))
+  local pat = {}
+  for piece, dots in (want .. "..."):gmatch("(.-)(%.%.%.)") do
+    pat[#pat + 1] = piece:gsub("%p", "%%%0")
+  end
+  return "^" .. table.concat(pat, ".-") .. "$", want
+end
+
+-- The comparison itself, tested so that the rule above holds.
+t.test("the --> rule", function()
+  local function matches(code, out)
+    local pat = expected(code)
+    return squash(out):find(pat) ~= nil
+  end
+  t.ok(matches('print(1, 2) --> 1  2\n', "1\t2\n"))
+  t.ok(matches('for i = 1, 3 do print(i) end --> 1 2 3\n', "1\n2\n3\n"))
+  t.ok(matches('print(x) --> addr ... port  -- a note\n', "addr 1.2.3.4 port\n"))
+  t.ok(matches('print("a.b") --> a.b\n', "a.b\n"))
+  t.ok(not matches('print("axb") --> a.b\n', "axb\n"))
+  t.ok(not matches('print(1) --> 1\nprint(2)\n', "1\n2\n"))
+  t.ok(not matches('print(1) --> 2\n', "1\n"))
+  t.eq(expected('print(1)\n'), nil)
+end)
+
 local count = 0
 for _, file in ipairs(markdown_files()) do
   for _, b in ipairs(blocks(file)) do
@@ -41,11 +87,14 @@ for _, file in ipairs(markdown_files()) do
       local f = assert(io.open(path, "w"))
       f:write(b.code)
       f:close()
-      local p = io.popen(("%s %s 2>&1 </dev/null"):format(LOOM, path))
-      local out = p:read("a")
-      local ok, _, status = p:close()
+      local r = process.run({ LOOM, path }, { timeout = 100 })
       os.remove(path)
-      t.ok(ok and status == 0, ("exit status %s:\n%s"):format(tostring(status), out))
+      t.ok(r.code == 0, ("exit status %s:\n%s%s"):format(tostring(r.code), r.stdout, r.stderr))
+      local pat, want = expected(b.code)
+      if pat and not squash(r.stdout):find(pat) then
+        error(("the --> comments say:\n  %s\nthe block printed:\n  %s"):format(want,
+          squash(r.stdout)), 0)
+      end
     end)
   end
 end
@@ -56,7 +105,6 @@ end)
 
 -- C blocks that are whole programs (they have a main) are compiled against
 -- the build's libloom.a, and run when main takes no arguments.
-local process = require "loom.process"
 local function c_blocks(path)
   local f = assert(io.open(path))
   local text = f:read("a")

@@ -52,3 +52,26 @@ t.test("echo_server.lua echoes to several clients on the port it prints", functi
   p:close()
   if not ok then error(tostring(err) .. "\n" .. rest, 0) end
 end)
+
+t.test("fetch_many.lua fetches its local pages, retrying the flaky ones", function()
+  local out, status = run("examples/fetch_many.lua -c 5 </dev/null")
+  t.eq(status, 0, out)
+  t.ok(out:find("^fetched 30 of 30 pages, 7395 bytes, 10 retries, in [%d.]+ s\n"
+    .. "30 files in the output directory\n$"), out)  -- no progress bar on a pipe
+end)
+
+t.test("fetch_many.lua reports pages that fail for good and exits 1", function()
+  local out, status = run("examples/fetch_many.lua -a 2 http://127.0.0.1:1/x")
+  t.eq(status, 1, out)
+  t.ok(out:find("fetched 0 of 1 pages, 0 bytes, 1 retries", 1, true), out)
+  t.ok(out:find("failed: io: ", 1, true), out)
+end)
+
+t.test("fetch_many.lua --help and a bad option", function()
+  local out, status = run("examples/fetch_many.lua --help")
+  t.eq(status, 0, out)
+  t.ok(out:find("^usage: fetch_many.lua %[options%] %[url...%]\n"), out)
+  out, status = run("examples/fetch_many.lua -c lots")
+  t.eq(status, 2, out)
+  t.ok(out:find("needs an integer, got 'lots'", 1, true), out)
+end)

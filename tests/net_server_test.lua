@@ -295,3 +295,63 @@ t.test("cancelling shutdown still cancels and closes every handler", function()
   t.eq(c:read(), nil)
   c:close()
 end)
+
+-- ---- Servers as <close> variables (async with server) ----
+
+t.test("a net server is a <close> variable: leaving the scope stops accepting",
+  function()
+    local port, srv_ref
+    do
+      local srv <close> = net.listen("127.0.0.1", 0, function(s) s:write("hi\n") end)
+      port, srv_ref = srv.port, srv
+      local c = net.connect("127.0.0.1", port)
+      t.eq(c:read_line(), "hi")
+      c:close()
+    end
+    srv_ref:wait() -- closed: returns at once
+    local err = t.raises(function() net.connect("127.0.0.1", port) end)
+    t.eq(err.code, "ECONNREFUSED")
+    srv_ref:close() -- closing again does nothing
+  end)
+
+t.test("a server <close> variable also closes when the scope is left by an error",
+  function()
+    local srv_ref
+    local ok, err = pcall(function()
+      local srv <close> = net.listen("127.0.0.1", 0, function() end)
+      srv_ref = srv
+      error("scope failed", 0)
+    end)
+    t.eq(ok, false)
+    t.eq(err, "scope failed")
+    t.eq(srv_ref.closed:is_set(), true)
+    local e = t.raises(function() net.connect("127.0.0.1", srv_ref.port) end)
+    t.eq(e.code, "ECONNREFUSED")
+  end)
+
+t.test("a Unix server as <close> removes its socket file", function()
+  local path = os.tmpname()
+  os.remove(path)
+  do
+    local srv <close> = net.listen_unix(path, function(s) s:write("u\n") end)
+    local c = net.connect_unix(path)
+    t.eq(c:read_line(), "u")
+    c:close()
+  end
+  t.eq(io.open(path) == nil, true, "the path is gone")
+end)
+
+t.test("an http.listen server is a <close> variable too", function()
+  local http = require "loom.http"
+  local port
+  do
+    local srv <close> = http.listen("127.0.0.1", 0, function() return 200, "ok" end)
+    port = srv.port
+    local c = net.connect("127.0.0.1", port)
+    c:write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    t.ok(c:read_all():find("\r\n\r\nok$"))
+    c:close()
+  end
+  local err = t.raises(function() net.connect("127.0.0.1", port) end)
+  t.eq(err.code, "ECONNREFUSED")
+end)

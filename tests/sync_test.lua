@@ -509,3 +509,92 @@ end)
 t.test("semaphore rejects a negative count", function()
   t.raises(function() loom.semaphore(-1) end)
 end)
+
+-- ---- queue: task_done / join ----
+
+t.test("q:join waits until every item put is marked done", function()
+  local q, done = loom.queue(), {}
+  for i = 1, 3 do q:put(i) end
+  loom.spawn(function()
+    for _ = 1, 3 do
+      local v = q:get()
+      loom.sleep(0)
+      done[#done + 1] = v
+      q:task_done()
+    end
+  end)
+  q:join()
+  t.eq(done, { 1, 2, 3 })
+  q:join() -- nothing unfinished: returns at once
+end)
+
+t.test("q:join returns at once on a fresh queue; items got are not done",
+  function()
+    local q = loom.queue()
+    q:join()
+    q:put("x")
+    t.eq(q:get(), "x")
+    local joiner = suspended(function() q:join() return "joined" end)
+    t.eq(joiner:done(), false, "got but not marked")
+    q:task_done()
+    t.eq(joiner:await(), "joined")
+  end)
+
+t.test("q:task_done more times than items raises value", function()
+  local q = loom.queue()
+  t.eq(t.raises(function() q:task_done() end).kind, "value")
+  q:try_put(1)
+  q:get()
+  q:task_done()
+  t.eq(t.raises(function() q:task_done() end).kind, "value")
+end)
+
+t.test("every form of put counts: try_put, a put handed to a getter, a put that waited",
+  function()
+    local q = loom.queue(1)
+    local getter = suspended(function() return q:get() end)
+    q:put("to getter")          -- straight to the waiting getter
+    t.eq(getter:await(), "to getter")
+    t.eq(q:try_put("stored"), true)
+    local putter = suspended(function() q:put("waited") end)
+    t.eq(q:get(), "stored")
+    putter:await()
+    t.eq(q:get(), "waited")
+    local joiner = suspended(function() q:join() end)
+    q:task_done()
+    q:task_done()
+    t.eq(joiner:done(), false, "one of three still unfinished")
+    q:task_done()
+    joiner:await()
+    t.eq(t.raises(function() q:task_done() end).kind, "value")
+  end)
+
+t.test("a cancelled joiner leaves no trace; others still wake", function()
+  local q = loom.queue()
+  q:put(1)
+  local a = suspended(function() q:join() end)
+  local b = suspended(function() q:join() return "b" end)
+  a:cancel()
+  t.eq(t.raises(function() a:await() end).kind, "cancelled")
+  q:get()
+  q:task_done()
+  t.eq(b:await(), "b")
+end)
+
+t.test("q:join under loom.timeout raises timeout", function()
+  local q = loom.queue()
+  q:put(1)
+  t.eq(t.raises(function() loom.timeout(0.01, q.join, q) end).kind, "timeout")
+end)
+
+t.test("an item a cancelled getter gave back is still unfinished", function()
+  local q = loom.queue()
+  local getter = suspended(function() return q:get() end)
+  q:put("v")
+  getter:cancel() -- woken with the item, cancelled before it ran: it goes back
+  t.eq(t.raises(function() getter:await() end).kind, "cancelled")
+  t.eq(q:get(), "v")
+  local joiner = suspended(function() q:join() end)
+  q:task_done()
+  joiner:await()
+end)

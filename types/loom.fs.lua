@@ -52,8 +52,14 @@ function fs.stat(path) end
 function fs.lstat(path) end
 ---@return boolean
 function fs.exists(path) end
+---@param opts {types: boolean?}?
+---@return string[] names
+---@return string[]? types
+function fs.readdir(path, opts) end
+---Paths matching a shell pattern (`*`, `?`, `[...]`, `**`), sorted.
+---@param pattern string
 ---@return string[]
-function fs.readdir(path) end
+function fs.glob(pattern) end
 ---@param opts {parents: boolean?}?
 function fs.mkdir(path, opts) end
 ---@param opts {recursive: boolean?}?

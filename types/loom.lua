@@ -6,6 +6,7 @@
 ---@field kind string   "cancelled"|"timeout"|"io"|"closed"|"eof"|"limit"|"busy"|"http"|"tls"|"json"|"sqlite"|"value"
 ---@field message string
 ---@field code string?  e.g. "ECONNREFUSED", "ENOENT"
+---@field errors any[]? every failure, when several children of a group failed
 
 ---@class loom.Task
 local Task = {}
@@ -45,6 +46,10 @@ function Queue:len() end
 function Queue:close() end
 ---@return fun(): any
 function Queue:iter() end
+---Mark one item got earlier as processed.
+function Queue:task_done() end
+---Wait until every item put has been marked by task_done.
+function Queue:join() end
 
 ---@class loom.Event
 local Event = {}
@@ -77,10 +82,34 @@ function Semaphore:with(fn, ...) end
 
 ---@class loom.Future
 local Future = {}
+---The values it was set with, or raises its error; waits while pending.
 ---@return any ...
 function Future:await() end
 ---@return boolean
 function Future:done() end
+---Settle with these values; raises kind "value" if already settled.
+function Future:set(...) end
+---Settle with an error, raised unchanged by await.
+---@param err any
+function Future:fail(err) end
+---Settle as cancelled (await raises "cancelled"); false if already settled.
+---@return boolean
+function Future:cancel() end
+
+---@class loom.Progress
+---@field count number
+---@field total number?
+---@field started number
+local Progress = {}
+---n more done (default 1); redraws at most every interval seconds.
+---@param n number?
+function Progress:advance(n) end
+---The last redraw and a newline.
+function Progress:done() end
+---The line as drawn.
+---@param now number?
+---@return string
+function Progress:render(now) end
 
 ---@class loomlib
 local loom = {}
@@ -122,6 +151,36 @@ function loom.timeout(s, fn, ...) end
 ---@param fn function
 ---@return any ...
 function loom.shield(fn, ...) end
+
+---Functions or Tasks; iterate their first results (and index) as they finish.
+---@return fun(): any, integer
+function loom.as_completed(...) end
+---fn(item, i) for each item, opts.concurrency (10) at once; results in item order.
+---With opts.errors = "collect", also returns a table index -> error (or nil).
+---@param items any[]
+---@param fn fun(item: any, i: integer): any
+---@param opts {concurrency: integer?, errors: ("raise"|"collect")?, progress: (boolean|loom.Progress)?}?
+---@return any[] results
+---@return table<integer, any>? failures
+function loom.map(items, fn, opts) end
+---Call fn(attempt) until it returns, with exponential backoff.
+---@param fn fun(attempt: integer): ...
+---@param opts {attempts: integer?, base: number?, max: number?, jitter: boolean?, on: (fun(err: any, attempt: integer): boolean?)?}?
+---@return any ...
+function loom.retry(fn, opts) end
+---A progress bar on stderr, drawn only on a terminal by default.
+---@param total number?
+---@param opts {label: string?, width: integer?, interval: number?, output: any?, enabled: boolean?}?
+---@return loom.Progress
+function loom.progress(total, opts) end
+---Parse the script's arguments; --help prints the help and exits.
+---@param spec table
+---@param argv string[]?
+---@return table
+function loom.args(spec, argv) end
+---A future for tasks to set and await.
+---@return loom.Future
+function loom.future() end
 ---@param max integer?
 ---@return loom.Queue
 function loom.queue(max) end

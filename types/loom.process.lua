@@ -49,6 +49,10 @@ function process.getenv(name) end
 function process.setenv(name, value) end
 ---@return string
 function process.cwd() end
+---Whether the descriptor (or "stdin"/"stdout"/"stderr") is a terminal.
+---@param fd integer|string
+---@return boolean
+function process.isatty(fd) end
 function process.chdir(dir) end
 ---@param code (integer|boolean)?
 function process.exit(code) end

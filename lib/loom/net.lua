@@ -191,13 +191,15 @@ function net.listen_unix(path, handler, opts)
   return srv
 end
 
--- srv:close(): stop accepting; connections being handled go on.
+-- srv:close(): stop accepting; connections being handled go on. Also the
+-- Server's __close: `local srv <close> = net.listen(...)`.
 function Server:close()
   if self.closed:is_set() then return end
   self.listener:close()
   self.closed:set()
   if self.path then os.remove(self.path) end
 end
+Server.__close = function(self) return self:close() end
 
 -- Await task t; returns the error if our own wait was interrupted (cancel or
 -- timeout of the caller), nil when t ended in any way. The tasks here end

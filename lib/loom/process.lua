@@ -108,6 +108,15 @@ process.pid = core.pid
 
 -- process.stdin/stdout/stderr: Streams made on first use.
 local stdio = { stdin = 0, stdout = 1, stderr = 2 }
+
+-- process.isatty(fd) -> bool; fd a descriptor or "stdin"/"stdout"/"stderr"
+function process.isatty(fd)
+  if type(fd) == "string" and stdio[fd] then fd = stdio[fd] end
+  if math.type(fd) ~= "integer" then
+    error("bad argument #1 to 'isatty' (descriptor or stdio name expected)", 2)
+  end
+  return core.isatty(fd)
+end
 return setmetatable(process, {
   __index = function(t, k)
     local fd = stdio[k]

@@ -90,6 +90,31 @@ static void test_reject_and_script_error(void) {
   loom_free(rt);
 }
 
+/* The script cancels a host future and drops it; the host settles it later
+** (ignored), and the record is freed only then: no use after free. */
+static void test_script_cancels_host_future(void) {
+  loom_t *rt = loom_new(NULL);
+  lua_State *L = loom_state(rt);
+  int i;
+  lua_pushcfunction(L, host_fetch);
+  lua_setglobal(L, "fetch");
+  CHECK(loom_dostring(rt,
+                      "local f = fetch()\n"
+                      "loom.spawn(function() loom.sleep(0) f:cancel() end)\n"
+                      "local ok, e = pcall(f.await, f)\n"
+                      "kind = e.kind\n"
+                      "f = nil collectgarbage() collectgarbage()\n",
+                      "=cancel") == 0);
+  for (i = 0; i < 10 && loom_step(rt, 0); i++) {}
+  CHECK(global_string(rt, "kind") && strcmp(global_string(rt, "kind"), "cancelled") == 0);
+  CHECK(pending_future != NULL);
+  lua_pushstring(L, "too late");
+  loom_future_resolve(pending_future, 1); /* ignored, then freed */
+  pending_future = NULL;
+  CHECK(lua_gettop(L) == 0);
+  loom_free(rt);
+}
+
 static void test_host_loop_and_spawn(void) {
   uv_loop_t loop;
   loom_options o = {0};
@@ -196,6 +221,7 @@ static void test_libs_mask(void) {
 int main(void) {
   test_frame_loop();
   test_reject_and_script_error();
+  test_script_cancels_host_future();
   test_host_loop_and_spawn();
   test_host_loop_pending_work();
   test_memory_limit();
