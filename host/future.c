@@ -40,38 +40,68 @@ loom_future_t *loom_future_new(lua_State *L) {
   return f;
 }
 
-static void settle(loom_future_t *f, int ok) {
+/* [f, values...] (protected): f->ref = a table {n=, values...}. */
+static int resolve_p(lua_State *L) {
+  loom_future_t *f = (loom_future_t *)lua_touserdata(L, 1);
+  int i, n = lua_gettop(L) - 1;
+  lua_createtable(L, n, 1);
+  lua_replace(L, 1);
+  for (i = n; i >= 1; i--) lua_rawseti(L, 1, i);
+  lua_pushinteger(L, n);
+  lua_setfield(L, 1, "n");
+  f->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* [f, message] (protected): f->ref = the error object. */
+static int reject_p(lua_State *L) {
+  loom_future_t *f = (loom_future_t *)lua_touserdata(L, 1);
+  err_push(L, "host", NULL, "%s", (const char *)lua_touserdata(L, 2));
+  f->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* Settle f with what fn keeps in f->ref (made protected: the host calls
+** from outside any Lua call); when memory runs out f is rejected with the
+** memory error (f->ref stays LUA_NOREF). nargs values above fn on L. */
+static void settle(loom_future_t *f, int ok, int nargs) {
+  lua_State *L = f->rt->L;
   f->settled = 1;
   f->ok = ok;
-  f->ref = luaL_ref(f->rt->L, LUA_REGISTRYINDEX);
+  if (lua_pcall(L, nargs + 1, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    f->ok = 0;
+    f->ref = LUA_NOREF;
+  }
   tlist_wake_all(f->rt, &f->waiters);
   future_release(f);
 }
 
 void loom_future_resolve(loom_future_t *f, int nvalues) {
   lua_State *L = f->rt->L;
-  int i;
   if (f->settled) {
     lua_pop(L, nvalues);
     return;
   }
-  lua_createtable(L, nvalues, 1);
-  lua_insert(L, -(nvalues + 1));
-  for (i = nvalues; i >= 1; i--) lua_rawseti(L, -(i + 1), i);
-  lua_pushinteger(L, nvalues);
-  lua_setfield(L, -2, "n");
-  settle(f, 1);
+  lua_pushcfunction(L, resolve_p);
+  lua_pushlightuserdata(L, f);
+  lua_rotate(L, -(nvalues + 2), 2);
+  settle(f, 1, nvalues);
 }
 
 void loom_future_reject(loom_future_t *f, const char *message) {
+  lua_State *L = f->rt->L;
   if (f->settled) return;
-  err_push(f->rt->L, "host", NULL, "%s", message ? message : "rejected");
-  settle(f, 0);
+  lua_pushcfunction(L, reject_p);
+  lua_pushlightuserdata(L, f);
+  lua_pushlightuserdata(L, (void *)(message ? message : "rejected"));
+  settle(f, 0, 1);
 }
 
 static int push_outcome(lua_State *L, loom_future_t *f) {
   int i, n;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, f->ref);
+  if (f->ref == LUA_NOREF) rt_push_memory_error(L); /* see settle */
+  else lua_rawgeti(L, LUA_REGISTRYINDEX, f->ref);
   if (!f->ok) return lua_error(L);
   lua_getfield(L, -1, "n");
   n = (int)lua_tointeger(L, -1);

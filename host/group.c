@@ -52,10 +52,22 @@ static void cancel_children(loom_t *rt, group_t *g) {
 static void group_fail(loom_t *rt, lua_State *L, group_t *g, int idx) {
   if (g->err_set) return;
   g->err_set = 1;
+  /* what allocates comes last: when memory runs out the group still
+  ** fails, with the memory error (err_ref stays LUA_NOREF) */
+  scope_expire(rt, &g->scope);
   lua_pushvalue(L, idx);
   g->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   cancel_children(rt, g);
-  scope_expire(rt, &g->scope);
+}
+
+/* [group, task] (protected): a child failed; record its error. */
+static int child_failed_p(lua_State *L) {
+  group_t *g = (group_t *)lua_touserdata(L, 1);
+  task_t *t = (task_t *)lua_touserdata(L, 2);
+  lua_pushvalue(t->co, 1);
+  lua_xmove(t->co, L, 1);
+  group_fail(rt_get(L), L, g, -1);
+  return 0;
 }
 
 /* A child finished (called from task_finish). */
@@ -69,11 +81,11 @@ void group_child_done(loom_t *rt, task_t *t) {
   lua_rawset(L, -3);
   lua_pop(L, 1);
   g->nchildren--;
-  if (t->status == T_FAILED) {
-    lua_pushvalue(t->co, 1);
-    lua_xmove(t->co, L, 1);
-    group_fail(rt, L, g, -1);
-    lua_pop(L, 1);
+  if (t->status == T_FAILED) { /* from the scheduler: run protected */
+    lua_pushcfunction(L, child_failed_p);
+    lua_pushlightuserdata(L, g);
+    lua_pushlightuserdata(L, t);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
   }
   if (g->nchildren == 0) {
     tlist_wake_all(rt, &g->done);
@@ -106,7 +118,8 @@ static int group_wait(lua_State *L, group_t *g) {
   if (g->nchildren == 0) {
     g->closed = 1;
     if (g->err_set) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
+      if (g->err_ref == LUA_NOREF) rt_push_memory_error(L); /* see group_fail */
+      else lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
       luaL_unref(L, LUA_REGISTRYINDEX, g->err_ref);
       g->err_ref = LUA_NOREF;
       g->err_set = 0;
