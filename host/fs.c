@@ -183,7 +183,7 @@ int fsreq_deliver_k(lua_State *L, int status, lua_KContext ctx) {
   lua_pushlightuserdata(L, r);
   st = lua_pcall(L, 1, LUA_MULTRET, 0);
   fsreq_discard(r);
-  if (st != LUA_OK) return lua_error(L);
+  if (st != LUA_OK) return rt_raise(L, st);
   return lua_gettop(L) - top;
 }
 
@@ -550,7 +550,7 @@ static int rm_k(lua_State *L, int status, lua_KContext ctx) {
     st = lua_pcall(L, 3, 0, 0);
   }
   fsreq_discard(r);
-  if (st != LUA_OK) return lua_error(L);
+  if (st != LUA_OK) return rt_raise(L, st);
   /* something removed meanwhile is fine, but not a root that was never there */
   if (err && !(err == UV_ENOENT && !(ctx & RM_ROOT)))
     return fs_raise(L, err, "remove", e + 1, NULL);

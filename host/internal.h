@@ -139,6 +139,7 @@ void rt_exit(lua_State *L, int status);
 extern char rt_exit_tag;
 int rt_pcall(loom_t *rt, lua_CFunction fn, void *ud);
 void rt_push_memory_error(lua_State *L);
+int rt_raise(lua_State *L, int status);
 /* the runtime's own growing buffers, counted against memory_limit */
 void *rt_malloc(loom_t *rt, size_t n);
 void *rt_realloc(loom_t *rt, void *ptr, size_t osize, size_t nsize);

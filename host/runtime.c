@@ -174,11 +174,16 @@ void rt_push_memory_error(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &memory_key);
 }
 
-/* The function rt_pcall runs: fn with ud as its only argument. */
-typedef struct {
-  lua_CFunction fn;
-  void *ud;
-} pcall_job;
+/* Raise again the error at top that a lua_pcall of ours ended with: a
+** memory error (Lua's plain string) as the memory error object, so that it
+** keeps saying kind "memory" once its status is gone. */
+int rt_raise(lua_State *L, int status) {
+  if (status == LUA_ERRMEM) {
+    lua_pop(L, 1);
+    rt_push_memory_error(L);
+  }
+  return lua_error(L);
+}
 
 /* Run fn protected on the runtime's main state with ud (a light userdata)
 ** as its only argument; what it returns stays on rt->L. Returns the status

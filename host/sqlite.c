@@ -455,7 +455,7 @@ static int take_outcome(lua_State *L, sjob_t *j) {
   st = lua_pcall(L, 1, LUA_MULTRET, 0);
   failed = j->r.rc != 0;
   job_free(j);
-  if (st != LUA_OK || failed) return lua_error(L);
+  if (st != LUA_OK || failed) return rt_raise(L, st);
   return lua_gettop(L) - top;
 }
 

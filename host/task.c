@@ -332,12 +332,26 @@ static void push_task_name(lua_State *L, task_t *t) {
     lua_pushfstring(L, "task %d", (int)t->id);
 }
 
+/* registry[&failures_key]: task -> its name and traceback, kept by
+** task_msgh until the failure is reported. A light userdata key, so that
+** looking it up (forget_failure, from the scheduler) allocates nothing. */
+static char failures_key;
+
+/* Push the failures table; it is made on first use (allocates). */
+static void push_failures(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &failures_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &failures_key);
+}
+
 /* [task] (protected, on the failing coroutine): keep the task's name and
-** the traceback in registry["loom.failures"][task]. Level 2 is where the
-** error was raised (1 is task_msgh). */
+** the traceback in the failures table. Level 2 is where the error was
+** raised (1 is task_msgh). */
 static int keep_failure_p(lua_State *L) {
   task_t *t = (task_t *)lua_touserdata(L, 1);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, "loom.failures");
+  push_failures(L);
   lua_pushlightuserdata(L, t);
   push_task_name(L, t);
   luaL_traceback(L, L, NULL, 2);
@@ -442,7 +456,7 @@ static int report_p(lua_State *L) {
   lua_pushvalue(t->co, -1);
   lua_xmove(t->co, L, 1);
   msg = error_text(L, -1);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, "loom.failures");
+  push_failures(L);
   lua_pushlightuserdata(L, t);
   if (lua_rawget(L, -2) != LUA_TSTRING) {
     lua_pop(L, 1);
@@ -483,7 +497,7 @@ static void report_failure(loom_t *rt, task_t *t, const char *what) {
 /* Forget what task_msgh kept for t. */
 static void forget_failure(loom_t *rt, task_t *t) {
   lua_State *L = rt->L;
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "loom.failures") == LUA_TTABLE) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &failures_key) == LUA_TTABLE) {
     lua_pushlightuserdata(L, t);
     lua_pushnil(L);
     lua_rawset(L, -3);
@@ -812,6 +826,10 @@ static int fwd_resume(lua_State *L, lua_State *co, int base, int wrap) {
       lua_xmove(co, L, nres);
       return nres;
     }
+    if (st == LUA_ERRMEM) { /* as pcall: the memory error object */
+      lua_pop(co, 1);
+      rt_push_memory_error(co);
+    }
     lua_xmove(co, L, 1);
     return -1;
   }
@@ -845,6 +863,10 @@ static int wrap_done(lua_State *L, lua_State *co, int r) {
     if (stat != LUA_OK && stat != LUA_YIELD) {
       lua_resetthread(co);
       lua_xmove(co, L, 1);
+      if (stat == LUA_ERRMEM) { /* as pcall: the memory error object */
+        lua_pop(L, 1);
+        rt_push_memory_error(L);
+      }
     }
     if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
       luaL_where(L, 1);
@@ -896,6 +918,43 @@ static int co_wrap(lua_State *L) {
   return 1;
 }
 
+/* ---- pcall and xpcall, with memory errors as error objects ---- */
+
+/* As the base library's, except that a memory error comes out as the
+** runtime's memory error object: Lua gives it as the plain string "not
+** enough memory" (and calls no message handler), so without this a script
+** could not check err.kind == "memory" for what it allocated itself. The
+** object is made at start: the swap allocates nothing. */
+static int finish_pcall(lua_State *L, int status, lua_KContext extra) {
+  if (status != LUA_OK && status != LUA_YIELD) {
+    if (status == LUA_ERRMEM) {
+      lua_pop(L, 1);
+      rt_push_memory_error(L);
+    }
+    lua_pushboolean(L, 0);
+    lua_pushvalue(L, -2);
+    return 2;
+  }
+  return lua_gettop(L) - (int)extra;
+}
+
+static int l_pcall(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_pushboolean(L, 1); /* the first result if no error */
+  lua_insert(L, 1);
+  return finish_pcall(L, lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0,
+                                    finish_pcall), 0);
+}
+
+static int l_xpcall(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION); /* the message handler */
+  lua_pushboolean(L, 1);
+  lua_pushvalue(L, 1);
+  lua_rotate(L, 3, 2); /* true, f below f's arguments */
+  return finish_pcall(L, lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_pcall), 2);
+}
+
 /* coroutine.yield at the top of a task would leave the scheduler a value it
 ** cannot use: say so instead. */
 static int co_yield(lua_State *L) {
@@ -923,6 +982,10 @@ void task_open(lua_State *L) {
   lua_setfield(L, -2, "spawn");
   lua_pushcfunction(L, l_current);
   lua_setfield(L, -2, "current");
+  lua_pushcfunction(L, l_pcall);
+  lua_setglobal(L, "pcall");
+  lua_pushcfunction(L, l_xpcall);
+  lua_setglobal(L, "xpcall");
   if (lua_getglobal(L, "coroutine") == LUA_TTABLE) {
     lua_pushcfunction(L, co_resume);
     lua_setfield(L, -2, "resume");
