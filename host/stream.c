@@ -726,7 +726,7 @@ static void write_cb(uv_write_t *req, int status) {
   write_req *w = (write_req *)req;
   stream_t *s = (stream_t *)req->handle->data;
   s->wqueued -= w->n;
-  free(w);
+  rt_free(s->rt, w, sizeof *w + w->n);
   if (status < 0 && !s->werr && status != UV_ECANCELED) s->werr = status;
   if (s->closed) return;
   if (s->werr) {
@@ -754,7 +754,9 @@ static int stream_sendv(stream_t *s, uv_buf_t *bufs, int nbufs) {
     if (r < 0) r = 0;
   }
   if ((size_t)r == total) return 0;
-  if (!(w = (write_req *)malloc(sizeof *w + total - (size_t)r))) return UV_ENOMEM;
+  /* the unsent bytes are counted like the read buffers (rt_malloc) */
+  if (!(w = (write_req *)rt_malloc(s->rt, sizeof *w + total - (size_t)r)))
+    return UV_ENOMEM;
   for (i = 0, off = 0; i < nbufs; i++) { /* skip the r bytes already sent */
     size_t skip = (size_t)r > bufs[i].len ? bufs[i].len : (size_t)r;
     r -= (int)skip;
@@ -764,7 +766,7 @@ static int stream_sendv(stream_t *s, uv_buf_t *bufs, int nbufs) {
   w->n = off;
   buf = uv_buf_init(w->data, (unsigned)off);
   if ((r = uv_write(&w->req, &s->h.stream, &buf, 1, write_cb)) < 0) {
-    free(w);
+    rt_free(s->rt, w, sizeof *w + off);
     return s->werr = r;
   }
   s->wqueued += off;
@@ -799,14 +801,14 @@ int stream_send(stream_t *s, const char *data, size_t n) {
     }
   }
   if (n == 0) return 0;
-  w = (write_req *)malloc(sizeof *w + n);
+  w = (write_req *)rt_malloc(s->rt, sizeof *w + n);
   if (!w) return UV_ENOMEM;
   memcpy(w->data, data, n);
   w->n = n;
   buf = uv_buf_init(w->data, (unsigned)n);
   r = uv_write(&w->req, &s->h.stream, &buf, 1, write_cb);
   if (r < 0) {
-    free(w);
+    rt_free(s->rt, w, sizeof *w + n);
     s->werr = r;
     return r;
   }
@@ -815,6 +817,10 @@ int stream_send(stream_t *s, const char *data, size_t n) {
 }
 
 static int raise_write_error(lua_State *L, stream_t *s) {
+  if (s->werr == UV_ENOMEM) { /* the unsent bytes could not be kept */
+    rt_push_memory_error(L);
+    return lua_error(L);
+  }
   if (s->emsg) return err_raise(L, s->ekind, NULL, "write: %s", s->emsg);
   return err_raise(L, "io", uv_err_name(s->werr), "write failed: %s",
                    uv_strerror(s->werr));
