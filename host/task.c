@@ -634,23 +634,16 @@ void task_drain(loom_t *rt) {
   if (!rt->rhead) uv_idle_stop(&rt->idle);
 }
 
-static int cancelled_p(lua_State *L) {
-  task_t *t = (task_t *)lua_touserdata(L, 1);
-  err_push(L, "cancelled", NULL, "task %d was cancelled", (int)t->id);
-  return 1;
-}
-
 /* Request cancellation; returns 1 when t was not finished. */
 int task_cancel(loom_t *rt, task_t *t) {
   if (task_finished(t)) return 0;
   if (t->status == T_NEW) { /* never started: never starts */
     t->flags |= TF_CANCELLED;
+    /* no error object is kept: await makes one (task_push_results), and
+    ** cancelling allocates nothing, so a group out of memory cancels its
+    ** thousands of children without a collection for each */
     lua_settop(t->co, 0);
-    /* made on the main state (protected), never on t->co: a raise on a
-    ** coroutine that is not running kills it or ends the process */
-    if (rt_pcall(rt, cancelled_p, t) == LUA_OK) lua_xmove(rt->L, t->co, 1);
-    else rt_push_memory_error(t->co);
-    t->nvals = 1;
+    t->nvals = 0;
     task_finish(rt, t, T_CANCELLED);
     return 1;
   }
