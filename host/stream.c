@@ -477,7 +477,12 @@ static int append(stream_t *s, const char *data, size_t n) {
     char *b;
     while (cap < s->rlen + n) cap *= 2;
     b = (char *)rt_realloc(s->rt, s->rbuf, s->rcap, cap);
-    if (!b && cap > s->rlen + n) { /* the doubling is too much: just enough? */
+    if (!b && cap > s->rlen + n) { /* doubling is too much near the limit: */
+      cap = s->rcap + s->rcap / 4;  /* a quarter more (not just enough, or */
+      if (cap < s->rlen + n) cap = s->rlen + n; /* each read would copy all) */
+      b = (char *)rt_realloc(s->rt, s->rbuf, s->rcap, cap);
+    }
+    if (!b && cap > s->rlen + n) {
       cap = s->rlen + n;
       b = (char *)rt_realloc(s->rt, s->rbuf, s->rcap, cap);
     }
