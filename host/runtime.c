@@ -3,6 +3,7 @@
 ** drive the scheduler (idle/prepare/check/timer/async). The public API of
 ** loom.h lives here.
 */
+#include <assert.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -575,6 +576,9 @@ void loom_free(loom_t *rt) {
   }
   if (sigint_rt == rt) loom_catch_sigint(NULL);
   block_flush(rt);
+  /* every counted byte was given back: Lua's by lua_close, the streams'
+  ** buffers by their close callbacks (a loaned state counts only those) */
+  assert(rt->mem_used == 0 || !rt->own);
   free(rt->heap);
   free(rt->rdbuf);
   free(rt->errmsg);
