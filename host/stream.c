@@ -425,7 +425,6 @@ static int try_read(lua_State *L, stream_t *s, int mode, size_t arg) {
 
 typedef struct {
   stream_t *s;
-  task_t *t;
   int r;
 } serve_job;
 
@@ -449,7 +448,6 @@ static void serve_reader(stream_t *s) {
   int top = lua_gettop(L);
   if (!t) return;
   j.s = s;
-  j.t = t;
   j.r = 0;
   if (!lua_checkstack(t->co, 4) || rt_pcall(s->rt, serve_p, &j) != LUA_OK) {
     s->reader = NULL;
