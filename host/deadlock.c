@@ -164,23 +164,41 @@ static int push_entry(lua_State *L, task_t *t) {
   return 1;
 }
 
-/* Print every waiting task of the script, oldest first, with what it waits
-** on and where. */
-void task_report_waits(loom_t *rt) {
-  lua_State *L = rt->L;
+/* [rt] (protected) -> [array of the report's lines, one a task]. */
+static int collect_p(lua_State *L) {
+  loom_t *rt = (loom_t *)lua_touserdata(L, 1);
   task_t *t = rt->live;
-  int n = 0, i;
+  int n = 0;
   lua_newtable(L);
   while (t && t->lnext) t = t->lnext;
   for (; t; t = t->lprev)
     if (push_entry(L, t)) lua_rawseti(L, -2, ++n);
-  fprintf(stderr, "loom: deadlock: %d task%s waiting and nothing can wake "
-                  "them:\n", n, n == 1 ? " is" : "s are");
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
-    fputs(lua_tostring(L, -1), stderr);
+  return 1;
+}
+
+/* Print every waiting task of the script, oldest first, with what it waits
+** on and where. Run from the loop: when memory is too short to build the
+** report, each task is named by its id and wait only. */
+void task_report_waits(loom_t *rt) {
+  lua_State *L = rt->L;
+  int n, i;
+  if (rt_pcall(rt, collect_p, rt) != LUA_OK) {
+    task_t *t;
+    fprintf(stderr, "loom: deadlock: %d tasks are waiting and nothing can wake "
+                    "them (no memory left to describe them):\n", (int)rt->nlive);
+    for (t = rt->live; t; t = t->lnext)
+      fprintf(stderr, "  task %d waits on %s\n", (int)t->id,
+              t->wwhat ? t->wwhat : "nothing");
+  } else {
+    n = (int)lua_rawlen(L, -1);
+    fprintf(stderr, "loom: deadlock: %d task%s waiting and nothing can wake "
+                    "them:\n", n, n == 1 ? " is" : "s are");
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      fputs(lua_tostring(L, -1), stderr);
+      lua_pop(L, 1);
+    }
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
   rt_set_error(rt, "deadlock: tasks are waiting and nothing can wake them");
 }

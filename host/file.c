@@ -246,8 +246,7 @@ static int file_close_fd(file_t *f) {
 }
 
 static void wake_closed(file_t *f, task_t *t) {
-  err_push(t->co, "closed", NULL, "file %s is closed", f->path);
-  task_wake_error(f->rt, t);
+  task_wake_err(f->rt, t, "closed", NULL, "file %s is closed", f->path);
 }
 
 /* From now on every use raises closed: queued tasks and the task whose

@@ -183,7 +183,7 @@ int fsreq_deliver_k(lua_State *L, int status, lua_KContext ctx) {
   lua_pushlightuserdata(L, r);
   st = lua_pcall(L, 1, LUA_MULTRET, 0);
   fsreq_discard(r);
-  if (st != LUA_OK) return lua_error(L);
+  if (st != LUA_OK) return rt_raise(L, st);
   return lua_gettop(L) - top;
 }
 
@@ -581,7 +581,7 @@ static int rm_k(lua_State *L, int status, lua_KContext ctx) {
     st = lua_pcall(L, 3, 0, 0);
   }
   fsreq_discard(r);
-  if (st != LUA_OK) return lua_error(L);
+  if (st != LUA_OK) return rt_raise(L, st);
   /* something removed meanwhile is fine, but not a root that was never there */
   if (err && !(err == UV_ENOENT && !(ctx & RM_ROOT)))
     return fs_raise(L, err, "remove", e + 1, NULL);
@@ -857,7 +857,8 @@ static int watch_spawn(lua_State *L) {
   int events = (int)lua_tointeger(L, 3), status = (int)lua_tointeger(L, 4);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref);
   lua_getiuservalue(L, -1, 1);
-  lua_pushvalue(L, 2);
+  if (lua_touserdata(L, 2)) lua_pushstring(L, (const char *)lua_touserdata(L, 2));
+  else lua_pushnil(L);
   lua_createtable(L, 0, 2);
   if (status < 0) {
     err_push(L, "io", uv_err_name(status), "watch: %s", uv_strerror(status));
@@ -884,8 +885,7 @@ static void watch_cb(uv_fs_event_t *h, const char *filename, int events,
   if (!L || w->ref == LUA_NOREF) return;
   lua_pushcfunction(L, watch_spawn);
   lua_pushlightuserdata(L, w);
-  if (filename) lua_pushstring(L, filename);
-  else lua_pushnil(L);
+  lua_pushlightuserdata(L, (void *)filename); /* a string made protected */
   lua_pushinteger(L, events);
   lua_pushinteger(L, status);
   if (lua_pcall(L, 4, 0, 0) != LUA_OK) lua_pop(L, 1);

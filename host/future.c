@@ -57,8 +57,9 @@ loom_future_t *loom_future_new(lua_State *L) { return future_new(L, 1); }
 /* Settle f with the outcome on top of L (popped): the values table, or the
 ** error value. Wakes every awaiter. */
 static void settle(lua_State *L, loom_future_t *f, int state) {
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* may raise: f stays pending */
   f->state = state;
-  f->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  f->ref = ref;
   tlist_wake_all(f->rt, &f->waiters);
 }
 
@@ -73,23 +74,66 @@ static void resolve(lua_State *L, loom_future_t *f, int nvalues) {
   settle(L, f, FUT_OK);
 }
 
-/* The host settles its future; one the script settled first (cancelled,
-** say) ignores it. Either way the host is done with the pointer. */
-void loom_future_resolve(loom_future_t *f, int nvalues) {
+/* [f, values...] (protected): settle f with the values. */
+static int resolve_p(lua_State *L) {
+  loom_future_t *f = (loom_future_t *)lua_touserdata(L, 1);
+  lua_remove(L, 1);
+  resolve(L, f, lua_gettop(L));
+  return 0;
+}
+
+/* [f, message] (protected): settle f with a host error. */
+static int reject_p(lua_State *L) {
+  loom_future_t *f = (loom_future_t *)lua_touserdata(L, 1);
+  err_push(L, "host", NULL, "%s", (const char *)lua_touserdata(L, 2));
+  settle(L, f, FUT_FAILED);
+  return 0;
+}
+
+/* Run the settling function below f and its nargs arguments on the main
+** state, protected (the host calls from outside any Lua call): when memory
+** runs out, f fails with the memory error (ref stays LUA_NOREF). Then the
+** host is done with the pointer. */
+static void host_settle(loom_future_t *f, int nargs) {
   lua_State *L = f->rt->L;
-  if (f->state != FUT_PENDING) lua_pop(L, nvalues);
-  else resolve(L, f, nvalues);
+  if (lua_pcall(L, nargs + 1, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    if (f->state == FUT_PENDING) {
+      f->state = FUT_FAILED;
+      tlist_wake_all(f->rt, &f->waiters);
+    }
+  }
   f->host = 0;
   future_release(f);
 }
 
-void loom_future_reject(loom_future_t *f, const char *message) {
-  if (f->state == FUT_PENDING) {
-    err_push(f->rt->L, "host", NULL, "%s", message ? message : "rejected");
-    settle(f->rt->L, f, FUT_FAILED);
+/* The host settles its future; one the script settled first (cancelled,
+** say) ignores it. Either way the host is done with the pointer. */
+void loom_future_resolve(loom_future_t *f, int nvalues) {
+  lua_State *L = f->rt->L;
+  if (f->state != FUT_PENDING) {
+    lua_pop(L, nvalues);
+    f->host = 0;
+    future_release(f);
+    return;
   }
-  f->host = 0;
-  future_release(f);
+  lua_pushcfunction(L, resolve_p);
+  lua_pushlightuserdata(L, f);
+  lua_rotate(L, -(nvalues + 2), 2);
+  host_settle(f, nvalues);
+}
+
+void loom_future_reject(loom_future_t *f, const char *message) {
+  lua_State *L = f->rt->L;
+  if (f->state != FUT_PENDING) {
+    f->host = 0;
+    future_release(f);
+    return;
+  }
+  lua_pushcfunction(L, reject_p);
+  lua_pushlightuserdata(L, f);
+  lua_pushlightuserdata(L, (void *)(message ? message : "rejected"));
+  host_settle(f, 1);
 }
 
 /* Push f's values, or raise its error. */
@@ -97,7 +141,8 @@ static int push_outcome(lua_State *L, loom_future_t *f) {
   int i, n;
   if (f->state == FUT_CANCELLED)
     return err_raise(L, "cancelled", NULL, "the future was cancelled");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, f->ref);
+  if (f->ref == LUA_NOREF) rt_push_memory_error(L); /* see host_settle */
+  else lua_rawgeti(L, LUA_REGISTRYINDEX, f->ref);
   if (f->state == FUT_FAILED) return lua_error(L);
   lua_getfield(L, -1, "n");
   n = (int)lua_tointeger(L, -1);

@@ -35,21 +35,21 @@ static void push_children(lua_State *L, group_t *g) {
   lua_remove(L, -2);
 }
 
-/* Cancel every child still running. */
-static void cancel_children(loom_t *rt, group_t *g) {
-  lua_State *L = rt->L;
-  int i, n = 0;
+/* Cancel every child still running. L is the state that runs (a task's,
+** or the main state under protection): allocating on another raises where
+** nothing catches. */
+static void cancel_children(loom_t *rt, lua_State *L, group_t *g) {
   if (g->nchildren == 0) return;
   push_children(L, g);
-  lua_createtable(L, g->nchildren, 0);
+  /* allocates nothing, so a group out of memory still cancels them all; a
+  ** child that finishes at once clears its own field, which lua_next
+  ** allows while it traverses */
   lua_pushnil(L);
-  while (lua_next(L, -3)) lua_rawseti(L, -3, ++n);
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
+  while (lua_next(L, -2)) {
     task_cancel(rt, (task_t *)lua_touserdata(L, -1));
     lua_pop(L, 1);
   }
-  lua_pop(L, 2);
+  lua_pop(L, 1);
 }
 
 /* Append the error at idx of L to the group's list of failures. */
@@ -57,7 +57,8 @@ static void add_error(lua_State *L, group_t *g, int idx) {
   idx = lua_absindex(L, idx);
   if (g->errs_ref == LUA_NOREF) {
     lua_createtable(L, 2, 0);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
+    if (g->err_ref == LUA_NOREF) rt_push_memory_error(L); /* see group_fail */
+    else lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
     lua_rawseti(L, -2, 1);
     g->errs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
@@ -67,17 +68,60 @@ static void add_error(lua_State *L, group_t *g, int idx) {
   lua_pop(L, 1);
 }
 
-/* Record the error at idx of L if it is the group's first: cancel the
-** children and interrupt the body. (The body's errors once the group is
-** failing are the cancellation's consequences: dropped.) */
+/* Record the error at idx of L as the group's first (if none yet), cancel
+** the children and interrupt the body. */
+static int keep_error_p(lua_State *L) {
+  ((group_t *)lua_touserdata(L, 1))->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* Never raises: a group that stopped half-way would leave its children
+** running with a pointer to it. When memory runs out the group fails with
+** the memory error (err_ref stays LUA_NOREF). */
 static void group_fail(loom_t *rt, lua_State *L, group_t *g, int idx) {
   if (g->err_set) return;
   g->err_set = 1;
   g->nerrs = 1;
-  lua_pushvalue(L, idx);
-  g->err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  cancel_children(rt, g);
+  idx = lua_absindex(L, idx);
   scope_expire(rt, &g->scope);
+  if (lua_checkstack(L, 3)) {
+    lua_pushcfunction(L, keep_error_p);
+    lua_pushlightuserdata(L, g);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+  }
+  cancel_children(rt, L, g);
+}
+
+static int push_interrupt_p(lua_State *L) {
+  return task_push_interrupt(L, (task_t *)lua_touserdata(L, 1));
+}
+
+/* If t (the owner) is interrupted, the group fails with what interrupts
+** it. Protected: when memory runs out that is the memory error, and the
+** group still waits for its children. */
+static void fail_if_interrupted(lua_State *L, group_t *g, task_t *t) {
+  int top = lua_gettop(L);
+  if (!lua_checkstack(L, 2)) return;
+  lua_pushcfunction(L, push_interrupt_p);
+  lua_pushlightuserdata(L, t);
+  if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    rt_push_memory_error(L);
+  }
+  if (lua_gettop(L) > top) group_fail(rt_get(L), L, g, -1);
+  lua_settop(L, top);
+}
+
+/* [group, task] (protected): a child failed; record its error. */
+static int child_failed_p(lua_State *L) {
+  group_t *g = (group_t *)lua_touserdata(L, 1);
+  task_t *t = (task_t *)lua_touserdata(L, 2);
+  lua_pushvalue(t->co, 1);
+  lua_xmove(t->co, L, 1);
+  if (g->err_set) add_error(L, g, -1); /* a child's failure is always kept */
+  else group_fail(rt_get(L), L, g, -1);
+  return 0;
 }
 
 /* Push the string field k of the table at idx, or NULL. */
@@ -119,12 +163,11 @@ void group_child_done(loom_t *rt, task_t *t) {
   lua_rawset(L, -3);
   lua_pop(L, 1);
   g->nchildren--;
-  if (t->status == T_FAILED) { /* a child's failure is always reported */
-    lua_pushvalue(t->co, 1);
-    lua_xmove(t->co, L, 1);
-    if (g->err_set) add_error(L, g, -1);
-    else group_fail(rt, L, g, -1);
-    lua_pop(L, 1);
+  if (t->status == T_FAILED) { /* from the scheduler: run protected */
+    lua_pushcfunction(L, child_failed_p);
+    lua_pushlightuserdata(L, g);
+    lua_pushlightuserdata(L, t);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
   }
   if (g->nchildren == 0) {
     tlist_wake_all(rt, &g->done);
@@ -146,10 +189,7 @@ static int group_wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   if (t->wake == WAKE_INTERRUPT) {
     t->wake = WAKE_VALUES;
-    if (task_push_interrupt(L, t)) {
-      group_fail(rt_get(L), L, g, -1);
-      lua_pop(L, 1);
-    }
+    fail_if_interrupted(L, g, t);
   }
   return group_wait(L, g);
 }
@@ -162,7 +202,8 @@ static int group_wait(lua_State *L, group_t *g) {
   if (g->nchildren == 0) {
     g->closed = 1;
     if (g->err_set) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
+      if (g->err_ref == LUA_NOREF) rt_push_memory_error(L); /* see group_fail */
+      else lua_rawgeti(L, LUA_REGISTRYINDEX, g->err_ref);
       luaL_unref(L, LUA_REGISTRYINDEX, g->err_ref);
       g->err_ref = LUA_NOREF;
       g->err_set = 0;
@@ -176,10 +217,7 @@ static int group_wait(lua_State *L, group_t *g) {
     }
     return lua_gettop(L) - 1;
   }
-  if (!g->err_set && task_push_interrupt(L, t)) {
-    group_fail(rt_get(L), L, g, -1);
-    lua_pop(L, 1);
-  }
+  if (!g->err_set) fail_if_interrupted(L, g, t);
   tlist_push(&g->done, t);
   if (g->err_set) t->flags |= TF_SHIELD;
   return task_wait(L, t, tlist_cancel, g, "loom.group (children)",
@@ -231,32 +269,48 @@ static int l_group(lua_State *L) {
   return group_body_k(L, st, 0);
 }
 
-/* g:spawn(fn, ...) -> Task */
+/* [g, Task] (protected): the group holds itself while it has children,
+** and the Task among them. */
+static int add_child_p(lua_State *L) {
+  group_t *g = (group_t *)lua_touserdata(L, 1);
+  if (g->ref == LUA_NOREF) {
+    lua_pushvalue(L, 1);
+    g->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_getiuservalue(L, 1, 1);
+  lua_pushlightuserdata(L, lua_touserdata(L, 2));
+  lua_pushvalue(L, 2);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+/* g:spawn(fn, ...) -> Task. A child is the group's only once it is among
+** its children: when memory runs out before, it is cancelled unstarted and
+** the memory error raised. */
 static int g_spawn(lua_State *L) {
   group_t *g = check_group(L, 1);
   loom_t *rt = rt_get(L);
   task_t *t;
+  int st;
   if (g->closed) return luaL_error(L, "group:spawn: the group is closed");
   task_check_callable(L, 2);
-  if (g->nchildren == 0) {
-    lua_pushvalue(L, 1);
-    g->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
   t = task_spawn(L, lua_gettop(L) - 2);
+  lua_pushcfunction(L, add_child_p);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, -3);
+  if ((st = lua_pcall(L, 2, 0, 0)) != LUA_OK) {
+    task_cancel(rt, t);
+    return rt_raise(L, st);
+  }
   t->group = g;
   g->nchildren++;
-  lua_getiuservalue(L, 1, 1);
-  lua_pushlightuserdata(L, t);
-  lua_pushvalue(L, -3);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
   if (g->err_set) task_cancel(rt, t);
   return 1;
 }
 
 /* g:cancel(): cancel every child. */
 static int g_cancel(lua_State *L) {
-  cancel_children(rt_get(L), check_group(L, 1));
+  cancel_children(rt_get(L), L, check_group(L, 1));
   return 0;
 }
 
@@ -272,7 +326,7 @@ static int g_close(lua_State *L) {
   if (!task_can_wait(L) || task_current(L) != g->owner) {
     /* closed while a dead coroutine unwinds: cancel, cannot wait; no one
     ** will raise the group's error */
-    cancel_children(rt, g);
+    cancel_children(rt, L, g);
     g->closed = 1;
     luaL_unref(L, LUA_REGISTRYINDEX, g->err_ref);
     g->err_ref = LUA_NOREF;

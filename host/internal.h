@@ -141,6 +141,13 @@ void rt_open(lua_State *L);
 void rt_sigint_restore(loom_t *rt);
 void rt_exit(lua_State *L, int status);
 extern char rt_exit_tag;
+int rt_pcall(loom_t *rt, lua_CFunction fn, void *ud);
+void rt_push_memory_error(lua_State *L);
+int rt_raise(lua_State *L, int status);
+/* the runtime's own growing buffers, counted against memory_limit */
+void *rt_malloc(loom_t *rt, size_t n);
+void *rt_realloc(loom_t *rt, void *ptr, size_t osize, size_t nsize);
+void rt_free(loom_t *rt, void *ptr, size_t size);
 
 /* error.c: every runtime failure seen by scripts is one of these. */
 void err_push(lua_State *L, const char *kind, const char *code,
@@ -173,6 +180,10 @@ int task_can_wait(lua_State *L);
 int task_check_wait(lua_State *L, const char *what);
 void task_wake(loom_t *rt, task_t *t, int nvals);
 void task_wake_error(loom_t *rt, task_t *t);
+int task_deliver(loom_t *rt, task_t *t, lua_CFunction fn, void *ud, int error);
+void task_wake_err(loom_t *rt, task_t *t, const char *kind, const char *code,
+                   const char *fmt, ...);
+void task_wake_memory(loom_t *rt, task_t *t);
 void task_wake_undo(loom_t *rt, task_t *t, int nvals, wait_cancel_fn undo);
 void task_check_callable(lua_State *L, int idx);
 void *udata_check(lua_State *L, int idx, const char *tname);

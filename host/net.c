@@ -49,39 +49,41 @@ typedef struct {
   char host[256];
 } dns_req;
 
+/* [addrinfo] (protected): push the array of distinct address strings. */
+static int push_addresses_p(lua_State *L) {
+  struct addrinfo *ai = (struct addrinfo *)lua_touserdata(L, 1);
+  int n = 0;
+  lua_newtable(L);
+  lua_newtable(L); /* seen */
+  for (; ai; ai = ai->ai_next) {
+    char ip[INET6_ADDRSTRLEN];
+    if (ai->ai_family == AF_INET)
+      uv_ip4_name((struct sockaddr_in *)ai->ai_addr, ip, sizeof ip);
+    else if (ai->ai_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, ip, sizeof ip);
+    else continue;
+    if (lua_getfield(L, -1, ip) != LUA_TNIL) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, ip);
+    lua_pushstring(L, ip);
+    lua_rawseti(L, -3, ++n);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
 static void dns_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   dns_req *r = (dns_req *)req;
   task_t *t = r->waiter;
-  struct addrinfo *ai;
-  if (t && status < 0) {
-    err_push(t->co, "io", uv_err_name(status), "resolve %s: %s", r->host,
-             uv_strerror(status));
-    task_wake_error(rt_get(t->co), t);
-  } else if (t) {
-    lua_State *co = t->co;
-    int n = 0;
-    lua_newtable(co);
-    lua_newtable(co); /* seen */
-    for (ai = res; ai; ai = ai->ai_next) {
-      char ip[INET6_ADDRSTRLEN];
-      if (ai->ai_family == AF_INET)
-        uv_ip4_name((struct sockaddr_in *)ai->ai_addr, ip, sizeof ip);
-      else if (ai->ai_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, ip, sizeof ip);
-      else continue;
-      if (lua_getfield(co, -1, ip) != LUA_TNIL) {
-        lua_pop(co, 1);
-        continue;
-      }
-      lua_pop(co, 1);
-      lua_pushboolean(co, 1);
-      lua_setfield(co, -2, ip);
-      lua_pushstring(co, ip);
-      lua_rawseti(co, -3, ++n);
-    }
-    lua_pop(co, 1);
-    task_wake(rt_get(co), t, 1);
-  }
+  if (t && status < 0)
+    task_wake_err(rt_get(t->co), t, "io", uv_err_name(status), "resolve %s: %s",
+                  r->host, uv_strerror(status));
+  else if (t)
+    task_deliver(rt_get(t->co), t, push_addresses_p, res, 0);
   uv_freeaddrinfo(res);
   free(r);
 }
@@ -129,9 +131,9 @@ static void connect_cb(uv_connect_t *req, int status) {
   task_t *t = r->waiter;
   stream_t *s = r->s;
   if (t && status < 0) {
-    err_push(t->co, "io", uv_err_name(status), "%s: %s", r->what, uv_strerror(status));
     stream_close(s);
-    task_wake_error(s->rt, t);
+    task_wake_err(s->rt, t, "io", uv_err_name(status), "%s: %s", r->what,
+                  uv_strerror(status));
   } else if (t) {
     stream_start(s);
     task_wake(s->rt, t, 0);
@@ -273,8 +275,7 @@ static void listener_close(listener_t *l) {
   l->closed = 1;
   if (t) {
     l->waiter = NULL;
-    err_push(t->co, "closed", NULL, "listener is closed");
-    task_wake_error(l->rt, t);
+    task_wake_err(l->rt, t, "closed", NULL, "listener is closed");
   }
   listener_close_handles(l);
 }
@@ -323,7 +324,9 @@ static void listener_pause(listener_t *l, int err) {
 
 /* Take one connection and push it onto L as a new Stream: 1; 0 when none
 ** waits or descriptors ran out (the listener then paused). */
-static int accept_one(lua_State *L, listener_t *l) {
+/* Keeps in *fdp a descriptor accepted and not yet owned by a Stream, which
+** the caller closes when making the Stream raised (see accept_one). */
+static int accept_into(lua_State *L, listener_t *l, int *fdp) {
   for (;;) {
     int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), err = 0, rc;
     stream_t *s;
@@ -338,7 +341,9 @@ static int accept_one(lua_State *L, listener_t *l) {
       return 0;
     }
     listener_unpause(l);
+    *fdp = fd;
     s = stream_new_raw(L, l->h.handle.loop, l->kind, &err);
+    *fdp = -1;
     if (!s) {
       close(fd);
       continue; /* dropped for want of memory */
@@ -355,17 +360,51 @@ static int accept_one(lua_State *L, listener_t *l) {
   }
 }
 
-/* A connection may wait (or the pause is over): hand it to the waiter. */
+typedef struct {
+  listener_t *l;
+  int fd, got;
+} accept_job;
+
+/* [job] (protected, on the main state): accept one connection. */
+static int accept_p(lua_State *L) {
+  accept_job *j = (accept_job *)lua_touserdata(L, 1);
+  j->got = accept_into(L, j->l, &j->fd);
+  return j->got;
+}
+
+/* Take one connection and move it onto L as a new Stream: 1; 0 when none
+** waits or descriptors ran out (the listener then paused); -1 when memory
+** ran out (the connection is dropped). The Stream is made protected on the
+** main state (rt_pcall), so this is safe from a callback with L a waiting
+** task's coroutine; the caller made room for one value on L. */
+static int accept_one(lua_State *L, listener_t *l) {
+  accept_job j;
+  j.l = l;
+  j.fd = -1;
+  j.got = 0;
+  if (rt_pcall(l->rt, accept_p, &j) != LUA_OK) {
+    if (j.fd >= 0) close(j.fd);
+    return -1;
+  }
+  if (j.got) lua_xmove(l->rt->L, L, 1);
+  return j.got;
+}
+
+/* A connection may wait (or the pause is over): hand it to the waiter;
+** when memory runs out, the memory error. */
 static void listener_ready(listener_t *l) {
   task_t *t = l->waiter;
+  int r;
   if (!t || l->closed) return;
-  if (accept_one(t->co, l)) {
-    l->waiter = NULL;
-    listener_idle(l);
-    task_wake(l->rt, t, 1);
-  } else {
+  r = lua_checkstack(t->co, 2) ? accept_one(t->co, l) : -1;
+  if (r == 0) {
     listener_watch(l);
+    return;
   }
+  l->waiter = NULL;
+  listener_idle(l);
+  if (r < 0) task_wake_memory(l->rt, t);
+  else task_wake(l->rt, t, 1);
 }
 
 static void poll_cb(uv_poll_t *h, int status, int events) {
@@ -398,9 +437,14 @@ static void accept_cancel(task_t *t) {
 static int li_accept(lua_State *L) {
   listener_t *l = check_listener(L);
   task_t *t;
+  int r;
   lua_settop(L, 1);
   if (l->waiter) return err_raise(L, "busy", NULL, "another task is accepting");
-  if (!l->paused && accept_one(L, l)) return 1;
+  if (!l->paused && (r = accept_one(L, l)) != 0) {
+    if (r > 0) return 1;
+    rt_push_memory_error(L);
+    return lua_error(L);
+  }
   t = task_check_current(L, "listener:accept");
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
   l->waiter = t;
@@ -575,8 +619,7 @@ static void udp_close(udp_t *u) {
   u->closed = 1;
   if (t) {
     u->waiter = NULL;
-    err_push(t->co, "closed", NULL, "socket is closed");
-    task_wake_error(u->rt, t);
+    task_wake_err(u->rt, t, "closed", NULL, "socket is closed");
   }
   uv_close((uv_handle_t *)&u->h, udp_close_cb);
 }
@@ -595,22 +638,36 @@ static void udp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = u->rt->rdbuf ? 64 * 1024 : 0;
 }
 
+typedef struct {
+  const char *data;
+  size_t n;
+  const struct sockaddr *addr;
+} datagram;
+
+/* [datagram] (protected): push data, host, port. */
+static int push_datagram_p(lua_State *L) {
+  datagram *dg = (datagram *)lua_touserdata(L, 1);
+  lua_pushlstring(L, dg->data, dg->n);
+  return 1 + stream_push_address(L, dg->addr);
+}
+
 static void udp_recv_cb(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
                         const struct sockaddr *addr, unsigned flags) {
   udp_t *u = (udp_t *)h->data;
   task_t *t = u->waiter;
+  datagram dg;
   (void)flags;
   if (!t || (n == 0 && !addr)) return;
   u->waiter = NULL;
   uv_udp_recv_stop(h);
   if (n < 0) {
-    err_push(t->co, "io", uv_err_name((int)n), "recv: %s", uv_strerror((int)n));
-    task_wake_error(u->rt, t);
+    task_wake_err(u->rt, t, "io", uv_err_name((int)n), "recv: %s", uv_strerror((int)n));
     return;
   }
-  lua_pushlstring(t->co, buf->base, (size_t)n);
-  stream_push_address(t->co, addr);
-  task_wake(u->rt, t, 3);
+  dg.data = buf->base;
+  dg.n = (size_t)n;
+  dg.addr = addr;
+  task_deliver(u->rt, t, push_datagram_p, &dg, 0);
 }
 
 static void recv_cancel(task_t *t) {

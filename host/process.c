@@ -314,13 +314,22 @@ static void sig_close_cb(uv_handle_t *h) {
   if (!s->boxed) free(s);
 }
 
-static void signal_cb(uv_signal_t *h, int signum) {
-  sig_t_ *s = (sig_t_ *)h->data;
-  lua_State *L = s->rt->L;
+/* [handler] (protected): spawn the handler with the signal's name. */
+static int signal_spawn_p(lua_State *L) {
+  sig_t_ *s = (sig_t_ *)lua_touserdata(L, 1);
+  int signum = s->h.signum;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->fn_ref);
   lua_pushstring(L, signal_name(signum) ? signal_name(signum) : "?");
   task_spawn(L, 1);
-  lua_pop(L, 1);
+  return 0;
+}
+
+/* A signal: a new task runs the handler; when memory is too short to
+** spawn it the signal is dropped. */
+static void signal_cb(uv_signal_t *h, int signum) {
+  sig_t_ *s = (sig_t_ *)h->data;
+  (void)signum;
+  rt_pcall(s->rt, signal_spawn_p, s);
 }
 
 static void sig_close(sig_t_ *s) {

@@ -31,6 +31,14 @@ static struct {
 
 static volatile sig_atomic_t at_prompt;
 
+static int push_line_p(lua_State *L) {
+  lua_pushstring(L, (const char *)lua_touserdata(L, 1));
+  return 1;
+}
+
+/* A line was read (NULL: the end): settle the pending read with it. From a
+** callback, so the string is made protected: when memory runs out the
+** read fails instead of ending the process. */
 static void finish_read(char *line) {
   lua_State *L = loom_state(repl.rt);
   loom_future_t *f = repl.future;
@@ -39,9 +47,17 @@ static void finish_read(char *line) {
   if (repl.tty) rl_callback_handler_remove();
   repl.future = NULL;
   if (line) {
+    int st;
     if (line[0]) add_history(line);
-    lua_pushstring(L, line);
+    lua_pushcfunction(L, push_line_p);
+    lua_pushlightuserdata(L, line);
+    st = lua_pcall(L, 1, 1, 0);
     free(line);
+    if (st != LUA_OK) {
+      lua_pop(L, 1);
+      if (f) loom_future_reject(f, "not enough memory");
+      return;
+    }
   } else {
     lua_pushnil(L);
   }

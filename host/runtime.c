@@ -3,6 +3,7 @@
 ** drive the scheduler (idle/prepare/check/timer/async). The public API of
 ** loom.h lives here.
 */
+#include <assert.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +129,81 @@ static void *rt_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return p;
   }
   return block_malloc(rt, ptr, old, nsize);
+}
+
+/* ---- the runtime's own buffers, counted with Lua's memory ---- */
+
+/* Memory of the runtime's own that grows with what scripts do (a stream's
+** read buffer, the shared read buffer) counts against memory_limit like
+** Lua's: without it a 26 MB read_all took 100 MB under a 32 MiB cap. Plain
+** malloc underneath, never the block lists, so mem_used stays exact: each
+** rt_free gives back the size its block was last allocated with. NULL when
+** the limit or malloc says no; ptr is then left as it was. */
+void *rt_realloc(loom_t *rt, void *ptr, size_t osize, size_t nsize) {
+  size_t old = ptr ? osize : 0;
+  void *p;
+  if (nsize == 0) {
+    rt_free(rt, ptr, old);
+    return NULL;
+  }
+  if (rt->mem_limit && nsize > old && rt->mem_used + (nsize - old) > rt->mem_limit)
+    return NULL;
+  if ((p = realloc(ptr, nsize)) == NULL && rt->kept) {
+    block_flush(rt);
+    p = realloc(ptr, nsize);
+  }
+  if (p) rt->mem_used = rt->mem_used - old + nsize;
+  return p;
+}
+
+void *rt_malloc(loom_t *rt, size_t n) { return rt_realloc(rt, NULL, 0, n); }
+
+void rt_free(loom_t *rt, void *ptr, size_t size) {
+  if (!ptr) return;
+  rt->mem_used -= size;
+  free(ptr);
+}
+
+/* ---- running out of memory outside a protected call ---- */
+
+static char memory_key; /* registry[&memory_key]: the memory error object */
+
+/* Push the memory error object made at start: a failure to allocate must
+** not need to allocate to be told. Allocates nothing; the caller has room
+** on L's stack for one value. */
+void rt_push_memory_error(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &memory_key);
+}
+
+/* Raise again the error at top that a lua_pcall of ours ended with: a
+** memory error (Lua's plain string) as the memory error object, so that it
+** keeps saying kind "memory" once its status is gone. */
+int rt_raise(lua_State *L, int status) {
+  if (status == LUA_ERRMEM) {
+    lua_pop(L, 1);
+    rt_push_memory_error(L);
+  }
+  return lua_error(L);
+}
+
+/* Run fn protected on the runtime's main state with ud (a light userdata)
+** as its only argument; what it returns stays on rt->L. Returns the status
+** of lua_pcall; on an error nothing is left. Every Lua call that may
+** allocate and runs from a libuv callback goes through here (or through
+** task_deliver, built on it): an error outside a protected call would end
+** the process (lua_atpanic), and one raised on a suspended coroutine would
+** kill it. A value meant for a suspended task is built here and moved to
+** its coroutine with lua_xmove, which allocates nothing. */
+int rt_pcall(loom_t *rt, lua_CFunction fn, void *ud) {
+  lua_State *L = rt->L;
+  int st, top = lua_gettop(L);
+  /* the main state between calls always has LUA_MINSTACK free slots */
+  if (!lua_checkstack(L, 2)) return LUA_ERRMEM;
+  lua_pushcfunction(L, fn);
+  lua_pushlightuserdata(L, ud);
+  st = lua_pcall(L, 1, LUA_MULTRET, 0);
+  if (st != LUA_OK) lua_settop(L, top);
+  return st;
 }
 
 static int rt_panic(lua_State *L) {
@@ -261,15 +337,25 @@ static void add_script_dir(lua_State *L, const char *path) {
   lua_pop(L, 3);
 }
 
-/* Spawn the loaded chunk at top (plus script args) as the main task. */
-static int spawn_main(loom_t *rt) {
+/* The runtime's last error after a protected call on rt->L failed with
+** status st (the error at top, popped): a fixed text when memory ran out,
+** since the message of the memory error object is no C string to keep. */
+static void set_error_status(loom_t *rt, int st) {
   lua_State *L = rt->L;
+  if (st == LUA_ERRMEM || !lua_tostring(L, -1))
+    rt_set_error(rt, "not enough memory");
+  else
+    rt_set_error(rt, lua_tostring(L, -1));
+  lua_pop(L, 1);
+}
+
+/* [chunk] -> nothing (protected): spawn the chunk (plus script args) as
+** the main task. */
+static int spawn_main_p(lua_State *L) {
+  loom_t *rt = rt_get(L);
   int i, n = 0;
   task_t *t;
-  /* a new main task is a new run: an earlier main's failure stopped the
-  ** scheduler, which must run again */
-  rt->exiting = 0;
-  rt->exit_status = 0;
+  luaL_checkstack(L, rt->argc, "too many script arguments");
   for (i = 1; i < rt->argc; i++, n++) lua_pushstring(L, rt->argv[i]);
   t = task_spawn(L, n);
   t->flags |= TF_MAIN;
@@ -277,11 +363,49 @@ static int spawn_main(loom_t *rt) {
   return 0;
 }
 
+/* Spawn the loaded chunk at top as the main task; 1 (error kept) when
+** memory runs out. */
+static int spawn_main(loom_t *rt) {
+  lua_State *L = rt->L;
+  int st;
+  /* a new main task is a new run: an earlier main's failure stopped the
+  ** scheduler, which must run again */
+  rt->exiting = 0;
+  rt->exit_status = 0;
+  lua_pushcfunction(L, spawn_main_p);
+  lua_insert(L, -2);
+  if ((st = lua_pcall(L, 1, 0, 0)) != LUA_OK) {
+    set_error_status(rt, st);
+    return 1;
+  }
+  return 0;
+}
+
+/* [path (a light userdata) or NULL] (protected): set `arg` and the
+** script's package paths. */
+static int prepare_file_p(lua_State *L) {
+  const char *path = (const char *)lua_touserdata(L, 1);
+  set_arg(rt_get(L), path);
+  add_script_dir(L, path);
+  return 0;
+}
+
+/* [] (protected): set `arg` unless the host did. */
+static int prepare_string_p(lua_State *L) {
+  if (lua_getglobal(L, "arg") == LUA_TNIL) set_arg(rt_get(L), NULL);
+  return 0;
+}
+
 int loom_dofile(loom_t *rt, const char *path) {
   lua_State *L = rt->L;
+  int st;
   if (path && strcmp(path, "-") == 0) path = NULL;
-  set_arg(rt, path);
-  add_script_dir(L, path);
+  lua_pushcfunction(L, prepare_file_p);
+  lua_pushlightuserdata(L, (void *)path);
+  if ((st = lua_pcall(L, 1, 0, 0)) != LUA_OK) {
+    set_error_status(rt, st);
+    return 1;
+  }
   if (luaL_loadfile(L, path) != LUA_OK) {
     rt_set_error(rt, lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -292,8 +416,12 @@ int loom_dofile(loom_t *rt, const char *path) {
 
 int loom_dostring(loom_t *rt, const char *code, const char *chunkname) {
   lua_State *L = rt->L;
-  if (lua_getglobal(L, "arg") == LUA_TNIL) set_arg(rt, NULL);
-  lua_pop(L, 1);
+  int st;
+  lua_pushcfunction(L, prepare_string_p);
+  if ((st = lua_pcall(L, 0, 0, 0)) != LUA_OK) {
+    set_error_status(rt, st);
+    return 1;
+  }
   if (luaL_loadbuffer(L, code, strlen(code), chunkname ? chunkname : "=(loom)")
       != LUA_OK) {
     rt_set_error(rt, lua_tostring(L, -1));
@@ -303,8 +431,24 @@ int loom_dostring(loom_t *rt, const char *code, const char *chunkname) {
   return spawn_main(rt);
 }
 
+/* [fn, args...] -> [Task] (protected). */
+static int spawn_p(lua_State *L) {
+  task_spawn(L, lua_gettop(L) - 1);
+  return 1;
+}
+
+/* fn + nargs at top -> the Task; nil and 1 (error kept) when memory runs
+** out, so that the host's stack stays as it expects. */
 int loom_spawn(loom_t *rt, int nargs) {
-  task_spawn(rt->L, nargs);
+  lua_State *L = rt->L;
+  int st;
+  lua_pushcfunction(L, spawn_p);
+  lua_insert(L, -(nargs + 2));
+  if ((st = lua_pcall(L, nargs + 1, 1, 0)) != LUA_OK) {
+    set_error_status(rt, st);
+    lua_pushnil(L);
+    return 1;
+  }
   return 0;
 }
 
@@ -432,6 +576,9 @@ void loom_free(loom_t *rt) {
   }
   if (sigint_rt == rt) loom_catch_sigint(NULL);
   block_flush(rt);
+  /* every counted byte was given back: Lua's by lua_close, the streams'
+  ** buffers by their close callbacks (a loaned state counts only those) */
+  assert(rt->mem_used == 0 || !rt->own);
   free(rt->heap);
   free(rt->rdbuf);
   free(rt->errmsg);
@@ -551,9 +698,38 @@ static int l_exit_status(lua_State *L) {
   return 0;
 }
 
+/* Make the memory error object (once per state): kind "memory", code
+** ENOMEM, a message that says which limit was reached. */
+static void make_memory_error(lua_State *L) {
+  size_t limit = rt_get(L) ? rt_get(L)->mem_limit : 0;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &memory_key) == LUA_TNIL) {
+    if (limit)
+      err_push(L, "memory", "ENOMEM", "not enough memory (the runtime's "
+               "memory_limit of %I bytes was reached)", (lua_Integer)limit);
+    else
+      err_push(L, "memory", "ENOMEM", "not enough memory");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &memory_key);
+  }
+  lua_pop(L, 1);
+}
+
+/* lauxlib (Lua 5.4.4) makes the metatable of its buffer boxes on the first
+** large luaL_Buffer. Were that first use to run out of memory half-way, the
+** metatable would stay registered without its __close, and every later large
+** buffer (string.rep, table.concat...) would raise "non-closable value". So
+** make it now, while memory is plentiful. */
+static void prime_buffer_box(lua_State *L) {
+  luaL_Buffer b;
+  luaL_buffinitsize(L, &b, LUAL_BUFFERSIZE * 2);
+  luaL_pushresultsize(&b, 0);
+  lua_pop(L, 1);
+}
+
 void rt_open(lua_State *L) {
   static const luaL_Reg fns[] = {{"run", l_run}, {"_stats", l_stats},
                                  {"_exit_status", l_exit_status},
                                  {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
+  make_memory_error(L);
+  prime_buffer_box(L);
 }

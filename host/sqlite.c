@@ -232,8 +232,7 @@ static void async_cb(uv_async_t *h) {
 
 /* Wake t with a "closed" error (its job is no longer its own). */
 static void wake_closed(sdb_t *s, task_t *t) {
-  err_push(t->co, "closed", NULL, "database is closed");
-  task_wake_error(s->rt, t);
+  task_wake_err(s->rt, t, "closed", NULL, "database is closed");
 }
 
 /* Stop taking jobs: queued ones fail with "closed", a running one is
@@ -456,7 +455,7 @@ static int take_outcome(lua_State *L, sjob_t *j) {
   st = lua_pcall(L, 1, LUA_MULTRET, 0);
   failed = j->r.rc != 0;
   job_free(j);
-  if (st != LUA_OK || failed) return lua_error(L);
+  if (st != LUA_OK || failed) return rt_raise(L, st);
   return lua_gettop(L) - top;
 }
 

@@ -50,7 +50,7 @@ static void read_cb(uv_stream_t *h, ssize_t n, const uv_buf_t *buf);
 /* ---- lifetime ---- */
 
 static void stream_free(stream_t *s) {
-  free(s->rbuf);
+  rt_free(s->rt, s->rbuf, s->rcap);
   free(s->emsg);
   free(s);
 }
@@ -70,12 +70,16 @@ static inline stream_t **check_box(lua_State *L, int idx) {
   return (stream_t **)luaL_checkudata(L, idx, STREAM_MT);
 }
 
-/* Push the userdata of the new stream s (the caller checked the stack). */
-static void push_box(lua_State *L, stream_t *s) {
+/* Push the userdata of a new stream, empty (s NULL) until the stream is
+** made: made first, so that when it raises for want of memory there is
+** nothing to free yet (an empty box is collected as it is). The caller
+** checked the stack. */
+static stream_box *push_box(lua_State *L) {
   stream_box *b = (stream_box *)lua_newuserdatauv(L, sizeof *b, 0);
-  b->s = s;
+  b->s = NULL;
   b->tag = &stream_tag;
   luaL_setmetatable(L, STREAM_MT);
+  return b;
 }
 
 /* The open stream at idx, or raise kind "closed". */
@@ -86,13 +90,19 @@ stream_t *stream_check(lua_State *L, int idx) {
 }
 
 /* Push a new Stream userdata with its handle initialised for kind; NULL
-** (nothing pushed, *err set) on failure. Safe to call on a suspended
-** task's coroutine from a callback: it never raises. */
+** (nothing pushed, *err set) on failure. Raises only for want of memory,
+** before anything is made: from a callback, call it protected (rt_pcall). */
 stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
-  stream_t *s = (stream_t *)calloc(1, sizeof *s);
+  stream_box *b;
+  stream_t *s;
   int r;
-  if (!s || !lua_checkstack(L, 2)) {
-    free(s);
+  if (!lua_checkstack(L, 2)) {
+    *err = UV_ENOMEM;
+    return NULL;
+  }
+  b = push_box(L);
+  if (!(s = (stream_t *)calloc(1, sizeof *s))) {
+    lua_pop(L, 1);
     *err = UV_ENOMEM;
     return NULL;
   }
@@ -100,6 +110,7 @@ stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
       : kind == STREAM_TTY ? UV_EINVAL : uv_pipe_init(loop, &s->h.pipe, 0);
   if (r < 0) {
     free(s);
+    lua_pop(L, 1);
     *err = r;
     return NULL;
   }
@@ -108,7 +119,31 @@ stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
   s->limit = 64 * 1024;
   s->boxed = 1;
   s->h.handle.data = s;
-  push_box(L, s);
+  b->s = s;
+  return s;
+}
+
+/* The box at top gets a stream of this kind over fd (a tty or a regular
+** file); NULL (box popped, fd closed, *err set) on failure. */
+static stream_t *fill_fd_box(lua_State *L, uv_loop_t *loop, int fd, int kind, int *err) {
+  stream_box *b = (stream_box *)lua_touserdata(L, -1);
+  stream_t *s = (stream_t *)calloc(1, sizeof *s);
+  int r = s ? 0 : UV_ENOMEM;
+  if (s && kind == STREAM_TTY && (r = uv_tty_init(loop, &s->h.tty, fd, 0)) == 0)
+    s->h.handle.data = s;
+  if (r < 0) {
+    free(s);
+    close(fd);
+    lua_pop(L, 1);
+    *err = r;
+    return NULL;
+  }
+  s->rt = rt_get(L);
+  s->kind = kind;
+  s->fd = kind == STREAM_FILE ? fd : 0;
+  s->limit = 64 * 1024;
+  s->boxed = 1;
+  b->s = s;
   return s;
 }
 
@@ -117,48 +152,23 @@ stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
 stream_t *stream_new_fd(lua_State *L, uv_loop_t *loop, int fd, int *err) {
   uv_handle_type type = uv_guess_handle(fd);
   stream_t *s;
-  int r;
+  int r, boxed = type == UV_TTY || type == UV_FILE;
+  if (boxed) {
+    if (!lua_checkstack(L, 2)) {
+      *err = UV_ENOMEM;
+      return NULL;
+    }
+    push_box(L); /* first: when it raises there is nothing to free */
+  }
   /* libuv closes the descriptor it is given: give it a copy, so closing the
   ** Stream (or the runtime) never closes the process's own 0, 1 or 2 */
   if ((fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0) {
+    if (boxed) lua_pop(L, 1);
     *err = uv_translate_sys_error(errno);
     return NULL;
   }
-  if (type == UV_TTY) {
-    if (!(s = (stream_t *)calloc(1, sizeof *s)) || !lua_checkstack(L, 2)) {
-      free(s);
-      *err = UV_ENOMEM;
-      return NULL;
-    }
-    if ((r = uv_tty_init(loop, &s->h.tty, fd, 0)) < 0) {
-      free(s);
-      close(fd);
-      *err = r;
-      return NULL;
-    }
-    s->rt = rt_get(L);
-    s->kind = STREAM_TTY;
-    s->limit = 64 * 1024;
-    s->boxed = 1;
-    s->h.handle.data = s;
-    push_box(L, s);
-    return s;
-  }
-  if (type == UV_FILE) {
-    if (!(s = (stream_t *)calloc(1, sizeof *s)) || !lua_checkstack(L, 2)) {
-      free(s);
-      close(fd);
-      *err = UV_ENOMEM;
-      return NULL;
-    }
-    s->rt = rt_get(L);
-    s->kind = STREAM_FILE;
-    s->fd = fd;
-    s->limit = 64 * 1024;
-    s->boxed = 1;
-    push_box(L, s);
-    return s;
-  }
+  if (boxed)
+    return fill_fd_box(L, loop, fd, type == UV_TTY ? STREAM_TTY : STREAM_FILE, err);
   if (type != UV_NAMED_PIPE && type != UV_TCP) {
     close(fd);
     *err = UV_EINVAL;
@@ -189,10 +199,9 @@ stream_t *stream_new(lua_State *L, uv_loop_t *loop, int kind) {
 static void wake_all_error(stream_t *s, tlist_t *l, int err) {
   task_t *t;
   while ((t = tlist_pop(l)) != NULL) {
-    if (err) err_push(t->co, "io", uv_err_name(err), "write failed: %s",
-                      uv_strerror(err));
-    else err_push(t->co, "closed", NULL, "stream is closed");
-    task_wake_error(s->rt, t);
+    if (err) task_wake_err(s->rt, t, "io", uv_err_name(err), "write failed: %s",
+                           uv_strerror(err));
+    else task_wake_err(s->rt, t, "closed", NULL, "stream is closed");
   }
 }
 
@@ -203,8 +212,7 @@ void stream_close(stream_t *s) {
   s->closed = 1;
   if ((t = s->reader) != NULL) {
     s->reader = NULL;
-    err_push(t->co, "closed", NULL, "stream is closed");
-    task_wake_error(s->rt, t);
+    task_wake_err(s->rt, t, "closed", NULL, "stream is closed");
   }
   wake_all_error(s, &s->writers, 0);
   wake_all_error(s, &s->flushers, 0);
@@ -253,10 +261,12 @@ static void consume(stream_t *s, size_t n) {
   if (s->rpos == s->rlen) s->rpos = s->rlen = s->scan = 0;
 }
 
-/* Push the error a read sees at the end: the filter's, io with the code,
-** or eof. */
+/* Push the error a read sees at the end: the filter's, the memory error
+** when the buffer could not grow, io with the code, or eof. */
 static void push_end_error(lua_State *L, stream_t *s, const char *what) {
-  if (s->emsg)
+  if (s->rerr == UV_ENOMEM)
+    rt_push_memory_error(L);
+  else if (s->emsg)
     err_push(L, s->ekind, NULL, "%s: %s", what, s->emsg);
   else if (s->rerr)
     err_push(L, "io", uv_err_name(s->rerr), "%s: %s", what, uv_strerror(s->rerr));
@@ -422,19 +432,48 @@ static int try_read(lua_State *L, stream_t *s, int mode, size_t arg) {
   }
 }
 
-/* Serve the waiting reader if the buffer now allows it. */
+typedef struct {
+  stream_t *s;
+  int r;
+} serve_job;
+
+/* [job] (protected, on the main state): try the waiting reader's read. */
+static int serve_p(lua_State *L) {
+  serve_job *j = (serve_job *)lua_touserdata(L, 1);
+  stream_t *s = j->s;
+  j->r = try_read(L, s, s->rmode, s->rarg);
+  return j->r < 0 ? 1 : j->r;
+}
+
+/* Serve the waiting reader if the buffer now allows it. The values are
+** made on the main state under protection and moved to the reader (see
+** rt_pcall); room on its stack is made first, so once a read has
+** consumed its bytes nothing can fail. When memory runs out the reader
+** gets the memory error and the bytes stay buffered for its next read. */
 static void serve_reader(stream_t *s) {
   task_t *t = s->reader;
-  int r;
+  lua_State *L = s->rt->L;
+  serve_job j;
+  int top = lua_gettop(L);
   if (!t) return;
-  r = try_read(t->co, s, s->rmode, s->rarg);
-  if (r == 0) return;
+  j.s = s;
+  j.r = 0;
+  if (!lua_checkstack(t->co, 4) || rt_pcall(s->rt, serve_p, &j) != LUA_OK) {
+    s->reader = NULL;
+    task_wake_memory(s->rt, t);
+    return;
+  }
+  if (j.r == 0) return;
   s->reader = NULL;
-  if (r > 0) task_wake(s->rt, t, r);
+  lua_xmove(L, t->co, lua_gettop(L) - top);
+  if (j.r > 0) task_wake(s->rt, t, j.r);
   else task_wake_error(s->rt, t);
 }
 
-static void append(stream_t *s, const char *data, size_t n) {
+/* Append n bytes to the stream's buffer, which grows through the counted
+** allocator (rt_realloc): its bytes are the script's data and count against
+** memory_limit. 0, or UV_ENOMEM with the buffer unchanged. */
+static int append(stream_t *s, const char *data, size_t n) {
   if (s->rpos > 0 && s->rlen + n > s->rcap) { /* slide down first */
     memmove(s->rbuf, s->rbuf + s->rpos, s->rlen - s->rpos);
     s->rlen -= s->rpos;
@@ -444,27 +483,58 @@ static void append(stream_t *s, const char *data, size_t n) {
     size_t cap = s->rcap ? s->rcap : 4096;
     char *b;
     while (cap < s->rlen + n) cap *= 2;
-    b = (char *)realloc(s->rbuf, cap);
-    if (!b) abort();
+    b = (char *)rt_realloc(s->rt, s->rbuf, s->rcap, cap);
+    if (!b && cap > s->rlen + n) { /* doubling is too much near the limit: */
+      cap = s->rcap + s->rcap / 4;  /* a quarter more (not just enough, or */
+      if (cap < s->rlen + n) cap = s->rlen + n; /* each read would copy all) */
+      b = (char *)rt_realloc(s->rt, s->rbuf, s->rcap, cap);
+    }
+    if (!b && cap > s->rlen + n) {
+      cap = s->rlen + n;
+      b = (char *)rt_realloc(s->rt, s->rbuf, s->rcap, cap);
+    }
+    if (!b) return UV_ENOMEM;
     s->rbuf = b;
     s->rcap = cap;
   }
   memcpy(s->rbuf + s->rlen, data, n);
   s->rlen += n;
+  return 0;
+}
+
+/* The buffer cannot take what arrived: the bytes are lost, so the stream
+** ends here with a read error. Reads get what was buffered before, then
+** the memory error; the stream stays open, to be closed. */
+static void buffer_full(stream_t *s) {
+  s->eof = 1;
+  if (!s->rerr) s->rerr = UV_ENOMEM;
+}
+
+typedef struct {
+  const char *data;
+  size_t n;
+} slice;
+
+static int push_slice_p(lua_State *L) {
+  slice *sl = (slice *)lua_touserdata(L, 1);
+  lua_pushlstring(L, sl->data, sl->n);
+  return 1;
 }
 
 /* Plaintext arrived (from the socket, or from the filter). */
 void stream_deliver(stream_t *s, const char *data, size_t n) {
   task_t *t = s->reader;
   if (t && buffered(s) == 0 && s->rmode == READ_ANY) { /* hand it out directly */
-    size_t k = n < s->rarg ? n : s->rarg;
-    lua_pushlstring(t->co, data, k);
+    slice sl;
+    sl.data = data;
+    sl.n = n < s->rarg ? n : s->rarg;
     s->reader = NULL;
-    task_wake(s->rt, t, 1);
-    data += k;
-    n -= k;
+    if (task_deliver(s->rt, t, push_slice_p, &sl, 0) == 0) { /* else kept */
+      data += sl.n;
+      n -= sl.n;
+    }
   }
-  if (n) append(s, data, n);
+  if (n && append(s, data, n) < 0) buffer_full(s);
   if (s->reader) serve_reader(s);
   update_reading(s);
 }
@@ -520,7 +590,7 @@ static void read_cb(uv_stream_t *h, ssize_t n, const uv_buf_t *buf) {
 ** already seen were raw transport data: they are handed to the filter. */
 void stream_set_filter(stream_t *s, const stream_filter *f, void *fdata) {
   char *raw = s->rbuf;
-  size_t from = s->rpos, n = buffered(s);
+  size_t from = s->rpos, n = buffered(s), cap = s->rcap;
   int ended = s->eof;
   s->filter = f;
   s->fdata = fdata;
@@ -528,7 +598,7 @@ void stream_set_filter(stream_t *s, const stream_filter *f, void *fdata) {
   s->rpos = s->rlen = s->rcap = s->scan = 0;
   s->eof = 0;
   if (n) f->on_read(s, raw + from, n);
-  free(raw);
+  rt_free(s->rt, raw, cap);
   if (ended && s->filter == f) f->on_eof(s);
   update_reading(s);
 }
@@ -560,8 +630,9 @@ static void read_file_chunk(stream_t *s) {
   ssize_t n;
   do n = read(s->fd, buf, sizeof buf);
   while (n < 0 && errno == EINTR);
-  if (n > 0) append(s, buf, (size_t)n);
-  else {
+  if (n > 0) {
+    if (append(s, buf, (size_t)n) < 0) buffer_full(s);
+  } else {
     s->eof = 1;
     if (n < 0) s->rerr = uv_translate_sys_error(errno);
   }
@@ -667,7 +738,7 @@ static void write_cb(uv_write_t *req, int status) {
   write_req *w = (write_req *)req;
   stream_t *s = (stream_t *)req->handle->data;
   s->wqueued -= w->n;
-  free(w);
+  rt_free(s->rt, w, sizeof *w + w->n);
   if (status < 0 && !s->werr && status != UV_ECANCELED) s->werr = status;
   if (s->closed) return;
   if (s->werr) {
@@ -695,7 +766,9 @@ static int stream_sendv(stream_t *s, uv_buf_t *bufs, int nbufs) {
     if (r < 0) r = 0;
   }
   if ((size_t)r == total) return 0;
-  if (!(w = (write_req *)malloc(sizeof *w + total - (size_t)r))) return UV_ENOMEM;
+  /* the unsent bytes are counted like the read buffers (rt_malloc) */
+  if (!(w = (write_req *)rt_malloc(s->rt, sizeof *w + total - (size_t)r)))
+    return UV_ENOMEM;
   for (i = 0, off = 0; i < nbufs; i++) { /* skip the r bytes already sent */
     size_t skip = (size_t)r > bufs[i].len ? bufs[i].len : (size_t)r;
     r -= (int)skip;
@@ -705,7 +778,7 @@ static int stream_sendv(stream_t *s, uv_buf_t *bufs, int nbufs) {
   w->n = off;
   buf = uv_buf_init(w->data, (unsigned)off);
   if ((r = uv_write(&w->req, &s->h.stream, &buf, 1, write_cb)) < 0) {
-    free(w);
+    rt_free(s->rt, w, sizeof *w + off);
     return s->werr = r;
   }
   s->wqueued += off;
@@ -740,14 +813,14 @@ int stream_send(stream_t *s, const char *data, size_t n) {
     }
   }
   if (n == 0) return 0;
-  w = (write_req *)malloc(sizeof *w + n);
+  w = (write_req *)rt_malloc(s->rt, sizeof *w + n);
   if (!w) return UV_ENOMEM;
   memcpy(w->data, data, n);
   w->n = n;
   buf = uv_buf_init(w->data, (unsigned)n);
   r = uv_write(&w->req, &s->h.stream, &buf, 1, write_cb);
   if (r < 0) {
-    free(w);
+    rt_free(s->rt, w, sizeof *w + n);
     s->werr = r;
     return r;
   }
@@ -756,6 +829,10 @@ int stream_send(stream_t *s, const char *data, size_t n) {
 }
 
 static int raise_write_error(lua_State *L, stream_t *s) {
+  if (s->werr == UV_ENOMEM) { /* the unsent bytes could not be kept */
+    rt_push_memory_error(L);
+    return lua_error(L);
+  }
   if (s->emsg) return err_raise(L, s->ekind, NULL, "write: %s", s->emsg);
   return err_raise(L, "io", uv_err_name(s->werr), "write failed: %s",
                    uv_strerror(s->werr));
@@ -849,8 +926,8 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
   free(r);
   if (!t) return; /* the waiter went away: only free */
   if (status < 0 && status != UV_ECANCELED && !s->closed) {
-    err_push(t->co, "io", uv_err_name(status), "shutdown: %s", uv_strerror(status));
-    task_wake_error(s->rt, t);
+    task_wake_err(s->rt, t, "io", uv_err_name(status), "shutdown: %s",
+                  uv_strerror(status));
   } else {
     task_wake(s->rt, t, 0);
   }

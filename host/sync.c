@@ -227,8 +227,7 @@ static int q_close(lua_State *L) {
   q->closed = 1;
   tlist_wake_all(rt, &q->getters);
   while ((t = tlist_pop(&q->putters)) != NULL) {
-    err_push(t->co, "closed", NULL, "queue is closed");
-    task_wake_error(rt, t);
+    task_wake_err(rt, t, "closed", NULL, "queue is closed");
   }
   return 0;
 }

@@ -10,6 +10,7 @@
 ** callback's Lua call. Cancellation and expired timeout scopes abort the wait
 ** (task_abort) and the task resumes with WAKE_INTERRUPT, which raises there.
 */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include "internal.h"
@@ -107,6 +108,67 @@ static void task_interrupt_ready(task_t *t) {
 void task_wake_error(loom_t *rt, task_t *t) {
   task_wake(rt, t, 1);
   t->wake = WAKE_ERROR;
+}
+
+/* ---- waking from a callback without allocating unprotected ---- */
+
+/* Complete t's wait with the memory error object: what a callback does
+** when the values it had to hand over could not be made. Allocates
+** nothing; the slot is there (the C function that yielded was given
+** LUA_MINSTACK of them and its wait left them free). */
+void task_wake_memory(loom_t *rt, task_t *t) {
+  rt_push_memory_error(t->co);
+  task_wake_error(rt, t);
+}
+
+/* Complete t's wait with the values fn builds: fn runs protected on the
+** main state (rt_pcall, ud its argument) and its results move to t->co;
+** with error set, fn builds one error object and t raises it. When memory
+** runs out t gets the memory error instead. Returns 0, or LUA_ERRMEM when
+** t got the memory error. Callbacks wake tasks with values through here:
+** a value made directly on a suspended coroutine would raise there. */
+int task_deliver(loom_t *rt, task_t *t, lua_CFunction fn, void *ud, int error) {
+  lua_State *L = rt->L;
+  int top = lua_gettop(L), n;
+  if (rt_pcall(rt, fn, ud) == LUA_OK) {
+    n = lua_gettop(L) - top;
+    if (lua_checkstack(t->co, n + 1)) { /* + 1: room to be told of a cancel */
+      lua_xmove(L, t->co, n);
+      if (error) task_wake_error(rt, t);
+      else task_wake(rt, t, n);
+      return 0;
+    }
+    lua_settop(L, top);
+  }
+  task_wake_memory(rt, t);
+  return LUA_ERRMEM;
+}
+
+typedef struct {
+  const char *kind, *code, *msg;
+} err_args;
+
+static int push_err_p(lua_State *L) {
+  err_args *a = (err_args *)lua_touserdata(L, 1);
+  err_push(L, a->kind, a->code, "%s", a->msg);
+  return 1;
+}
+
+/* Complete t's wait with a new error object (kind, code, message); the
+** memory error when it cannot be made. The message is formatted by
+** vsnprintf, so formats are C's (%s, %d), not lua_pushfstring's. */
+void task_wake_err(loom_t *rt, task_t *t, const char *kind, const char *code,
+                   const char *fmt, ...) {
+  char msg[512];
+  err_args a;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  a.kind = kind;
+  a.code = code;
+  a.msg = msg;
+  task_deliver(rt, t, push_err_p, &a, 1);
 }
 
 /* Abort t's pending wait (if it is not shielded and something interrupts
@@ -306,8 +368,8 @@ void task_deadline_fired(loom_t *rt, task_t *t) {
   if (t->status != T_WAIT) return;
   if (t->wcancel) t->wcancel(t);
   t->wcancel = NULL;
-  err_push(t->co, "timeout", "ETIMEDOUT", "%s timed out", t->wwhat ? t->wwhat : "wait");
-  task_wake_error(rt, t);
+  task_wake_err(rt, t, "timeout", "ETIMEDOUT", "%s timed out",
+                t->wwhat ? t->wwhat : "wait");
 }
 
 /* ---- spawning, running, finishing ---- */
@@ -346,25 +408,61 @@ static void push_task_name(lua_State *L, task_t *t) {
   }
 }
 
+/* registry[&failures_key]: task -> its name and traceback, kept by
+** task_msgh until the failure is reported. A light userdata key, so that
+** looking it up (forget_failure, from the scheduler) allocates nothing. */
+static char failures_key;
+
+/* Push the failures table; it is made on first use (allocates). */
+static void push_failures(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &failures_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &failures_key);
+}
+
+/* [task] (protected, on the failing coroutine): keep the task's name and
+** the traceback in the failures table. Level 2 is where the error was
+** raised (1 is task_msgh). */
+static int keep_failure_p(lua_State *L) {
+  task_t *t = (task_t *)lua_touserdata(L, 1);
+  push_failures(L);
+  lua_pushlightuserdata(L, t);
+  push_task_name(L, t);
+  luaL_traceback(L, L, NULL, 2);
+  lua_concat(L, 2);
+  lua_rawset(L, -3);
+  return 0;
+}
+
 /* Message handler of a task's body: an error is escaping the task, so keep
 ** its traceback and the task's name (the stack unwinds before anyone
-** reports it) in registry["loom.failures"][task]. The error passes as is. */
+** reports it). The error passes as is, also when memory is too short to
+** keep them (the report then names the task only). */
 static int task_msgh(lua_State *L) {
   task_t *t = task_current(L);
   if (!t || err_is_kind(L, 1, "cancelled") || lua_touserdata(L, 1) == &rt_exit_tag)
     return 1;
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, "loom.failures");
-  lua_pushlightuserdata(L, t);
-  push_task_name(L, t);
-  luaL_traceback(L, L, NULL, 1);
-  lua_concat(L, 2);
-  lua_rawset(L, -3);
+  if (lua_checkstack(L, 2)) {
+    lua_pushcfunction(L, keep_failure_p);
+    lua_pushlightuserdata(L, t);
+    lua_pcall(L, 1, 0, 0);
+  }
   lua_settop(L, 1);
   return 1;
 }
 
+/* After the task's function: its results, or its error raised again. Lua
+** gives a memory error as a plain string without calling the handler; it
+** becomes the memory error object, so that await and reports see kind
+** "memory" (rt_push_memory_error allocates nothing). */
 static int body_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
+  if (status == LUA_ERRMEM) {
+    lua_pop(L, 1);
+    rt_push_memory_error(L);
+  }
   if (status != LUA_OK && status != LUA_YIELD) return lua_error(L);
   return lua_gettop(L) - 1;
 }
@@ -391,6 +489,7 @@ task_t *task_spawn(lua_State *L, int nargs) {
   lua_pushvalue(L, -(nargs + 2)); /* the function, for push_task_name */
   lua_setiuservalue(L, -2, 2);
   lua_insert(L, -(nargs + 2));
+  if (!lua_checkstack(t->co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
   lua_pushcfunction(t->co, task_body);
   lua_xmove(L, t->co, nargs + 1);
   t->nvals = nargs + 1;
@@ -420,23 +519,28 @@ static const char *error_text(lua_State *L, int idx) {
                          luaL_typename(L, idx));
 }
 
-/* Print "loom: <what> in <task>:\n<message>\n<traceback>" to stderr and
-** keep it as the runtime's last error. Error value at top of t->co; the
-** name and traceback come from task_msgh when it saw the error. */
-static void report_failure(loom_t *rt, task_t *t, const char *what) {
-  lua_State *L = rt->L;
-  int top = lua_gettop(L);
+typedef struct {
+  task_t *t;
+  const char *what;
+} report_job;
+
+/* [job] (protected): print "loom: <what> in <task>:\n<message>\n<traceback>"
+** to stderr and keep it as the runtime's last error. Error value at top of
+** t->co; the name and traceback come from task_msgh when it saw the error. */
+static int report_p(lua_State *L) {
+  report_job *j = (report_job *)lua_touserdata(L, 1);
+  task_t *t = j->t;
   const char *msg;
   lua_pushvalue(t->co, -1);
   lua_xmove(t->co, L, 1);
   msg = error_text(L, -1);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, "loom.failures");
+  push_failures(L);
   lua_pushlightuserdata(L, t);
   if (lua_rawget(L, -2) != LUA_TSTRING) {
     lua_pop(L, 1);
     push_task_name(L, t);
   }
-  lua_pushfstring(L, "%s in ", what);
+  lua_pushfstring(L, "%s in ", j->what);
   lua_insert(L, -2);
   lua_concat(L, 2);
   {
@@ -451,14 +555,27 @@ static void report_failure(loom_t *rt, task_t *t, const char *what) {
   }
   fprintf(stderr, "loom: %s\n", lua_tostring(L, -1));
   fflush(stderr);
-  rt_set_error(rt, lua_tostring(L, -1));
-  lua_settop(L, top);
+  rt_set_error(rt_get(L), lua_tostring(L, -1));
+  return 0;
+}
+
+/* Report t's failure; when memory is too short to build the report, a
+** fixed line says so (no Lua), and the process goes on. */
+static void report_failure(loom_t *rt, task_t *t, const char *what) {
+  report_job j;
+  j.t = t;
+  j.what = what;
+  if (rt_pcall(rt, report_p, &j) == LUA_OK) return;
+  fprintf(stderr, "loom: %s in task %d: not enough memory (the runtime's "
+          "memory_limit was reached; no memory left to report it)\n", what, (int)t->id);
+  fflush(stderr);
+  rt_set_error(rt, "not enough memory (no memory left to report the error)");
 }
 
 /* Forget what task_msgh kept for t. */
 static void forget_failure(loom_t *rt, task_t *t) {
   lua_State *L = rt->L;
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "loom.failures") == LUA_TTABLE) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &failures_key) == LUA_TTABLE) {
     lua_pushlightuserdata(L, t);
     lua_pushnil(L);
     lua_rawset(L, -3);
@@ -498,14 +615,25 @@ static void task_finish(loom_t *rt, task_t *t, int status) {
 ** co[1] for await. */
 static void task_failed_with(loom_t *rt, task_t *t);
 
-/* The task's coroutine died by an error: reset it (its <close> variables
-** were closed by task_body already) and take the error. */
-static void task_failed(loom_t *rt, task_t *t) {
+/* The task's coroutine died by an error (status st): reset it (its <close>
+** variables were closed by task_body already) and take the error; Lua's
+** memory error (raised before task_body ran) becomes the memory object. */
+static void task_failed(loom_t *rt, task_t *t, int st) {
   rt->current = t;
   if (lua_resetthread(t->co) != LUA_OK) lua_xmove(t->co, rt->L, 1);
   else lua_pushnil(rt->L);
   rt->current = NULL;
+  if (st == LUA_ERRMEM) {
+    lua_pop(rt->L, 1);
+    rt_push_memory_error(rt->L);
+  }
   task_failed_with(rt, t);
+}
+
+static int yielded_p(lua_State *L) {
+  task_t *t = (task_t *)lua_touserdata(L, 1);
+  err_push(L, "value", NULL, "task %d yielded outside loom's waits", (int)t->id);
+  return 1;
 }
 
 /* Finish t as failed (or cancelled) with the error at top of rt->L. */
@@ -564,15 +692,14 @@ static void task_run(loom_t *rt, task_t *t) {
     rt->current = t;
     lua_resetthread(co);
     rt->current = NULL;
-    err_push(rt->L, "value", NULL, "task %d yielded outside loom's waits",
-             (int)t->id);
+    if (rt_pcall(rt, yielded_p, t) != LUA_OK) rt_push_memory_error(rt->L);
     task_failed_with(rt, t);
   } else if (st == LUA_OK) {
     t->nvals = nres;
     task_finish(rt, t, (t->flags & (TF_CANCELLED | TF_CANCEL)) ? T_CANCELLED
                                                               : T_DONE);
   } else {
-    task_failed(rt, t);
+    task_failed(rt, t, st);
   }
 }
 
@@ -600,9 +727,11 @@ int task_cancel(loom_t *rt, task_t *t) {
   if (task_finished(t)) return 0;
   if (t->status == T_NEW) { /* never started: never starts */
     t->flags |= TF_CANCELLED;
+    /* no error object is kept: await makes one (task_push_results), and
+    ** cancelling allocates nothing, so a group out of memory cancels its
+    ** thousands of children without a collection for each */
     lua_settop(t->co, 0);
-    err_push(t->co, "cancelled", NULL, "task %d was cancelled", (int)t->id);
-    t->nvals = 1;
+    t->nvals = 0;
     task_finish(rt, t, T_CANCELLED);
     return 1;
   }
@@ -762,6 +891,10 @@ static int fwd_resume(lua_State *L, lua_State *co, int base, int wrap) {
       lua_xmove(co, L, nres);
       return nres;
     }
+    if (st == LUA_ERRMEM) { /* as pcall: the memory error object */
+      lua_pop(co, 1);
+      rt_push_memory_error(co);
+    }
     lua_xmove(co, L, 1);
     return -1;
   }
@@ -795,6 +928,10 @@ static int wrap_done(lua_State *L, lua_State *co, int r) {
     if (stat != LUA_OK && stat != LUA_YIELD) {
       lua_resetthread(co);
       lua_xmove(co, L, 1);
+      if (stat == LUA_ERRMEM) { /* as pcall: the memory error object */
+        lua_pop(L, 1);
+        rt_push_memory_error(L);
+      }
     }
     if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
       luaL_where(L, 1);
@@ -846,6 +983,43 @@ static int co_wrap(lua_State *L) {
   return 1;
 }
 
+/* ---- pcall and xpcall, with memory errors as error objects ---- */
+
+/* As the base library's, except that a memory error comes out as the
+** runtime's memory error object: Lua gives it as the plain string "not
+** enough memory" (and calls no message handler), so without this a script
+** could not check err.kind == "memory" for what it allocated itself. The
+** object is made at start: the swap allocates nothing. */
+static int finish_pcall(lua_State *L, int status, lua_KContext extra) {
+  if (status != LUA_OK && status != LUA_YIELD) {
+    if (status == LUA_ERRMEM) {
+      lua_pop(L, 1);
+      rt_push_memory_error(L);
+    }
+    lua_pushboolean(L, 0);
+    lua_pushvalue(L, -2);
+    return 2;
+  }
+  return lua_gettop(L) - (int)extra;
+}
+
+static int l_pcall(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_pushboolean(L, 1); /* the first result if no error */
+  lua_insert(L, 1);
+  return finish_pcall(L, lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0,
+                                    finish_pcall), 0);
+}
+
+static int l_xpcall(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION); /* the message handler */
+  lua_pushboolean(L, 1);
+  lua_pushvalue(L, 1);
+  lua_rotate(L, 3, 2); /* true, f below f's arguments */
+  return finish_pcall(L, lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_pcall), 2);
+}
+
 /* coroutine.yield at the top of a task would leave the scheduler a value it
 ** cannot use: say so instead. A coroutine may not yield out of a scope it
 ** opened (loom.timeout, loom.shield, loom.group): the task would go on
@@ -881,6 +1055,10 @@ void task_open(lua_State *L) {
   lua_setfield(L, -2, "spawn");
   lua_pushcfunction(L, l_current);
   lua_setfield(L, -2, "current");
+  lua_pushcfunction(L, l_pcall);
+  lua_setglobal(L, "pcall");
+  lua_pushcfunction(L, l_xpcall);
+  lua_setglobal(L, "xpcall");
   if (lua_getglobal(L, "coroutine") == LUA_TTABLE) {
     lua_pushcfunction(L, co_resume);
     lua_setfield(L, -2, "resume");

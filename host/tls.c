@@ -100,8 +100,8 @@ static void conn_fail(tls_conn *c, const char *kind, int uverr, const char *msg)
   s->hold = 0;
   if (t) {
     c->waiter = NULL;
-    push_failure(t->co, c);
-    task_wake_error(s->rt, t);
+    task_wake_err(s->rt, t, c->ekind, c->uverr ? uv_err_name(c->uverr) : NULL, "%s",
+                  c->err);
   }
   if (uverr) stream_deliver_eof(s, uverr);
   else stream_deliver_error(s, kind, msg);
@@ -257,8 +257,7 @@ static void tls_free(stream_t *s) {
   if (!s->rt->closing) {
     if (t) {
       c->waiter = NULL;
-      err_push(t->co, "closed", NULL, "stream is closed");
-      task_wake_error(s->rt, t);
+      task_wake_err(s->rt, t, "closed", NULL, "stream is closed");
     }
     if (!s->werr) send_close_notify(c);
   }

@@ -575,7 +575,7 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
   st = lua_pcall(L, 1, LUA_MULTRET, 0);
   failed = j->status != WJ_OK;
   job_free(j);
-  if (st != LUA_OK || failed) return lua_error(L);
+  if (st != LUA_OK || failed) return rt_raise(L, st);
   return lua_gettop(L);
 }
 

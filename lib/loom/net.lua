@@ -148,18 +148,40 @@ local function server_tls(opts_tls)
   return function(s) return loom.timeout(limit, tls.server, s, ctx) end
 end
 
+-- Memory ran out: Lua's own error (a string) or the runtime's (kind memory).
+local function out_of_memory(e)
+  return e == "not enough memory" or (type(e) == "table" and e.kind == "memory")
+end
+
+local function start_serving(srv, handler, s)
+  srv.conns[loom.spawn(serve, srv, handler, s)] = s
+end
+
+-- Accept one connection and start its handler; a connection that cannot be
+-- started is closed.
+local function accept_one(srv, listener, handler)
+  local s = listener:accept()
+  local ok, err = pcall(start_serving, srv, handler, s)
+  if not ok then
+    pcall(s.close, s)
+    error(err, 0)
+  end
+end
+
 local function start_server(listener, handler, server_handshake)
   local srv = setmetatable({ listener = listener, conns = {}, closed = loom.event(),
     tls = server_handshake }, Server)
   srv.acceptor = loom.spawn(function()
     while true do
-      local ok, s = pcall(listener.accept, listener)
+      local ok, err = pcall(accept_one, srv, listener, handler)
       if not ok then
-        if type(s) == "table" and (s.kind == "closed" or s.kind == "cancelled") then break end
-        error(s, 0)
+        if type(err) == "table" and (err.kind == "closed" or err.kind == "cancelled") then
+          break
+        end
+        -- out of memory, the connection was dropped: serve on once some is back
+        if not out_of_memory(err) then error(err, 0) end
+        loom.sleep(0.05)
       end
-      local t = loom.spawn(serve, srv, handler, s)
-      srv.conns[t] = s
     end
   end)
   return srv
