@@ -21,49 +21,13 @@
 static const char text_type[] = TEXT;
 #define MAX_NAME 256
 
-static unsigned char tchar[256]; /* token characters (RFC 9110 5.6.2) */
-
-static void init_tables(void) {
-  const char *extra = "!#$%&'*+-.^_`|~";
-  int c;
-  if (tchar['0']) return;
-  for (c = 0; c < 256; c++)
-    tchar[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-  for (; *extra; extra++) tchar[(unsigned char)*extra] = 1;
-}
-
-static int lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
-
-/* Case-insensitive compare of [p, p+n) with a lower-case literal. */
-static int ieq(const char *p, size_t n, const char *lit) {
-  size_t i;
-  if (strlen(lit) != n) return 0;
-  for (i = 0; i < n; i++)
-    if (lower((unsigned char)p[i]) != lit[i]) return 0;
-  return 1;
-}
-
-static const char *const methods[] = {
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH",
-    "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE",
-    "UNSUBSCRIBE", "PURGE", "LINK", "UNLINK", "BIND", "REBIND", "UNBIND", "ACL",
-    "MKCALENDAR", "QUERY", "SOURCE", NULL};
-
-/* The index of the method in methods, or -1. */
-static int known_method(const char *p, size_t n) {
-  int i;
-  for (i = 0; methods[i]; i++)
-    if (strncmp(methods[i], p, n) == 0 && methods[i][n] == '\0') return i;
-  return -1;
-}
 
 /* The field names of request tables and the strings they hold, interned
 ** once: upvalue 2 of the module's functions, a list indexed by these. */
 enum {
   K_METHOD = 1, K_TARGET, K_VERSION, K_HEADERS, K_CONTENT_LENGTH, K_CHUNKED, K_TE_CODED,
   K_KEEP_ALIVE, K_EXPECT, K_UPGRADE, K_PATH, K_QS, K_STREAM, K_BODY, K_V10, K_V11,
-  K_UPGRADED, K_METHODS /* methods[i] is at K_METHODS + i */
+  K_UPGRADED, K_METHODS /* http_methods[i] is at K_METHODS + i */
 };
 static const char *const key_names[] = {
   "method", "target", "version", "headers", "content_length", "chunked", "te_coded",
@@ -101,8 +65,8 @@ static void push_keys(lua_State *L) {
     lua_pushstring(L, key_names[i]);
     lua_rawseti(L, -2, i + 1);
   }
-  for (i = 0; methods[i]; i++) {
-    lua_pushstring(L, methods[i]);
+  for (i = 0; http_methods[i]; i++) {
+    lua_pushstring(L, http_methods[i]);
     lua_rawseti(L, -2, K_METHODS + i);
   }
 }
@@ -141,9 +105,9 @@ static int at_crlf(parser *ps) {
 /* method SP request-target SP HTTP-version CRLF, into the table at t */
 static int parse_request_line(lua_State *L, parser *ps, int t) {
   const char *m = ps->p, *tg, *v;
-  while (ps->p < ps->end && tchar[(unsigned char)*ps->p]) ps->p++;
+  while (ps->p < ps->end && http_tchar[(unsigned char)*ps->p]) ps->p++;
   if (ps->p == m || ps->p >= ps->end || *ps->p != ' ') return fail(ps, 400, "bad request line");
-  if (ps->p - m > 16 || (ps->method = known_method(m, (size_t)(ps->p - m))) < 0)
+  if (ps->p - m > 16 || (ps->method = http_method_index(m, (size_t)(ps->p - m))) < 0)
     return fail(ps, 501, "method not implemented");
   push_key(L, K_METHOD);
   push_key(L, K_METHODS + ps->method);
@@ -225,19 +189,19 @@ static void te_coding(parser *ps, const char *c, size_t n) {
   ps->te_codings++;
   if (ps->chunked) ps->te_bad = 1; /* anything after chunked */
   for (i = 0; i < n; i++)
-    if (!tchar[(unsigned char)c[i]]) ps->te_bad = 1;
-  if (ieq(c, n, "chunked")) ps->chunked = 1;
-  else if (ieq(c, n, "gzip") || ieq(c, n, "x-gzip")) { /* registered: we decode it */
+    if (!http_tchar[(unsigned char)c[i]]) ps->te_bad = 1;
+  if (http_ieq(c, n, "chunked")) ps->chunked = 1;
+  else if (http_ieq(c, n, "gzip") || http_ieq(c, n, "x-gzip")) { /* registered: we decode it */
     if (!ps->te_coding) ps->te_coding = TE_GZIP;
-  } else if (ieq(c, n, "deflate")) {
+  } else if (http_ieq(c, n, "deflate")) {
     if (!ps->te_coding) ps->te_coding = TE_DEFLATE;
   } else ps->te_unknown = 1;
 }
 
 static void conn_token(parser *ps, const char *c, size_t n) {
-  if (ieq(c, n, "close")) ps->conn_close = 1;
-  else if (ieq(c, n, "keep-alive")) ps->conn_keep = 1;
-  else if (ieq(c, n, "upgrade")) ps->conn_upgrade = 1;
+  if (http_ieq(c, n, "close")) ps->conn_close = 1;
+  else if (http_ieq(c, n, "keep-alive")) ps->conn_keep = 1;
+  else if (http_ieq(c, n, "upgrade")) ps->conn_upgrade = 1;
 }
 
 /* Note what a field means for framing and the connection. */
@@ -249,7 +213,7 @@ static void special_field(parser *ps, const char *name, size_t nl, const char *v
     each_token(ps, v, n, te_coding);
   } else if (nl == 4 && memcmp(name, "host", 4) == 0) ps->host_count++;
   else if (nl == 10 && memcmp(name, "connection", 10) == 0) each_token(ps, v, n, conn_token);
-  else if (nl == 6 && memcmp(name, "expect", 6) == 0 && ieq(v, n, "100-continue"))
+  else if (nl == 6 && memcmp(name, "expect", 6) == 0 && http_ieq(v, n, "100-continue"))
     ps->expect = 1;
 }
 
@@ -282,12 +246,12 @@ static int parse_fields(lua_State *L, parser *ps) {
     if (ps->p >= ps->end) return fail(ps, 400, "bad header block");
     if (*ps->p == ' ' || *ps->p == '\t') return fail(ps, 400, "obs-fold not allowed");
     n = ps->p;
-    while (ps->p < ps->end && tchar[(unsigned char)*ps->p]) ps->p++;
+    while (ps->p < ps->end && http_tchar[(unsigned char)*ps->p]) ps->p++;
     nl = (size_t)(ps->p - n);
     if (nl == 0 || ps->p >= ps->end || *ps->p != ':') return fail(ps, 400, "bad header name");
     if (nl >= MAX_NAME) return fail(ps, 431, "header name too long");
     if (++ps->nheaders > ps->max_headers) return fail(ps, 431, "too many headers");
-    for (i = 0; i < nl; i++) name[i] = (char)lower((unsigned char)n[i]);
+    for (i = 0; i < nl; i++) name[i] = (char)http_lower((unsigned char)n[i]);
     ps->p++;
     while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t')) ps->p++;
     v = ps->p;
@@ -436,7 +400,7 @@ int http_parse_response(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   parser ps;
-  init_tables();
+  http_init();
   memset(&ps, 0, sizeof ps);
   ps.p = s;
   ps.end = s + len;
@@ -462,15 +426,6 @@ int http_parse_response(lua_State *L) {
   return 1;
 }
 
-/* ---- targets and queries ---- */
-
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c = lower(c);
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
 /* Percent-decode [s, s+n) into b ('+' as space when plus); 0 on a bad
 ** escape or a decoded NUL. */
 static int unescape(luaL_Buffer *b, const char *s, size_t n, int plus) {
@@ -480,8 +435,8 @@ static int unescape(luaL_Buffer *b, const char *s, size_t n, int plus) {
     if (c == '%') {
       int h, l;
       if (i + 2 >= n) return 0;
-      h = hexval((unsigned char)s[i + 1]);
-      l = hexval((unsigned char)s[i + 2]);
+      h = http_hexval((unsigned char)s[i + 1]);
+      l = http_hexval((unsigned char)s[i + 2]);
       if (h < 0 || l < 0) return 0;
       c = h * 16 + l;
       if (c == 0) return 0;
@@ -506,31 +461,6 @@ static int l_unescape(lua_State *L) {
   return 1;
 }
 
-/* An authority-form target (RFC 9112 3.2.3), the only form CONNECT takes:
-** uri-host ":" port, the host an IP literal in brackets or a reg-name (which
-** covers IPv4 addresses). */
-static int authority_form(const char *t, size_t n) {
-  static const char *const host_extra = "-._~!$&'()*+,;=%";
-  size_t i = 0, port;
-  if (n > 0 && t[0] == '[') {
-    for (i = 1; i < n && t[i] != ']'; i++)
-      if (hexval((unsigned char)t[i]) < 0 && t[i] != ':' && t[i] != '.') return 0;
-    if (i == n || i == 1) return 0;
-    i++;
-  } else {
-    for (; i < n && t[i] != ':'; i++) {
-      int c = (unsigned char)t[i];
-      if (!((c >= '0' && c <= '9') || (lower(c) >= 'a' && lower(c) <= 'z') ||
-            (c && strchr(host_extra, c))))
-        return 0;
-    }
-    if (i == 0) return 0;
-  }
-  if (i == n || t[i] != ':') return 0;
-  port = ++i;
-  while (i < n && t[i] >= '0' && t[i] <= '9') i++;
-  return i == n && i > port && i - port <= 5;
-}
 
 /* Push the path (decoded) and the query string (or nil) of the target
 ** [t, t+n), returning 2; 0 (nothing pushed) when the target is not
@@ -540,7 +470,7 @@ static int push_target(lua_State *L, const char *t, size_t n, int connect) {
   size_t i = 0;
   const char *q, *hash, *pend;
   if (connect) {
-    if (!authority_form(t, n)) return 0;
+    if (!http_authority_form(t, n)) return 0;
     lua_pushlstring(L, t, n);
     lua_pushnil(L);
     return 2;
@@ -550,7 +480,7 @@ static int push_target(lua_State *L, const char *t, size_t n, int connect) {
     lua_pushnil(L);
     return 2;
   }
-  if (n > 7 && (ieq(t, 7, "http://") || (n > 8 && ieq(t, 8, "https://")))) {
+  if (n > 7 && (http_ieq(t, 7, "http://") || (n > 8 && http_ieq(t, 8, "https://")))) {
     size_t host;
     i = host = t[4] == ':' ? 7 : 8; /* absolute-form: skip the authority */
     while (i < n && t[i] != '/' && t[i] != '?' && t[i] != '#') i++;
@@ -631,188 +561,6 @@ static int l_parse_query(lua_State *L) {
     i++;
   }
   return 1;
-}
-
-/* ---- the chunked decoder (RFC 9112 7.1) ----
-**
-**   chunked-body = *chunk last-chunk trailer-section CRLF
-**   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
-**   chunk-ext    = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )
-**   ext-val      = token / quoted-string
-**   trailer-section = *( field-line CRLF )
-**
-** A byte-at-a-time state machine (except for chunk data, copied in runs),
-** so the input may be split anywhere. Extensions and trailer fields are
-** checked and dropped. */
-
-enum {
-  CH_SIZE,       /* hex digits of the chunk size */
-  CH_EXT_BWS,    /* whitespace that must lead to ';' */
-  CH_EXT_PRE,    /* after ';': BWS, then the extension name */
-  CH_EXT_NAME,
-  CH_EXT_NAME_WS, /* BWS after a name: '=' or ';' next */
-  CH_EXT_EQ,     /* after '=': BWS, then a token or a quoted string */
-  CH_EXT_TOKEN,
-  CH_EXT_QUOTED,
-  CH_EXT_QESC,   /* after a backslash inside the quoted string */
-  CH_EXT_QEND,   /* after the closing quote */
-  CH_SIZE_LF,    /* CR seen at the end of the size line */
-  CH_DATA,
-  CH_DATA_CR,
-  CH_DATA_LF,
-  CH_TR_START,   /* start of a trailer line, or of the final CRLF */
-  CH_TR_NAME,
-  CH_TR_VALUE,
-  CH_TR_LF,
-  CH_END_LF,
-  CH_DONE
-};
-
-#define CH_MAX_TRAILER 16384
-#define CH_MAX_SIZE ((uint64_t)1 << 60)
-
-void chunked_init(chunked_t *c) {
-  init_tables(); /* C users may come here before luaopen_loom_http_core */
-  memset(c, 0, sizeof *c);
-}
-
-int chunked_done(const chunked_t *c) { return c->state == CH_DONE; }
-
-static int is_ws(int ch) { return ch == ' ' || ch == '\t'; }
-
-/* qdtext and quoted-pair octets (RFC 9110 5.6.4) */
-static int is_qdtext(int ch) {
-  return ch == '\t' || ch == ' ' || ch == 0x21 || (ch >= 0x23 && ch <= 0x5b) ||
-         (ch >= 0x5d && ch <= 0x7e) || ch >= 0x80;
-}
-
-/* One byte of everything but chunk data; returns the error or NULL. */
-static const char *chunked_byte(chunked_t *c, int ch) {
-  switch (c->state) {
-  case CH_SIZE:
-    if (hexval(ch) >= 0) {
-      if (c->size >= CH_MAX_SIZE) return "chunk size too large";
-      c->size = c->size * 16 + (uint64_t)hexval(ch);
-      c->digits++;
-      return NULL;
-    }
-    if (c->digits == 0) return "bad chunk size";
-    if (ch == '\r') c->state = CH_SIZE_LF;
-    else if (ch == ';') c->state = CH_EXT_PRE;
-    else if (is_ws(ch)) c->state = CH_EXT_BWS;
-    else return "bad chunk size";
-    return NULL;
-  case CH_EXT_BWS:
-    if (ch == ';') c->state = CH_EXT_PRE;
-    else if (!is_ws(ch)) return "bad chunk extension";
-    return NULL;
-  case CH_EXT_PRE:
-    if (tchar[ch]) c->state = CH_EXT_NAME;
-    else if (!is_ws(ch)) return "bad chunk extension";
-    return NULL;
-  case CH_EXT_NAME:
-  case CH_EXT_NAME_WS:
-    if (tchar[ch] && c->state == CH_EXT_NAME) return NULL;
-    if (ch == '=') c->state = CH_EXT_EQ;
-    else if (ch == ';') c->state = CH_EXT_PRE;
-    else if (is_ws(ch)) c->state = CH_EXT_NAME_WS;
-    else if (ch == '\r' && c->state == CH_EXT_NAME) c->state = CH_SIZE_LF;
-    else return "bad chunk extension";
-    return NULL;
-  case CH_EXT_EQ:
-    if (tchar[ch]) c->state = CH_EXT_TOKEN;
-    else if (ch == '"') c->state = CH_EXT_QUOTED;
-    else if (!is_ws(ch)) return "bad chunk extension";
-    return NULL;
-  case CH_EXT_TOKEN:
-  case CH_EXT_QEND:
-    if (tchar[ch] && c->state == CH_EXT_TOKEN) return NULL;
-    if (ch == '\r') c->state = CH_SIZE_LF;
-    else if (ch == ';') c->state = CH_EXT_PRE;
-    else if (is_ws(ch)) c->state = CH_EXT_BWS;
-    else return "bad chunk extension";
-    return NULL;
-  case CH_EXT_QUOTED:
-    if (ch == '"') c->state = CH_EXT_QEND;
-    else if (ch == '\\') c->state = CH_EXT_QESC;
-    else if (!is_qdtext(ch)) return "bad chunk extension";
-    return NULL;
-  case CH_EXT_QESC:
-    if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) return "bad chunk extension";
-    c->state = CH_EXT_QUOTED;
-    return NULL;
-  case CH_SIZE_LF:
-    if (ch != '\n') return "bad chunk size line ending";
-    c->state = c->size ? CH_DATA : CH_TR_START;
-    return NULL;
-  case CH_DATA_CR:
-    if (ch != '\r') return "chunk data longer than its size";
-    c->state = CH_DATA_LF;
-    return NULL;
-  case CH_DATA_LF:
-    if (ch != '\n') return "bad chunk ending";
-    c->state = CH_SIZE;
-    c->digits = 0;
-    c->size = 0;
-    return NULL;
-  default: /* trailer fields: checked as header lines, dropped */
-    if (++c->trailer > CH_MAX_TRAILER) return "trailers too large";
-    switch (c->state) {
-    case CH_TR_START:
-      if (ch == '\r') c->state = CH_END_LF;
-      else if (tchar[ch]) c->state = CH_TR_NAME;
-      else return "bad trailer field";
-      return NULL;
-    case CH_TR_NAME:
-      if (ch == ':') c->state = CH_TR_VALUE;
-      else if (!tchar[ch]) return "bad trailer field";
-      return NULL;
-    case CH_TR_VALUE:
-      if (ch == '\r') c->state = CH_TR_LF;
-      else if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) return "bad trailer field";
-      return NULL;
-    case CH_TR_LF:
-      if (ch != '\n') return "bad trailer line ending";
-      c->state = CH_TR_START;
-      return NULL;
-    case CH_END_LF:
-      if (ch != '\n') return "bad chunked body ending";
-      c->state = CH_DONE;
-      return NULL;
-    }
-  }
-  return "bad decoder state";
-}
-
-/* Advance the decoder over in[0..n), handing chunk data to emit (at most
-** max bytes in all). Returns the bytes used: it stops early at the end of
-** the body, when max is reached, or at an error (*err set; the decoder is
-** then stuck). */
-size_t chunked_step(chunked_t *c, const char *in, size_t n, size_t max,
-                    chunked_emit emit, void *ud, const char **err) {
-  size_t i = 0;
-  while (i < n && c->state != CH_DONE) {
-    if (c->err) {
-      *err = c->err;
-      return i;
-    }
-    if (c->state == CH_DATA) {
-      size_t k = n - i;
-      if (k > c->size) k = (size_t)c->size;
-      if (k > max) k = max;
-      if (k == 0) return i; /* out is full */
-      emit(ud, in + i, k);
-      max -= k;
-      i += k;
-      c->size -= k;
-      if (c->size == 0) c->state = CH_DATA_CR;
-      continue;
-    }
-    c->err = chunked_byte(c, (unsigned char)in[i]);
-    if (!c->err) i++;
-  }
-  if (c->err) *err = c->err;
-  return i;
 }
 
 static void emit_buffer(void *ud, const char *data, size_t n) {
@@ -903,7 +651,7 @@ static int build_request(lua_State *L, stream_t *s, size_t len) {
   stream_consume(s, len);
   if (bad) return refuse(L, ps.status, ps.why);
   req = lua_gettop(L);
-  if (!push_target(L, ps.target, ps.target_len, strcmp(methods[ps.method], "CONNECT") == 0))
+  if (!push_target(L, ps.target, ps.target_len, strcmp(http_methods[ps.method], "CONNECT") == 0))
     return refuse(L, 400, "bad request target");
   if (!lua_isnil(L, -1)) set_copy(L, req, K_QS, -1);
   set_copy(L, req, K_PATH, -2);
@@ -1069,31 +817,6 @@ static int inf_gc(lua_State *L) {
   return 0;
 }
 
-/* ---- response heads ---- */
-
-static const char *reason(int status) {
-  switch (status) {
-  case 100: return "Continue"; case 101: return "Switching Protocols";
-  case 200: return "OK"; case 201: return "Created"; case 202: return "Accepted";
-  case 204: return "No Content"; case 206: return "Partial Content";
-  case 301: return "Moved Permanently"; case 302: return "Found"; case 303: return "See Other";
-  case 304: return "Not Modified"; case 307: return "Temporary Redirect";
-  case 308: return "Permanent Redirect"; case 400: return "Bad Request";
-  case 401: return "Unauthorized"; case 403: return "Forbidden"; case 404: return "Not Found";
-  case 405: return "Method Not Allowed"; case 408: return "Request Timeout";
-  case 409: return "Conflict"; case 410: return "Gone"; case 411: return "Length Required";
-  case 413: return "Content Too Large"; case 414: return "URI Too Long";
-  case 415: return "Unsupported Media Type"; case 416: return "Range Not Satisfiable";
-  case 417: return "Expectation Failed"; case 422: return "Unprocessable Content";
-  case 426: return "Upgrade Required"; case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error"; case 501: return "Not Implemented";
-  case 502: return "Bad Gateway"; case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout"; case 505: return "HTTP Version Not Supported";
-  default: return status < 200 ? "Informational" : status < 300 ? "OK"
-                 : status < 400 ? "Redirection" : status < 500 ? "Client Error" : "Server Error";
-  }
-}
 
 /* The Date header value, made once per second. */
 static const char *http_date(void) {
@@ -1152,7 +875,7 @@ static int add_field(lua_State *L, hbuf *h, const char *name, size_t nl, int vid
   size_t vl, i;
   const char *v = luaL_tolstring(L, vidx, &vl);
   for (i = 0; i < nl; i++)
-    if (!tchar[(unsigned char)name[i]]) {
+    if (!http_tchar[(unsigned char)name[i]]) {
       lua_pushfstring(L, "bad header name '%s'", name);
       return -1;
     }
@@ -1183,12 +906,12 @@ static int add_user_fields(lua_State *L, hbuf *h, int idx) {
       return -1;
     }
     name = lua_tolstring(L, -2, &nl);
-    if (ieq(name, nl, "content-length") || ieq(name, nl, "transfer-encoding") ||
-        ieq(name, nl, "connection") || ieq(name, nl, "date")) {
+    if (http_ieq(name, nl, "content-length") || http_ieq(name, nl, "transfer-encoding") ||
+        http_ieq(name, nl, "connection") || http_ieq(name, nl, "date")) {
       lua_pop(L, 1);
       continue;
     }
-    if (ieq(name, nl, "content-type")) has_type = 1;
+    if (http_ieq(name, nl, "content-type")) has_type = 1;
     if (lua_type(L, -1) == LUA_TTABLE) {
       lua_Integer i, n = luaL_len(L, -1);
       for (i = 1; i <= n; i++) {
@@ -1222,7 +945,7 @@ static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_I
     line[12] = ' ';
     hb_add(L, h, line, 13);
   }
-  hb_str(L, h, reason((int)status));
+  hb_str(L, h, http_reason((int)status));
   HB_LIT(L, h, "\r\n");
   if (hidx && (has_type = add_user_fields(L, h, hidx)) < 0) return -1;
   if (!has_type && deftype) {
@@ -1366,7 +1089,7 @@ general:
 
 /* reason(status) -> the standard reason phrase */
 static int l_reason(lua_State *L) {
-  lua_pushstring(L, reason((int)luaL_checkinteger(L, 1)));
+  lua_pushstring(L, http_reason((int)luaL_checkinteger(L, 1)));
   return 1;
 }
 
@@ -1381,7 +1104,7 @@ int luaopen_loom_http_core(lua_State *L) {
       {"send", l_send},                   {"finish", l_finish},
       {NULL, NULL}};
   static const luaL_Reg inf[] = {{"feed", inf_feed}, {"done", inf_done}, {NULL, NULL}};
-  init_tables();
+  http_init();
   stream_open(L);
   luaL_newmetatable(L, DECODER_MT);
   lua_pop(L, 1);

@@ -282,7 +282,19 @@ void stream_close(stream_t *s);
 int stream_push_address(lua_State *L, const struct sockaddr *sa);
 void stream_open(lua_State *L);
 
-/* http.c: the chunked body decoder, also driven from C (fuzzing). */
+/* http_parse.c: the HTTP/1.1 syntax, free of Lua (fuzzed directly);
+** http.c is its binding, loom.http.core. */
+extern unsigned char http_tchar[256]; /* token characters (RFC 9110 5.6.2) */
+extern const char *const http_methods[];
+void http_init(void); /* fills the tables; idempotent */
+int http_lower(int c);
+int http_ieq(const char *p, size_t n, const char *lit);
+int http_method_index(const char *p, size_t n);
+int http_hexval(int c);
+int http_authority_form(const char *t, size_t n);
+const char *http_reason(int status);
+
+/* The chunked body decoder. */
 typedef struct chunked {
   int state, digits;
   uint64_t size;      /* bytes of the current chunk still to come */
