@@ -55,30 +55,453 @@ int http_hexval(int c) {
 }
 
 
-/* An authority-form target (RFC 9112 3.2.3), the only form CONNECT takes:
-** uri-host ":" port, the host an IP literal in brackets or a reg-name (which
-** covers IPv4 addresses). */
-int http_authority_form(const char *t, size_t n) {
+/* The end of a uri-host at the front of [t, t+n): an IP literal in
+** brackets or a reg-name (which covers IPv4 addresses); -1 when malformed.
+** The reg-name may be empty. */
+static long host_end(const char *t, size_t n) {
   static const char *const host_extra = "-._~!$&'()*+,;=%";
-  size_t i = 0, port;
+  size_t i = 0;
   if (n > 0 && t[0] == '[') {
     for (i = 1; i < n && t[i] != ']'; i++)
-      if (http_hexval((unsigned char)t[i]) < 0 && t[i] != ':' && t[i] != '.') return 0;
-    if (i == n || i == 1) return 0;
-    i++;
-  } else {
-    for (; i < n && t[i] != ':'; i++) {
-      int c = (unsigned char)t[i];
-      if (!((c >= '0' && c <= '9') || (http_lower(c) >= 'a' && http_lower(c) <= 'z') ||
-            (c && strchr(host_extra, c))))
-        return 0;
-    }
-    if (i == 0) return 0;
+      if (http_hexval((unsigned char)t[i]) < 0 && t[i] != ':' && t[i] != '.') return -1;
+    if (i == n || i == 1) return -1;
+    return (long)i + 1;
   }
-  if (i == n || t[i] != ':') return 0;
-  port = ++i;
+  for (; i < n && t[i] != ':'; i++) {
+    int c = (unsigned char)t[i];
+    if (!((c >= '0' && c <= '9') || (http_lower(c) >= 'a' && http_lower(c) <= 'z') ||
+          (c && strchr(host_extra, c))))
+      return -1;
+  }
+  return (long)i;
+}
+
+/* An authority-form target (RFC 9112 3.2.3), the only form CONNECT takes:
+** uri-host ":" port, the host not empty. */
+int http_authority_form(const char *t, size_t n) {
+  long h = host_end(t, n);
+  size_t i, port;
+  if (h <= 0 || (size_t)h == n || t[h] != ':') return 0;
+  port = i = (size_t)h + 1;
   while (i < n && t[i] >= '0' && t[i] <= '9') i++;
   return i == n && i > port && i - port <= 5;
+}
+
+/* A Host field value (RFC 9110 7.2): uri-host [ ":" port ]; the host may be
+** empty (a target without an authority). */
+int http_valid_host(const char *v, size_t n) {
+  long h = host_end(v, n);
+  size_t i;
+  if (h < 0) return 0;
+  if ((size_t)h == n) return 1;
+  if (v[h] != ':') return 0;
+  for (i = (size_t)h + 1; i < n; i++)
+    if (v[i] < '0' || v[i] > '9') return 0;
+  return n - (size_t)h - 1 <= 5;
+}
+
+/* Percent-decode [s, s+n) into out (room for n bytes), '+' as a space when
+** plus. Returns the decoded length, or -1 on a bad escape or a decoded NUL
+** (out then holds garbage: the caller falls back to the raw text). */
+long http_unescape(char *out, const char *s, size_t n, int plus) {
+  size_t i, o = 0;
+  for (i = 0; i < n; i++) {
+    int c = (unsigned char)s[i];
+    if (c == '%') {
+      int h, l;
+      if (i + 2 >= n) return -1;
+      h = http_hexval((unsigned char)s[i + 1]);
+      l = http_hexval((unsigned char)s[i + 2]);
+      if (h < 0 || l < 0) return -1;
+      c = h * 16 + l;
+      if (c == 0) return -1;
+      i += 2;
+    } else if (c == '+' && plus) c = ' ';
+    out[o++] = (char)c;
+  }
+  return (long)o;
+}
+
+/* Split a request target [t, t+n) into its path (*path, *plen: still
+** escaped; an empty one stands for "/") and query (*q, *qlen; *q NULL when
+** there is none), dropping a fragment. Returns 0 when the target is not
+** origin-form, absolute-form or "*" (for CONNECT: not authority-form),
+** 1 when the path is to be percent-decoded, 2 when it is taken as it is
+** ("*" and CONNECT's authority). */
+int http_split_target(const char *t, size_t n, int connect, const char **path, size_t *plen,
+                      const char **q, size_t *qlen) {
+  size_t i = 0;
+  const char *hash, *qm;
+  *q = NULL;
+  *qlen = 0;
+  if (connect) {
+    if (!http_authority_form(t, n)) return 0;
+    *path = t;
+    *plen = n;
+    return 2;
+  }
+  if (n == 1 && t[0] == '*') {
+    *path = t;
+    *plen = 1;
+    return 2;
+  }
+  if (n > 7 && (http_ieq(t, 7, "http://") || (n > 8 && http_ieq(t, 8, "https://")))) {
+    size_t host;
+    i = host = t[4] == ':' ? 7 : 8; /* absolute-form: skip the authority */
+    while (i < n && t[i] != '/' && t[i] != '?' && t[i] != '#') i++;
+    if (i == host) return 0;
+  } else if (n == 0 || t[0] != '/') return 0;
+  hash = memchr(t + i, '#', n - i);
+  if (hash) n = (size_t)(hash - t);
+  qm = memchr(t + i, '?', n - i);
+  *path = t + i;
+  *plen = (size_t)((qm ? qm : t + n) - (t + i));
+  if (qm) {
+    *q = qm + 1;
+    *qlen = (size_t)(t + n - qm - 1);
+  }
+  return 1;
+}
+
+/* The next name[=value] pair of the query string [s, s+n) from *pos, as
+** raw spans (*v NULL when there is no '='); empty pairs are skipped.
+** Returns 0 at the end. */
+int http_query_next(const char *s, size_t n, size_t *pos, const char **k, size_t *kl,
+                    const char **v, size_t *vl) {
+  size_t i = *pos;
+  while (i < n) {
+    size_t start = i, eq = (size_t)-1;
+    while (i < n && s[i] != '&') {
+      if (s[i] == '=' && eq == (size_t)-1) eq = i;
+      i++;
+    }
+    if (i > start) {
+      *k = s + start;
+      *kl = (eq == (size_t)-1 ? i : eq) - start;
+      *v = eq == (size_t)-1 ? NULL : s + eq + 1;
+      *vl = eq == (size_t)-1 ? 0 : i - eq - 1;
+      *pos = i + 1;
+      return 1;
+    }
+    i++;
+  }
+  *pos = n;
+  return 0;
+}
+
+/* ---- the rules of responses, in one place ---- */
+
+/* 1xx, 204 and 304 responses have no body (RFC 9110 6.4.1). */
+int http_no_body_status(long status) {
+  return status < 200 || status == 204 || status == 304;
+}
+
+/* Whether a connection stays open after a message of HTTP/1.minor with
+** these Connection options (RFC 9112 9.3). */
+int http_keep_alive(int minor, int conn_close, int conn_keep) {
+  return minor >= 1 ? !conn_close : (conn_keep && !conn_close);
+}
+
+/* A field name is a token (RFC 9110 5.1). */
+int http_valid_name(const char *p, size_t n) {
+  size_t i;
+  if (n == 0) return 0;
+  for (i = 0; i < n; i++)
+    if (!http_tchar[(unsigned char)p[i]]) return 0;
+  return 1;
+}
+
+/* A field value we send holds no CR, LF or NUL (header injection). */
+int http_valid_value(const char *p, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0') return 0;
+  return 1;
+}
+
+/* ---- finding a head ---- */
+
+/* Find the head at the front of [p, p+have): everything through the first
+** empty line (CRLF CRLF, or a bare-LF one, which the parser then refuses),
+** after *skip bytes of empty lines before it (RFC 9112 2.2). from: where an
+** earlier search of the same bytes stopped (counted before the skip).
+** Returns HEAD_FOUND with *n its length after the skip, HEAD_MORE, or
+** HEAD_LONG when it is (or must be) longer than max. */
+int http_find_head(const char *p, size_t have, size_t from, size_t max, size_t *skip,
+                   size_t *n) {
+  const char *hit = NULL;
+  size_t i;
+  *skip = 0;
+  while (have - *skip >= 2 && p[*skip] == '\r' && p[*skip + 1] == '\n') *skip += 2;
+  p += *skip;
+  have -= *skip;
+  from = from > *skip ? from - *skip : 0;
+  i = from > 2 ? from - 2 : 0;
+  while (i + 1 < have) {
+    const char *nl = (const char *)memchr(p + i, '\n', have - 1 - i);
+    if (!nl) break;
+    i = (size_t)(nl - p);
+    if (p[i + 1] == '\n') { hit = p + i + 2; break; }
+    if (i + 2 < have && p[i + 1] == '\r' && p[i + 2] == '\n') {
+      hit = p + i + 3;
+      break;
+    }
+    i++;
+  }
+  if (hit ? (size_t)(hit - p) > max : have > max) return HEAD_LONG; /* found or not */
+  if (!hit) return HEAD_MORE;
+  *n = (size_t)(hit - p);
+  return HEAD_FOUND;
+}
+
+/* ---- parsing a head ---- */
+
+#define MAX_TARGET 8192
+#define MAX_NAME 256
+
+static int fail(http_head *h, int status, const char *why) {
+  if (!h->status) {
+    h->status = status;
+    h->why = why;
+  }
+  return -1;
+}
+
+static int at_crlf(http_head *h) {
+  return h->p + 1 < h->end && h->p[0] == '\r' && h->p[1] == '\n';
+}
+
+/* method SP request-target SP HTTP-version CRLF */
+static int parse_request_line(http_head *h) {
+  const char *m = h->p, *tg, *v;
+  while (h->p < h->end && http_tchar[(unsigned char)*h->p]) h->p++;
+  if (h->p == m || h->p >= h->end || *h->p != ' ') return fail(h, 400, "bad request line");
+  if (h->p - m > 16 || (h->method = http_method_index(m, (size_t)(h->p - m))) < 0)
+    return fail(h, 501, "method not implemented");
+  tg = ++h->p;
+  while (h->p < h->end && (unsigned char)*h->p > 0x20 && (unsigned char)*h->p < 0x7f) h->p++;
+  if (h->p == tg || h->p >= h->end || *h->p != ' ') return fail(h, 400, "bad request target");
+  if (h->p - tg > MAX_TARGET) return fail(h, 414, "request target too long");
+  h->target = tg;
+  h->target_len = (size_t)(h->p - tg);
+  v = ++h->p;
+  if (h->end - v < 10 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
+      v[6] != '.' || v[7] < '0' || v[7] > '9')
+    return fail(h, 400, "bad HTTP version");
+  h->p = v + 8;
+  if (!at_crlf(h)) return fail(h, 400, "bad request line ending");
+  h->p += 2;
+  if (v[5] != '1') return fail(h, 505, "HTTP version not supported");
+  h->minor = v[7] == '0' ? 0 : 1;
+  return 0;
+}
+
+/* HTTP-version SP 3DIGIT [SP reason-phrase] CRLF. The space before an
+** empty reason is optional: enough servers leave it out. */
+static int parse_status_line(http_head *h) {
+  const char *v = h->p, *r;
+  if (h->end - v < 12 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
+      v[6] != '.' || v[7] < '0' || v[7] > '9' || v[8] != ' ')
+    return fail(h, 502, "bad status line");
+  if (v[5] != '1') return fail(h, 502, "unsupported HTTP version");
+  h->minor = v[7] - '0';
+  if (v[9] < '1' || v[9] > '9' || v[10] < '0' || v[10] > '9' || v[11] < '0' || v[11] > '9')
+    return fail(h, 502, "bad status code");
+  h->code = (v[9] - '0') * 100 + (v[10] - '0') * 10 + (v[11] - '0');
+  h->p = v + 12;
+  if (h->p < h->end && *h->p == ' ') h->p++;
+  else if (!at_crlf(h)) return fail(h, 502, "bad status line");
+  r = h->p;
+  while (h->p < h->end && (*h->p == '\t' || ((unsigned char)*h->p >= 0x20 && *h->p != 0x7f)))
+    h->p++;
+  if (!at_crlf(h)) return fail(h, 502, "bad status line ending");
+  h->reason = r;
+  h->reason_len = (size_t)(h->p - r);
+  h->p += 2;
+  return 0;
+}
+
+/* Parse a Content-Length value: 1*DIGIT, or a list of identical ones. */
+static void content_length(http_head *h, const char *v, size_t n) {
+  size_t i = 0;
+  while (i <= n) {
+    int64_t x = 0;
+    size_t start;
+    while (i < n && (v[i] == ' ' || v[i] == '\t')) i++;
+    start = i;
+    while (i < n && v[i] >= '0' && v[i] <= '9') {
+      if (i - start >= 15) {
+        fail(h, 400, "content-length too large");
+        return;
+      }
+      x = x * 10 + (v[i++] - '0');
+    }
+    if (i == start) {
+      fail(h, 400, "bad content-length");
+      return;
+    }
+    while (i < n && (v[i] == ' ' || v[i] == '\t')) i++;
+    if (h->cl >= 0 && h->cl != x) {
+      fail(h, 400, "differing content-lengths");
+      return;
+    }
+    h->cl = x;
+    if (i == n) return;
+    if (v[i++] != ',') {
+      fail(h, 400, "bad content-length");
+      return;
+    }
+  }
+}
+
+/* Walk a comma-separated list of tokens, calling fn for each. */
+static void each_token(http_head *h, const char *v, size_t n,
+                       void (*fn)(http_head *, const char *, size_t)) {
+  size_t i = 0;
+  while (i < n) {
+    size_t s, e;
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    s = i;
+    while (i < n && v[i] != ',') i++;
+    e = i;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
+    if (e > s) fn(h, v + s, e - s);
+  }
+}
+
+static void te_coding(http_head *h, const char *c, size_t n) {
+  size_t i;
+  h->te_codings++;
+  if (h->chunked) h->te_bad = 1; /* anything after chunked */
+  for (i = 0; i < n; i++)
+    if (!http_tchar[(unsigned char)c[i]]) h->te_bad = 1;
+  if (http_ieq(c, n, "chunked")) h->chunked = 1;
+  else if (http_ieq(c, n, "gzip") || http_ieq(c, n, "x-gzip")) { /* registered: decodable */
+    if (!h->te_coding) h->te_coding = HTTP_GZIP;
+  } else if (http_ieq(c, n, "deflate")) {
+    if (!h->te_coding) h->te_coding = HTTP_DEFLATE;
+  } else h->te_unknown = 1;
+}
+
+static void conn_token(http_head *h, const char *c, size_t n) {
+  if (http_ieq(c, n, "close")) h->conn_close = 1;
+  else if (http_ieq(c, n, "keep-alive")) h->conn_keep = 1;
+  else if (http_ieq(c, n, "upgrade")) h->upgrade = 1;
+}
+
+/* Note what a field means for framing and the connection. */
+static void special_field(http_head *h, const char *name, size_t nl, const char *v, size_t n) {
+  if (nl == 14 && memcmp(name, "content-length", 14) == 0) content_length(h, v, n);
+  else if (nl == 17 && memcmp(name, "transfer-encoding", 17) == 0) {
+    h->te = 1;
+    if (n == 0) h->te_bad = 1;
+    each_token(h, v, n, te_coding);
+  } else if (nl == 4 && memcmp(name, "host", 4) == 0) {
+    h->host_count++;
+  } else if (nl == 10 && memcmp(name, "connection", 10) == 0) each_token(h, v, n, conn_token);
+  else if (nl == 6 && memcmp(name, "expect", 6) == 0 && http_ieq(v, n, "100-continue"))
+    h->expect = 1;
+}
+
+/* field-name ":" OWS field-value OWS CRLF, until the empty line; each good
+** field goes to h->field with its name in lower case. */
+static int parse_fields(http_head *h) {
+  char name[MAX_NAME];
+  for (;;) {
+    const char *n, *v, *ve;
+    size_t nl, i;
+    if (at_crlf(h)) {
+      h->p += 2;
+      return 0;
+    }
+    if (h->p >= h->end) return fail(h, 400, "bad header block");
+    if (*h->p == ' ' || *h->p == '\t') return fail(h, 400, "obs-fold not allowed");
+    n = h->p;
+    while (h->p < h->end && http_tchar[(unsigned char)*h->p]) h->p++;
+    nl = (size_t)(h->p - n);
+    if (nl == 0 || h->p >= h->end || *h->p != ':') return fail(h, 400, "bad header name");
+    if (nl >= MAX_NAME) return fail(h, 431, "header name too long");
+    if (++h->nheaders > h->max_headers) return fail(h, 431, "too many headers");
+    for (i = 0; i < nl; i++) name[i] = (char)http_lower((unsigned char)n[i]);
+    h->p++;
+    while (h->p < h->end && (*h->p == ' ' || *h->p == '\t')) h->p++;
+    v = h->p;
+    while (h->p < h->end && (*h->p == '\t' || ((unsigned char)*h->p >= 0x20 && *h->p != 0x7f)))
+      h->p++;
+    if (!at_crlf(h)) return fail(h, 400, "bad header value");
+    ve = h->p;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    h->p += 2;
+    special_field(h, name, nl, v, (size_t)(ve - v));
+    if (h->status) return -1;
+    h->field(h->ud, name, nl, v, (size_t)(ve - v));
+  }
+}
+
+/* A request's framing and the connection's fate (RFC 9112 6.1, 6.3, 3.2).
+** Transfer codings under chunked are reported (te_coding) and left to the
+** server's policy. */
+static void request_framing(http_head *h) {
+  if (h->te) {
+    if (h->minor == 0) fail(h, 400, "transfer-encoding in HTTP/1.0");
+    else if (h->cl >= 0) fail(h, 400, "both content-length and transfer-encoding");
+    else if (h->te_bad || !h->chunked) fail(h, 400, "chunked must be the final transfer coding");
+    else if (h->te_unknown) fail(h, 501, "transfer coding not implemented");
+    else if (h->te_codings > 2) fail(h, 501, "stacked transfer codings not implemented");
+  }
+  if (h->minor == 1 && h->host_count != 1) fail(h, 400, "exactly one host header required");
+  if (h->te_codings < 2) h->te_coding = 0;
+  h->expect = h->expect && h->minor == 1; /* 1.0: MUST ignore it */
+  h->keep_alive = http_keep_alive(h->minor, h->conn_close, h->conn_keep);
+}
+
+/* A response's framing: one gzip or deflate under a final chunked is all we
+** can undo. With neither Content-Length nor chunked the body runs to the
+** end of the connection. */
+static void response_framing(http_head *h) {
+  if (h->te) {
+    if (h->minor == 0) fail(h, 502, "transfer-encoding in an HTTP/1.0 response");
+    else if (h->cl >= 0) fail(h, 502, "both content-length and transfer-encoding");
+    else if (h->te_bad || !h->chunked || h->te_unknown || h->te_codings > 2)
+      fail(h, 502, "unsupported transfer-encoding");
+  }
+  if (h->te_codings < 2) h->te_coding = 0;
+  h->keep_alive = http_keep_alive(h->minor, h->conn_close, h->conn_keep);
+}
+
+static void head_init(http_head *h, const char *s, size_t n, int max_headers,
+                      http_field_fn field, void *ud) {
+  memset(h, 0, sizeof *h);
+  h->p = s;
+  h->end = s + n;
+  h->cl = -1;
+  h->max_headers = max_headers;
+  h->field = field;
+  h->ud = ud;
+}
+
+/* Parse the request head [s, s+n) (through its empty line) into h, each
+** field handed to field(ud, ...). Returns h->status: 0 when the request is
+** good, else the status to refuse it with (h->why tells why). */
+int http_parse_request(http_head *h, const char *s, size_t n, int max_headers,
+                       http_field_fn field, void *ud) {
+  head_init(h, s, n, max_headers, field, ud);
+  if (parse_request_line(h) == 0 && parse_fields(h) == 0) {
+    if (h->p != h->end) fail(h, 400, "bad header block");
+    else request_framing(h);
+  }
+  return h->status;
+}
+
+/* The same for a response head (the client's); refusals are 502. */
+int http_parse_response(http_head *h, const char *s, size_t n, int max_headers,
+                        http_field_fn field, void *ud) {
+  head_init(h, s, n, max_headers, field, ud);
+  if (parse_status_line(h) == 0 && parse_fields(h) == 0) {
+    if (h->p != h->end) fail(h, 502, "bad header block");
+    else response_framing(h);
+  }
+  return h->status;
 }
 
 /* ---- the chunked decoder (RFC 9112 7.1) ----

@@ -6,7 +6,7 @@ local loom = require "loom"
 local net = require "loom.net"
 local http = require "loom.http"
 local core = require "loom.http.core"
-local ccore = require "loom.http.client.core"
+local ccore = require "loom.http.core"
 local process = require "loom.process"
 
 local function has_module(name)
