@@ -398,6 +398,7 @@ static void special_field(http_head *h, const char *name, size_t nl, const char 
     each_token(h, v, n, te_coding);
   } else if (nl == 4 && memcmp(name, "host", 4) == 0) {
     h->host_count++;
+    if (!http_valid_host(v, n)) h->host_bad = 1;
   } else if (nl == 10 && memcmp(name, "connection", 10) == 0) each_token(h, v, n, conn_token);
   else if (nl == 6 && memcmp(name, "expect", 6) == 0 && http_ieq(v, n, "100-continue"))
     h->expect = 1;
@@ -450,6 +451,7 @@ static void request_framing(http_head *h) {
     else if (h->te_codings > 2) fail(h, 501, "stacked transfer codings not implemented");
   }
   if (h->minor == 1 && h->host_count != 1) fail(h, 400, "exactly one host header required");
+  if (h->host_count > 1 || h->host_bad) fail(h, 400, "bad host header");
   if (h->te_codings < 2) h->te_coding = 0;
   h->expect = h->expect && h->minor == 1; /* 1.0: MUST ignore it */
   h->keep_alive = http_keep_alive(h->minor, h->conn_close, h->conn_keep);

@@ -267,6 +267,18 @@ local CASES = {
   { "two Host fields", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" .. SMUGGLED, { 400 } , why = "host" },
   { "two equal Host fields", "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n" .. SMUGGLED, { 400 } , why = "host" },
   { "empty Host is allowed", "GET / HTTP/1.1\r\nHost:\r\n\r\n", { 200 } },
+  -- a Host value must be uri-host [":" port] (RFC 9112 3.2: 400)
+  { "Host with a space and a slash", "GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n" .. SMUGGLED, { 400 },
+    why = "bad host header" },
+  { "Host with a path", "GET / HTTP/1.1\r\nHost: x/y\r\n\r\n" .. SMUGGLED, { 400 }, why = "bad host header" },
+  { "Host with userinfo", "GET / HTTP/1.1\r\nHost: u@x\r\n\r\n" .. SMUGGLED, { 400 }, why = "bad host header" },
+  { "Host with a bad port", "GET / HTTP/1.1\r\nHost: x:8o\r\n\r\n" .. SMUGGLED, { 400 }, why = "bad host header" },
+  { "Host with an unclosed IPv6 literal", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n" .. SMUGGLED, { 400 },
+    why = "bad host header" },
+  { "bad Host in HTTP/1.0", "GET / HTTP/1.0\r\nHost: a b\r\n\r\n" .. SMUGGLED, { 400 }, why = "bad host header" },
+  { "Host with a port", "GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", { 200 } },
+  { "Host as an IPv6 literal with a port", "GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", { 200 } },
+  { "Host with an empty port", "GET / HTTP/1.1\r\nHost: x:\r\n\r\n", { 200 } },
 
   -- limits
   { "101 header fields", get(("X: y\r\n"):rep(100)) .. SMUGGLED, { 431 } },
