@@ -251,6 +251,11 @@ local CASES = {
   { "DEL in the target", line("GET /a\x7f HTTP/1.1") .. SMUGGLED, { 400 } },
   { "raw UTF-8 in the target", line("GET /\xce\xb4 HTTP/1.1") .. SMUGGLED, { 400 } },
   { "bad percent escape", line("GET /%zz HTTP/1.1") .. SMUGGLED, { 400 } },
+  -- a query part that does not decode is taken as it is, once
+  { "bad escape in a query name", line("GET /q?abc%zz=1&x=%4 HTTP/1.1"), { 200 },
+    query = { ["abc%zz"] = "1", x = "%4" } },
+  { "bad escapes in query values", line("GET /q?a=%&b=%g1+2&c=ok%21 HTTP/1.1"), { 200 },
+    query = { a = "%", b = "%g1+2", c = "ok!" } },
   { "truncated percent escape", line("GET /a%4 HTTP/1.1") .. SMUGGLED, { 400 } },
   { "percent-encoded NUL", line("GET /a%00b HTTP/1.1") .. SMUGGLED, { 400 } , why = "bad request target" },
   { "absolute-form with no authority", line("GET http:///x HTTP/1.1") .. SMUGGLED, { 400 } },
@@ -295,7 +300,8 @@ local CASES = {
 local got = {}
 local srv = http.listen("127.0.0.1", 0, function(req)
   local body = req:body()
-  got[#got + 1] = { method = req.method, path = req.path, body = body, headers = req.headers }
+  got[#got + 1] = { method = req.method, path = req.path, body = body, headers = req.headers,
+    query = req.query }
   if req.method == "HEAD" then return 200, "" end
   return 200, "ok"
 end, { max_body_bytes = MAX_BODY })
@@ -357,6 +363,7 @@ for _, c in ipairs(CASES) do
       t.ok(body:find(c.why, 1, true), ("refused for %q, not %q"):format(body, c.why))
     end
     if c.path then t.eq(got[1].path, c.path) end
+    if c.query then t.eq(got[1].query, c.query) end
     if c.no_header then t.eq(got[1].headers[c.no_header], nil, "a trailer became a header") end
     if c.smuggle ~= false and refused then
       t.ok(bytes:find("/smuggled", 1, true), "a refused case must carry a smuggled request")
