@@ -6,7 +6,6 @@ local loom = require "loom"
 local net = require "loom.net"
 local http = require "loom.http"
 local core = require "loom.http.core"
-local ccore = require "loom.http.core"
 local process = require "loom.process"
 
 local function has_module(name)
@@ -392,6 +391,29 @@ t.test("gzip under chunked transfer coding", function()
   end)
 end)
 
+t.test("a gzip bomb: max_body_bytes is checked as the body inflates; reads are bounded", function()
+  local bomb = require "helpers.gzbomb"(16 * 1024 * 1024) -- 100 KiB that inflate to 16 MiB
+  with_raw(function(s)
+    serve(s, function()
+      return ok_response(bomb, "Content-Encoding: gzip\r\n")
+    end)
+  end, function(base)
+    local err = t.raises(function()
+      http.get(base, { max_body_bytes = 1024 * 1024 })
+    end, "limit")
+    t.ok(err.message:find("larger than 1048576 bytes", 1, true), err.message)
+    -- streamed without a limit: no read hands out more than 64 KiB
+    local res <close> = http.get(base, { stream = true })
+    local total, largest = 0, 0
+    for _ = 1, 40 do
+      local d = res:read()
+      total, largest = total + #d, math.max(largest, #d)
+    end
+    t.eq({ total, largest }, { 40 * 65536, 65536 })
+  end)
+  t.raises(function() http.get("http://x/", { max_body_bytes = 0 }) end)
+end)
+
 -- ---- redirects ----
 
 t.test("redirects: chains, relative locations, method rules, limit", function()
@@ -529,14 +551,14 @@ t.test("lenient where it is harmless: no reason phrase, leading CRLF, HTTP/1.1 l
 end)
 
 t.test("parse_response directly", function()
-  local h = ccore.parse_response("HTTP/1.1 404 Not Found\r\nX-A: 1\r\nx-a: 2\r\n"
+  local h = core.parse_response("HTTP/1.1 404 Not Found\r\nX-A: 1\r\nx-a: 2\r\n"
     .. "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
   t.eq({ h.status, h.reason, h.version, h.chunked, h.keep_alive, h.headers["x-a"], h.content_length },
     { 404, "Not Found", "1.1", true, false, "1, 2", nil })
-  h = ccore.parse_response("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 7\r\n\r\n")
+  h = core.parse_response("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 7\r\n\r\n")
   t.eq({ h.version, h.keep_alive, h.content_length, h.chunked }, { "1.0", true, 7, false })
-  t.eq({ ccore.parse_response("HTTP/1.1 99 x\r\n\r\n") }, { nil, "bad status code" })
-  t.eq({ ccore.parse_response("HTTP/1.1 200 OK\r\nA: b\r\n") }, { nil, "bad header block" })
+  t.eq({ core.parse_response("HTTP/1.1 99 x\r\n\r\n") }, { nil, "bad status code" })
+  t.eq({ core.parse_response("HTTP/1.1 200 OK\r\nA: b\r\n") }, { nil, "bad header block" })
 end)
 
 -- ---- failures ----

@@ -17,7 +17,7 @@ end
 
 local DEFAULTS = {
   max_header_bytes = 16384, max_headers = 100, max_body_bytes = 8 * 1024 * 1024,
-  header_timeout = 10, idle_timeout = 60,
+  header_timeout = 10, idle_timeout = 60, accept_transfer_codings = false,
 }
 
 -- ---- requests ----
@@ -276,7 +276,7 @@ local function serve_requests(stream, handler, opts, conn)
   local wait = opts.header_timeout -- for the first byte; then idle_timeout
   local max_hb, max_h, ht = opts.max_header_bytes, opts.max_headers, opts.header_timeout
   local max_body, idle = opts.max_body_bytes, opts.idle_timeout
-  local codings = true -- gzip and deflate under chunked are decoded
+  local codings = opts.accept_transfer_codings and true or false
   while conn.open do
     local req, status, why = next_request(stream, Request, max_hb, max_h, wait, ht, max_body, idle,
       codings)

@@ -500,12 +500,16 @@ local function new_request(opts)
   for _, f in ipairs(fields) do
     if f[1] == "connection" and f[3]:lower():find("close", 1, true) then keep_alive = false end
   end
+  local mb = opts.max_body_bytes
+  if mb ~= nil and (math.type(mb) ~= "integer" or mb < 1) then
+    argerror(1, "request", "max_body_bytes must be a positive integer")
+  end
   local verify = opts.verify ~= false
   if opts.ca ~= nil and type(opts.ca) ~= "string" then argerror(1, "request", "ca must be a path") end
   local req = { method = method, url = u, body = body, fields = fields, has = has,
     key = pool_key(u, verify, opts.ca), verify = verify, ca = opts.ca, stream = opts.stream and true or false,
     follow = opts.follow_redirects ~= false, decode = not has["accept-encoding"],
-    keep_alive = keep_alive }
+    keep_alive = keep_alive, max_body = opts.max_body_bytes }
   add_userinfo(req)
   req.head = build_head(req)
   return req
