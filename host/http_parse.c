@@ -232,6 +232,7 @@ int http_find_head(const char *p, size_t have, size_t from, size_t max, size_t *
   const char *hit = NULL;
   size_t i;
   *skip = 0;
+  if (!p) return have > max ? HEAD_LONG : HEAD_MORE; /* no buffer yet: nothing to search */
   while (have - *skip >= 2 && p[*skip] == '\r' && p[*skip + 1] == '\n') *skip += 2;
   p += *skip;
   have -= *skip;
