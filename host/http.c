@@ -118,8 +118,7 @@ static int request_table(lua_State *L, http_head *h, const char *s, size_t len,
     lua_settop(L, t);
     return h->status;
   }
-  set_key(L, t, K_HEADERS);
-  push_key(L, K_METHOD);
+  push_key(L, K_METHOD); /* this order of keys makes the fewest collisions */
   push_key(L, K_METHODS + h->method);
   lua_rawset(L, t);
   push_key(L, K_TARGET);
@@ -128,6 +127,8 @@ static int request_table(lua_State *L, http_head *h, const char *s, size_t len,
   push_key(L, K_VERSION);
   push_key(L, h->minor ? K_V11 : K_V10);
   lua_rawset(L, t);
+  set_copy(L, t, K_HEADERS, t + 1);
+  lua_settop(L, t);
   set_bool(L, t, K_KEEP_ALIVE, h->keep_alive);
   if (h->upgrade || all) set_bool(L, t, K_UPGRADE, h->upgrade);
   if (!all) return 0;
@@ -242,7 +243,7 @@ static int push_target(lua_State *L, const char *t, size_t n, int connect) {
   int r = http_split_target(t, n, connect, &path, &plen, &q, &qlen);
   if (!r) return 0;
   if (plen == 0) lua_pushliteral(L, "/"); /* "http://host?q": the path is "/" */
-  else if (r == 2 || !memchr(path, '%', plen)) lua_pushlstring(L, path, plen);
+  else if (r == 2) lua_pushlstring(L, path, plen); /* nothing to decode */
   else if (!push_decoded(L, path, plen, 0, 0)) return 0;
   if (q) lua_pushlstring(L, q, qlen);
   else lua_pushnil(L);
@@ -404,13 +405,11 @@ static uint64_t limit_at(lua_State *L, int idx) {
   return n > 0 && n < 9.2e18 ? (uint64_t)n : 0;
 }
 
-/* The head is the first len bytes of s's buffer: make the request of it
-** (every field is a copy) and consume it. */
-static int build_request(lua_State *L, stream_t *s, size_t len) {
-  size_t have;
-  const char *p = stream_peek(s, &have);
+/* The head is the first len bytes of s's buffer, at p: make the request of
+** it (every field is a copy) and consume it. */
+static int build_request(lua_State *L, stream_t *s, const char *p, size_t len) {
   int req, bad;
-  uint64_t max = limit_at(L, NR_MAXBODY);
+  uint64_t max;
   http_head h;
   bad = request_table(L, &h, p, len, (int)lua_tointeger(L, NR_MAXH), 0);
   stream_consume(s, len); /* the bytes stay where they are until the stream reads */
@@ -424,9 +423,11 @@ static int build_request(lua_State *L, stream_t *s, size_t len) {
   set_copy(L, req, K_PATH, -2);
   lua_settop(L, req);
   set_copy(L, req, K_STREAM, NR_STREAM);
-  if (h.cl > 0 && max && (uint64_t)h.cl > max) return refuse(L, 413, "request body too large");
   if (h.chunked || h.cl > 0) { /* what Request:read reads; none: no body */
-    void *b = http_body_new(L, h.chunked ? BODY_CHUNKED : BODY_LENGTH,
+    void *b;
+    max = limit_at(L, NR_MAXBODY);
+    if (h.cl > 0 && max && (uint64_t)h.cl > max) return refuse(L, 413, "request body too large");
+    b = http_body_new(L, h.chunked ? BODY_CHUNKED : BODY_LENGTH,
                             h.chunked ? 0 : (uint64_t)h.cl, h.te_coding, 0, max,
                             lua_tonumber(L, NR_IDLE), 0);
     if (h.expect) http_body_expect(b);
@@ -447,9 +448,9 @@ static int next_head(lua_State *L, stream_t *s, size_t from) {
   int r = http_find_head(p, have, from, max, &skip, &n);
   if (skip) {
     stream_consume(s, skip);
-    have -= skip;
+    p = stream_peek(s, &have);
   }
-  if (r == HEAD_FOUND) return build_request(L, s, n);
+  if (r == HEAD_FOUND) return build_request(L, s, p, n);
   if (r == HEAD_LONG) return refuse(L, 431, "request header fields too large");
   r = stream_try_read(L, s, READ_MORE, have);
   if (r == 0) {
@@ -493,8 +494,7 @@ static int l_next_request(lua_State *L) {
   stream_t *s = stream_check(L, NR_STREAM);
   int r;
   luaL_checktype(L, NR_MT, LUA_TTABLE);
-  lua_settop(L, NR_CODINGS);
-  lua_pushnil(L); /* NR_DEADLINE */
+  lua_settop(L, NR_DEADLINE); /* the head's deadline: nil until its first byte */
   r = stream_try_read(L, s, READ_MORE, 0); /* the first byte (idle wait) */
   if (r == 0)
     return stream_wait_read(L, s, READ_MORE, 0, lua_tonumber(L, NR_WAIT), NR_MORE, next_k);
@@ -715,7 +715,8 @@ static int send_string(lua_State *L, stream_t *s, lua_Integer status, const char
   return stream_write_bufs(L, s, bufs, blen ? 2 : 1);
 }
 
-/* What the request at idx says about its response: HTTP/1.0, HEAD. */
+/* What the request at idx says about its response: HTTP/1.0, HEAD. Leaves
+** four values on the stack (the caller resets it). */
 static void request_kind(lua_State *L, int idx, int *http10, int *head_only) {
   push_key(L, K_VERSION);
   lua_rawget(L, idx);
@@ -725,7 +726,6 @@ static void request_kind(lua_State *L, int idx, int *http10, int *head_only) {
   lua_rawget(L, idx);
   push_key(L, K_METHODS + 1); /* HEAD */
   *head_only = lua_rawequal(L, -1, -2);
-  lua_pop(L, 4);
 }
 
 /* finish(stream, req, open, status, body, headers) -> keep, or nil
@@ -750,13 +750,13 @@ static int l_finish(lua_State *L) {
   push_key(L, K_KEEP_ALIVE);
   lua_rawget(L, 2);
   keep = lua_toboolean(L, -1) && lua_toboolean(L, 3);
-  lua_settop(L, 6);
   request_kind(L, 2, &http10, &head_only);
   status = lua_tointegerx(L, 4, &isint);
   if (!isint) status = 200;
   body = lua_tolstring(L, 5, &blen);
   lua_pushboolean(L, keep);
   lua_replace(L, 1); /* what send_string returns; the stream stays referenced by req */
+  lua_settop(L, 6);
   if (send_string(L, s, status, body, blen, lua_istable(L, 6) ? 6 : 0, keep, http10,
                   head_only) < 0)
     goto general;
@@ -784,6 +784,7 @@ static int l_respond(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 6);
   request_kind(L, 2, &http10, &head_only);
+  lua_settop(L, 6);
   status = lua_tointegerx(L, 3, &isint);
   if (!isint) status = 200;
   keep = lua_toboolean(L, 6);
