@@ -30,6 +30,7 @@ static const char *BODY_MT = "loom.HttpBody";
 typedef struct {
   z_stream z;
   int on, ended, raw_tried, deflate;
+  int more;     /* zlib may hold output still (its last call filled the buffer) */
   char *pend;   /* input still to inflate (malloc'd), plen bytes */
   size_t plen;
 } zstage;
@@ -94,16 +95,18 @@ static void stage_close(zstage *z) {
 
 /* Inflate [in, in+n) through z into a string pushed on L, at most cap
 ** bytes; the input it did not take is kept in z->pend (in may be z->pend
-** itself, handed over). Returns NULL, or why the data is bad. */
+** itself, handed over), and z->more tells that zlib may have output left
+** without more input. Returns NULL, or why the data is bad. */
 static const char *stage_run(lua_State *L, body_t *b, zstage *z, char *in, size_t n,
                              size_t cap, int owned) {
   luaL_Buffer lb;
   const char *bad = NULL;
   size_t made = 0;
+  int full = z->more;
   luaL_buffinit(L, &lb);
   z->z.next_in = (Bytef *)in;
   z->z.avail_in = (uInt)n;
-  while (z->z.avail_in > 0 && !z->ended && made < cap) {
+  while ((z->z.avail_in > 0 || full) && !z->ended && made < cap) {
     size_t room = cap - made < 16384 ? cap - made : 16384;
     char *out = luaL_prepbuffsize(&lb, room);
     int r;
@@ -124,9 +127,11 @@ static const char *stage_run(lua_State *L, body_t *b, zstage *z, char *in, size_
     }
     luaL_addsize(&lb, room - z->z.avail_out);
     made += room - z->z.avail_out;
+    full = z->z.avail_out == 0;
     if (r == Z_STREAM_END) z->ended = 1;
     if (r == Z_BUF_ERROR && z->z.avail_out != 0) break;
   }
+  z->more = full && !z->ended && !bad;
   if (!bad && z->ended && z->z.avail_in > 0 && !b->response)
     bad = "data after the end of the compressed body";
   if (!bad && !z->ended && z->z.avail_in > 0) { /* keep the rest for the next read */
@@ -178,9 +183,11 @@ static int take_raw(lua_State *L, stream_t *s, body_t *b) {
   return 1;
 }
 
-/* Run the string on top (from stage i on) through the remaining stages,
-** leaving the decoded piece on top instead. */
-static void run_stages(lua_State *L, body_t *b, int i, char *owned, size_t olen) {
+/* Run the string on top through the stages from i on, leaving the decoded
+** piece on top instead; with pending, stage i takes its own leftover
+** (owned, olen; owned may be NULL when zlib only holds output) instead. */
+static void run_stages(lua_State *L, body_t *b, int i, int pending, char *owned,
+                       size_t olen) {
   for (; i < 2; i++) {
     zstage *z = &b->st[i];
     size_t n, cap = BODY_PIECE;
@@ -189,12 +196,12 @@ static void run_stages(lua_State *L, body_t *b, int i, char *owned, size_t olen)
     if (!z->on) continue;
     if (b->max && i == (b->st[1].on ? 1 : 0) && b->max - b->seen + 1 < cap)
       cap = (size_t)(b->max - b->seen + 1); /* the last stage stops past the limit */
-    if (owned) {
+    if (pending) {
       in = owned, n = olen;
       lua_pushnil(L); /* stands for the input string */
     } else in = (char *)lua_tolstring(L, -1, &n);
-    bad = stage_run(L, b, z, in, n, cap, owned != NULL);
-    owned = NULL;
+    bad = stage_run(L, b, z, in, n, cap, pending);
+    pending = 0;
     lua_remove(L, -2); /* the input */
     if (bad) body_fail(L, b, 400, "http", "bad compressed body: %s", bad);
   }
@@ -202,8 +209,8 @@ static void run_stages(lua_State *L, body_t *b, int i, char *owned, size_t olen)
 
 /* Whether a stage still holds input, the later stage first. */
 static int pending_stage(body_t *b) {
-  if (b->st[1].plen) return 1;
-  if (b->st[0].plen) return 0;
+  if (b->st[1].plen || b->st[1].more) return 1;
+  if (b->st[0].plen || b->st[0].more) return 0;
   return -1;
 }
 
@@ -228,7 +235,7 @@ static int body_step(lua_State *L, stream_t *s, body_t *b) {
       n = z->plen;
       z->pend = NULL;
       z->plen = 0;
-      run_stages(L, b, i, in, n);
+      run_stages(L, b, i, 1, in, n);
     } else if (b->raw_done) {
       finish(L, b);
       lua_pushnil(L);
@@ -236,7 +243,7 @@ static int body_step(lua_State *L, stream_t *s, body_t *b) {
     } else if (!take_raw(L, s, b)) return 0;
     else {
       if (lua_rawlen(L, -1) > 0) b->fed = 1;
-      run_stages(L, b, 0, NULL, 0);
+      run_stages(L, b, 0, 0, NULL, 0);
     }
     n = lua_rawlen(L, -1);
     if (n == 0) {
