@@ -380,6 +380,31 @@ t.test("gzip and deflate bodies are decoded; asking for identity is not", functi
   end)
 end)
 
+t.test("compressed bodies around the 64 KiB pieces decode whole", function()
+  local sizes = { 1, 65535, 65536, 65537, 131072, 200000 }
+  local bodies = {}
+  for _, n in ipairs(sizes) do bodies[n] = shell("head -c " .. n .. " /dev/zero | gzip -c") end
+  with_server(function(req)
+    local n = tonumber(req.path:sub(2))
+    if req.query.m == "chunked" then
+      local sent = false
+      return 200, function()
+        if sent then return nil end
+        sent = true
+        return bodies[n]
+      end, { ["content-encoding"] = "gzip" }
+    end
+    return 200, bodies[n], { ["content-encoding"] = "gzip" }
+  end, function(base)
+    for _, n in ipairs(sizes) do
+      for _, m in ipairs { "length", "chunked" } do
+        local r = http.get(("%s/%d?m=%s"):format(base, n, m))
+        t.eq(#r.body, n, n .. " bytes, " .. m)
+      end
+    end
+  end)
+end)
+
 t.test("gzip under chunked transfer coding", function()
   with_raw(function(s)
     serve(s, function()
