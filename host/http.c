@@ -1,69 +1,39 @@
 /*
-** http.c -- loom.http.core: the strict HTTP/1.1 request parser (RFC 9112),
-** the chunked body decoder working in place on a Stream's buffer, zlib
-** inflaters for transfer and content codings, and response heads.
+** http.c -- loom.http.core: the Lua binding of the HTTP/1.1 layer. The
+** syntax and its rules are in http_parse.c (no Lua there), the body reader
+** shared by server and client in http_body.c; this file makes Lua values
+** of them and runs the server's request loop and its responses:
 **
-** Everything a request may be refused for is decided here, before a
-** handler sees it: bad request line, bad header syntax (whitespace before
-** a colon, obs-fold, bare CR or LF, control characters), both
-** Content-Length and Transfer-Encoding, differing Content-Lengths, bad
-** chunk sizes, unknown transfer codings (501), limits (414, 431).
+**   parse_request, parse_response  heads as tables (fields from the parser)
+**   split_target, parse_query, unescape
+**   read_head      the next head on a Stream (the client, WebSocket)
+**   next_request   the server's request loop: a head in place in the
+**                  Stream's buffer to a request table, its body a Body
+**   head           the one response head builder, exposed for the heads
+**                  Lua sends itself (refusals)
+**   finish, respond  a handler's answer sent by the rules: no body for
+**                  1xx/204/304 and HEAD, Content-Length or chunked, the
+**                  Connection header, the default Content-Type
+**   no_body_status, field_error, reusable  rules the client asks for
+**
+** Everything a request may be refused for is decided before a handler sees
+** it: bad request line, bad header syntax, both Content-Length and
+** Transfer-Encoding, differing Content-Lengths, a bad Host, bad chunk
+** sizes, transfer codings (501 but for chunked, unless the server takes
+** gzip and deflate), limits (413, 414, 431).
 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <zlib.h>
 #include "internal.h"
-
-#define MAX_TARGET 8192
-#define TEXT "text/plain; charset=utf-8" /* the default Content-Type */
-static const char text_type[] = TEXT;
-#define MAX_NAME 256
-
-static unsigned char tchar[256]; /* token characters (RFC 9110 5.6.2) */
-
-static void init_tables(void) {
-  const char *extra = "!#$%&'*+-.^_`|~";
-  int c;
-  if (tchar['0']) return;
-  for (c = 0; c < 256; c++)
-    tchar[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-  for (; *extra; extra++) tchar[(unsigned char)*extra] = 1;
-}
-
-static int lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
-
-/* Case-insensitive compare of [p, p+n) with a lower-case literal. */
-static int ieq(const char *p, size_t n, const char *lit) {
-  size_t i;
-  if (strlen(lit) != n) return 0;
-  for (i = 0; i < n; i++)
-    if (lower((unsigned char)p[i]) != lit[i]) return 0;
-  return 1;
-}
-
-static const char *const methods[] = {
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH",
-    "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE",
-    "UNSUBSCRIBE", "PURGE", "LINK", "UNLINK", "BIND", "REBIND", "UNBIND", "ACL",
-    "MKCALENDAR", "QUERY", "SOURCE", NULL};
-
-/* The index of the method in methods, or -1. */
-static int known_method(const char *p, size_t n) {
-  int i;
-  for (i = 0; methods[i]; i++)
-    if (strncmp(methods[i], p, n) == 0 && methods[i][n] == '\0') return i;
-  return -1;
-}
 
 /* The field names of request tables and the strings they hold, interned
 ** once: upvalue 2 of the module's functions, a list indexed by these. */
 enum {
   K_METHOD = 1, K_TARGET, K_VERSION, K_HEADERS, K_CONTENT_LENGTH, K_CHUNKED, K_TE_CODED,
   K_KEEP_ALIVE, K_EXPECT, K_UPGRADE, K_PATH, K_QS, K_STREAM, K_BODY, K_V10, K_V11,
-  K_UPGRADED, K_METHODS /* methods[i] is at K_METHODS + i */
+  K_UPGRADED, K_METHODS /* http_methods[i] is at K_METHODS + i */
 };
 static const char *const key_names[] = {
   "method", "target", "version", "headers", "content_length", "chunked", "te_coded",
@@ -101,164 +71,27 @@ static void push_keys(lua_State *L) {
     lua_pushstring(L, key_names[i]);
     lua_rawseti(L, -2, i + 1);
   }
-  for (i = 0; methods[i]; i++) {
-    lua_pushstring(L, methods[i]);
+  for (i = 0; http_methods[i]; i++) {
+    lua_pushstring(L, http_methods[i]);
     lua_rawseti(L, -2, K_METHODS + i);
   }
 }
 
-/* ---- parsing a request head ---- */
+/* ---- heads as tables ---- */
 
 typedef struct {
-  const char *p, *end;
-  int status;           /* 0, or the status to refuse with */
-  const char *why;
-  int minor, nheaders, max_headers;
-  int64_t cl;           /* -1: no Content-Length */
-  int te, chunked, te_codings, te_bad, te_unknown, host_count;
-  int te_coding;        /* the first coding under chunked: TE_GZIP, TE_DEFLATE */
-  int conn_close, conn_keep, conn_upgrade, expect;
-  int headers_idx;      /* the headers table on the Lua stack */
-  int method;           /* index in methods */
-  const char *target;
-  size_t target_len;
-} parser;
+  lua_State *L;
+  int idx; /* the headers table */
+} fields_t;
 
-enum { TE_NONE, TE_GZIP, TE_DEFLATE };
-
-static int fail(parser *ps, int status, const char *why) {
-  if (!ps->status) {
-    ps->status = status;
-    ps->why = why;
-  }
-  return -1;
-}
-
-static int at_crlf(parser *ps) {
-  return ps->p + 1 < ps->end && ps->p[0] == '\r' && ps->p[1] == '\n';
-}
-
-/* method SP request-target SP HTTP-version CRLF, into the table at t */
-static int parse_request_line(lua_State *L, parser *ps, int t) {
-  const char *m = ps->p, *tg, *v;
-  while (ps->p < ps->end && tchar[(unsigned char)*ps->p]) ps->p++;
-  if (ps->p == m || ps->p >= ps->end || *ps->p != ' ') return fail(ps, 400, "bad request line");
-  if (ps->p - m > 16 || (ps->method = known_method(m, (size_t)(ps->p - m))) < 0)
-    return fail(ps, 501, "method not implemented");
-  push_key(L, K_METHOD);
-  push_key(L, K_METHODS + ps->method);
-  lua_rawset(L, t);
-  tg = ++ps->p;
-  while (ps->p < ps->end && (unsigned char)*ps->p > 0x20 && (unsigned char)*ps->p < 0x7f) ps->p++;
-  if (ps->p == tg || ps->p >= ps->end || *ps->p != ' ') return fail(ps, 400, "bad request target");
-  if (ps->p - tg > MAX_TARGET) return fail(ps, 414, "request target too long");
-  ps->target = tg;
-  ps->target_len = (size_t)(ps->p - tg);
-  push_key(L, K_TARGET);
-  lua_pushlstring(L, tg, ps->target_len);
-  lua_rawset(L, t);
-  v = ++ps->p;
-  if (ps->end - v < 10 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
-      v[6] != '.' || v[7] < '0' || v[7] > '9')
-    return fail(ps, 400, "bad HTTP version");
-  ps->p = v + 8;
-  if (!at_crlf(ps)) return fail(ps, 400, "bad request line ending");
-  ps->p += 2;
-  if (v[5] != '1') return fail(ps, 505, "HTTP version not supported");
-  ps->minor = v[7] == '0' ? 0 : 1;
-  push_key(L, K_VERSION);
-  push_key(L, ps->minor ? K_V11 : K_V10);
-  lua_rawset(L, t);
-  return 0;
-}
-
-/* Parse a Content-Length value: 1*DIGIT, or a list of identical ones. */
-static void content_length(parser *ps, const char *v, size_t n) {
-  size_t i = 0;
-  while (i <= n) {
-    int64_t x = 0;
-    size_t start;
-    while (i < n && (v[i] == ' ' || v[i] == '\t')) i++;
-    start = i;
-    while (i < n && v[i] >= '0' && v[i] <= '9') {
-      if (i - start >= 15) {
-        fail(ps, 400, "content-length too large");
-        return;
-      }
-      x = x * 10 + (v[i++] - '0');
-    }
-    if (i == start) {
-      fail(ps, 400, "bad content-length");
-      return;
-    }
-    while (i < n && (v[i] == ' ' || v[i] == '\t')) i++;
-    if (ps->cl >= 0 && ps->cl != x) {
-      fail(ps, 400, "differing content-lengths");
-      return;
-    }
-    ps->cl = x;
-    if (i == n) return;
-    if (v[i++] != ',') {
-      fail(ps, 400, "bad content-length");
-      return;
-    }
-  }
-}
-
-/* Walk a comma-separated list of tokens, calling fn for each. */
-static void each_token(parser *ps, const char *v, size_t n,
-                       void (*fn)(parser *, const char *, size_t)) {
-  size_t i = 0;
-  while (i < n) {
-    size_t s, e;
-    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
-    s = i;
-    while (i < n && v[i] != ',') i++;
-    e = i;
-    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
-    if (e > s) fn(ps, v + s, e - s);
-  }
-}
-
-static void te_coding(parser *ps, const char *c, size_t n) {
-  size_t i;
-  ps->te_codings++;
-  if (ps->chunked) ps->te_bad = 1; /* anything after chunked */
-  for (i = 0; i < n; i++)
-    if (!tchar[(unsigned char)c[i]]) ps->te_bad = 1;
-  if (ieq(c, n, "chunked")) ps->chunked = 1;
-  else if (ieq(c, n, "gzip") || ieq(c, n, "x-gzip")) { /* registered: we decode it */
-    if (!ps->te_coding) ps->te_coding = TE_GZIP;
-  } else if (ieq(c, n, "deflate")) {
-    if (!ps->te_coding) ps->te_coding = TE_DEFLATE;
-  } else ps->te_unknown = 1;
-}
-
-static void conn_token(parser *ps, const char *c, size_t n) {
-  if (ieq(c, n, "close")) ps->conn_close = 1;
-  else if (ieq(c, n, "keep-alive")) ps->conn_keep = 1;
-  else if (ieq(c, n, "upgrade")) ps->conn_upgrade = 1;
-}
-
-/* Note what a field means for framing and the connection. */
-static void special_field(parser *ps, const char *name, size_t nl, const char *v, size_t n) {
-  if (nl == 14 && memcmp(name, "content-length", 14) == 0) content_length(ps, v, n);
-  else if (nl == 17 && memcmp(name, "transfer-encoding", 17) == 0) {
-    ps->te = 1;
-    if (n == 0) ps->te_bad = 1;
-    each_token(ps, v, n, te_coding);
-  } else if (nl == 4 && memcmp(name, "host", 4) == 0) ps->host_count++;
-  else if (nl == 10 && memcmp(name, "connection", 10) == 0) each_token(ps, v, n, conn_token);
-  else if (nl == 6 && memcmp(name, "expect", 6) == 0 && ieq(v, n, "100-continue"))
-    ps->expect = 1;
-}
-
-/* Store a field in the headers table: lower-case name, repeats joined. */
-static void store_field(lua_State *L, parser *ps, const char *name, size_t nl,
-                        const char *v, size_t n) {
+/* The parser's field callback: store a field in the headers table,
+** repeats joined with ", ". */
+static void store_field(void *ud, const char *name, size_t nl, const char *v, size_t n) {
+  fields_t *f = (fields_t *)ud;
+  lua_State *L = f->L;
   lua_pushlstring(L, name, nl);
   lua_pushvalue(L, -1);
-  if (lua_rawget(L, ps->headers_idx) == LUA_TSTRING) {
+  if (lua_rawget(L, f->idx) == LUA_TSTRING) {
     lua_pushliteral(L, ", ");
     lua_pushlstring(L, v, n);
     lua_concat(L, 3);
@@ -266,91 +99,47 @@ static void store_field(lua_State *L, parser *ps, const char *name, size_t nl,
     lua_pop(L, 1);
     lua_pushlstring(L, v, n);
   }
-  lua_rawset(L, ps->headers_idx);
+  lua_rawset(L, f->idx);
 }
 
-/* field-name ":" OWS field-value OWS CRLF, until the empty line. */
-static int parse_fields(lua_State *L, parser *ps) {
-  char name[MAX_NAME];
-  for (;;) {
-    const char *n, *v, *ve;
-    size_t nl, i;
-    if (at_crlf(ps)) {
-      ps->p += 2;
-      return 0;
-    }
-    if (ps->p >= ps->end) return fail(ps, 400, "bad header block");
-    if (*ps->p == ' ' || *ps->p == '\t') return fail(ps, 400, "obs-fold not allowed");
-    n = ps->p;
-    while (ps->p < ps->end && tchar[(unsigned char)*ps->p]) ps->p++;
-    nl = (size_t)(ps->p - n);
-    if (nl == 0 || ps->p >= ps->end || *ps->p != ':') return fail(ps, 400, "bad header name");
-    if (nl >= MAX_NAME) return fail(ps, 431, "header name too long");
-    if (++ps->nheaders > ps->max_headers) return fail(ps, 431, "too many headers");
-    for (i = 0; i < nl; i++) name[i] = (char)lower((unsigned char)n[i]);
-    ps->p++;
-    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t')) ps->p++;
-    v = ps->p;
-    while (ps->p < ps->end && (*ps->p == '\t' || ((unsigned char)*ps->p >= 0x20 && *ps->p != 0x7f)))
-      ps->p++;
-    if (!at_crlf(ps)) return fail(ps, 400, "bad header value");
-    ve = ps->p;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-    ps->p += 2;
-    special_field(ps, name, nl, v, (size_t)(ve - v));
-    if (ps->status) return -1;
-    store_field(L, ps, name, nl, v, (size_t)(ve - v));
+/* Parse the request head [s, s+len) into a new table on top of L: method,
+** target, version, headers, keep_alive, upgrade (when true); with all also
+** content_length, chunked, te_coded, expect_continue, upgrade (always).
+** Returns h->status: 0 when the request is good. */
+static int request_table(lua_State *L, http_head *h, const char *s, size_t len,
+                         int max_headers, int all) {
+  int t = lua_gettop(L) + 1;
+  fields_t f;
+  f.L = L;
+  f.idx = t + 1;
+  lua_createtable(L, 0, 8); /* the request (and the fields http.lua adds) */
+  lua_createtable(L, 0, 4); /* its headers */
+  if (http_parse_request(h, s, len, max_headers, store_field, &f)) {
+    lua_settop(L, t);
+    return h->status;
   }
-}
-
-/* Decide the body's framing and the connection's fate; set the fields
-** that tell in the table at t: all of them, or (for the server, which
-** keeps the body's framing in C) only keep_alive and a true upgrade. */
-static void framing(lua_State *L, parser *ps, int t, int all) {
-  if (ps->te) {
-    if (ps->minor == 0) fail(ps, 400, "transfer-encoding in HTTP/1.0");
-    else if (ps->cl >= 0) fail(ps, 400, "both content-length and transfer-encoding");
-    else if (ps->te_bad || !ps->chunked) fail(ps, 400, "chunked must be the final transfer coding");
-    else if (ps->te_unknown) fail(ps, 501, "transfer coding not implemented");
-    else if (ps->te_codings > 2) fail(ps, 501, "stacked transfer codings not implemented");
-  }
-  if (ps->minor == 1 && ps->host_count != 1) fail(ps, 400, "exactly one host header required");
-  if (ps->status) return;
-  set_bool(L, t, K_KEEP_ALIVE,
-           ps->minor == 1 ? !ps->conn_close : (ps->conn_keep && !ps->conn_close));
-  if (ps->conn_upgrade || all) set_bool(L, t, K_UPGRADE, ps->conn_upgrade);
-  if (!all) return;
-  if (ps->cl >= 0) {
-    lua_pushinteger(L, ps->cl);
+  push_key(L, K_METHOD); /* this order of keys makes the fewest collisions */
+  push_key(L, K_METHODS + h->method);
+  lua_rawset(L, t);
+  push_key(L, K_TARGET);
+  lua_pushlstring(L, h->target, h->target_len);
+  lua_rawset(L, t);
+  push_key(L, K_VERSION);
+  push_key(L, h->minor ? K_V11 : K_V10);
+  lua_rawset(L, t);
+  set_copy(L, t, K_HEADERS, t + 1);
+  lua_settop(L, t);
+  set_bool(L, t, K_KEEP_ALIVE, h->keep_alive);
+  if (h->upgrade || all) set_bool(L, t, K_UPGRADE, h->upgrade);
+  if (!all) return 0;
+  if (h->cl >= 0) {
+    lua_pushinteger(L, h->cl);
     set_key(L, t, K_CONTENT_LENGTH);
   }
-  set_bool(L, t, K_CHUNKED, ps->chunked);
-  set_bool(L, t, K_TE_CODED, ps->te_codings > 1); /* codings to undo besides chunked */
-  set_bool(L, t, K_EXPECT, ps->expect && ps->minor == 1); /* 1.0: MUST ignore it */
-}
-
-/* Parse the head [s, s+len) into a new table on top of L (see
-** l_parse_request; all: every field); returns ps->status, 0 when the
-** request is good. */
-static int parse_head(lua_State *L, parser *ps, const char *s, size_t len, int max_headers,
-                      int all) {
-  int t = lua_gettop(L) + 1;
-  memset(ps, 0, sizeof *ps);
-  ps->p = s;
-  ps->end = s + len;
-  ps->cl = -1;
-  ps->max_headers = max_headers;
-  lua_createtable(L, 0, 8); /* the head (and the fields http.lua adds) */
-  if (parse_request_line(L, ps, t) == 0) {
-    lua_createtable(L, 0, 4); /* its headers */
-    set_copy(L, t, K_HEADERS, t + 1);
-    ps->headers_idx = t + 1;
-    parse_fields(L, ps);
-    lua_settop(L, t);
-    if (!ps->status && ps->p != ps->end) fail(ps, 400, "bad header block");
-    if (!ps->status) framing(L, ps, t, all);
-  }
-  return ps->status;
+  set_bool(L, t, K_CHUNKED, h->chunked);
+  set_bool(L, t, K_TE_CODED, h->te_coding != 0); /* a coding to undo besides chunked */
+  set_bool(L, t, K_EXPECT, h->expect);
+  return 0;
 }
 
 /* parse_request(head [, max_headers]) -> request head table, or nil,
@@ -359,136 +148,78 @@ static int parse_head(lua_State *L, parser *ps, const char *s, size_t len, int m
 static int l_parse_request(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  parser ps;
+  http_head h;
   int max_headers = (int)luaL_optinteger(L, 2, 100);
   lua_settop(L, 2);
-  if (parse_head(L, &ps, s, len, max_headers, 1)) {
+  if (request_table(L, &h, s, len, max_headers, 1)) {
     lua_pushnil(L);
-    lua_pushinteger(L, ps.status);
-    lua_pushstring(L, ps.why);
+    lua_pushinteger(L, h.status);
+    lua_pushstring(L, h.why);
     return 3;
   }
   return 1;
 }
 
-/* ---- parsing a response head (the client's) ---- */
-
-/* HTTP-version SP 3DIGIT [SP reason-phrase] CRLF. The space before an
-** empty reason is optional: enough servers leave it out. */
-static int parse_status_line(lua_State *L, parser *ps) {
-  const char *v = ps->p, *r;
-  int status;
-  if (ps->end - v < 12 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
-      v[6] != '.' || v[7] < '0' || v[7] > '9' || v[8] != ' ')
-    return fail(ps, 502, "bad status line");
-  if (v[5] != '1') return fail(ps, 502, "unsupported HTTP version");
-  ps->minor = v[7] - '0';
-  if (v[9] < '1' || v[9] > '9' || v[10] < '0' || v[10] > '9' || v[11] < '0' || v[11] > '9')
-    return fail(ps, 502, "bad status code");
-  status = (v[9] - '0') * 100 + (v[10] - '0') * 10 + (v[11] - '0');
-  ps->p = v + 12;
-  if (ps->p < ps->end && *ps->p == ' ') ps->p++;
-  else if (!at_crlf(ps)) return fail(ps, 502, "bad status line");
-  r = ps->p;
-  while (ps->p < ps->end && (*ps->p == '\t' || ((unsigned char)*ps->p >= 0x20 && *ps->p != 0x7f)))
-    ps->p++;
-  if (!at_crlf(ps)) return fail(ps, 502, "bad status line ending");
-  lua_pushinteger(L, status);
-  lua_setfield(L, -2, "status");
-  lua_pushlstring(L, r, (size_t)(ps->p - r));
-  lua_setfield(L, -2, "reason");
-  lua_pushstring(L, ps->minor == 0 ? "1.0" : "1.1");
-  lua_setfield(L, -2, "version");
-  ps->p += 2;
-  return 0;
-}
-
-/* A response's framing: one gzip or deflate under a final chunked is all we
-** can undo. With neither Content-Length nor chunked the body runs to the
-** end of the connection. */
-static void response_framing(lua_State *L, parser *ps) {
-  if (ps->te) {
-    if (ps->minor == 0) fail(ps, 502, "transfer-encoding in an HTTP/1.0 response");
-    else if (ps->cl >= 0) fail(ps, 502, "both content-length and transfer-encoding");
-    else if (ps->te_bad || !ps->chunked || ps->te_unknown || ps->te_codings > 2)
-      fail(ps, 502, "unsupported transfer-encoding");
-  }
-  if (ps->status) return;
-  if (ps->cl >= 0) {
-    lua_pushinteger(L, ps->cl);
-    lua_setfield(L, -2, "content_length");
-  }
-  lua_pushboolean(L, ps->chunked);
-  lua_setfield(L, -2, "chunked");
-  if (ps->te_coding) {
-    lua_pushstring(L, ps->te_coding == TE_GZIP ? "gzip" : "deflate");
-    lua_setfield(L, -2, "te_coding");
-  }
-  lua_pushboolean(L, ps->minor >= 1 ? !ps->conn_close : (ps->conn_keep && !ps->conn_close));
-  lua_setfield(L, -2, "keep_alive");
-}
-
 /* parse_response(head [, max_headers]) -> head table, or nil, reason. The
 ** table: status, reason, version, headers (lower-case names, repeats joined
-** with ", "), content_length (or nil), chunked, te_coding, keep_alive. The
-** same field parser as requests. */
-int http_parse_response(lua_State *L) {
+** with ", "), content_length (or nil), chunked, te_coding ("gzip",
+** "deflate" or nil), keep_alive. */
+static int l_parse_response(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  parser ps;
-  init_tables();
-  memset(&ps, 0, sizeof ps);
-  ps.p = s;
-  ps.end = s + len;
-  ps.cl = -1;
-  ps.max_headers = (int)luaL_optinteger(L, 2, 256);
+  http_head h;
+  fields_t f;
+  int max_headers = (int)luaL_optinteger(L, 2, 256);
   lua_settop(L, 2);
   lua_createtable(L, 0, 9); /* 3: the head */
-  if (parse_status_line(L, &ps) == 0) {
-    lua_createtable(L, 0, 8); /* 4: its headers */
-    lua_pushvalue(L, 4);
-    lua_setfield(L, 3, "headers");
-    ps.headers_idx = 4;
-    parse_fields(L, &ps);
-    lua_settop(L, 3);
-    if (!ps.status && ps.p != ps.end) fail(&ps, 502, "bad header block");
-    if (!ps.status) response_framing(L, &ps);
-  }
-  if (ps.status) {
+  lua_createtable(L, 0, 8); /* 4: its headers */
+  f.L = L;
+  f.idx = 4;
+  if (http_parse_response(&h, s, len, max_headers, store_field, &f)) {
     lua_pushnil(L);
-    lua_pushstring(L, ps.why);
+    lua_pushstring(L, h.why);
     return 2;
   }
+  lua_setfield(L, 3, "headers");
+  lua_pushinteger(L, h.code);
+  lua_setfield(L, 3, "status");
+  lua_pushlstring(L, h.reason, h.reason_len);
+  lua_setfield(L, 3, "reason");
+  lua_pushstring(L, h.minor == 0 ? "1.0" : "1.1");
+  lua_setfield(L, 3, "version");
+  if (h.cl >= 0) {
+    lua_pushinteger(L, h.cl);
+    lua_setfield(L, 3, "content_length");
+  }
+  lua_pushboolean(L, h.chunked);
+  lua_setfield(L, 3, "chunked");
+  if (h.te_coding) {
+    lua_pushstring(L, h.te_coding == HTTP_GZIP ? "gzip" : "deflate");
+    lua_setfield(L, 3, "te_coding");
+  }
+  lua_pushboolean(L, h.keep_alive);
+  lua_setfield(L, 3, "keep_alive");
   return 1;
 }
 
 /* ---- targets and queries ---- */
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c = lower(c);
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-/* Percent-decode [s, s+n) into b ('+' as space when plus); 0 on a bad
-** escape or a decoded NUL. */
-static int unescape(luaL_Buffer *b, const char *s, size_t n, int plus) {
-  size_t i;
-  for (i = 0; i < n; i++) {
-    int c = (unsigned char)s[i];
-    if (c == '%') {
-      int h, l;
-      if (i + 2 >= n) return 0;
-      h = hexval((unsigned char)s[i + 1]);
-      l = hexval((unsigned char)s[i + 2]);
-      if (h < 0 || l < 0) return 0;
-      c = h * 16 + l;
-      if (c == 0) return 0;
-      i += 2;
-    } else if (c == '+' && plus) c = ' ';
-    luaL_addchar(b, (char)c);
+/* Push [s, s+n) percent-decoded; 0 (nothing pushed) when malformed, unless
+** raw_fallback: then the text as it is. */
+static int push_decoded(lua_State *L, const char *s, size_t n, int plus, int raw_fallback) {
+  luaL_Buffer b;
+  char *out = luaL_buffinitsize(L, &b, n);
+  long k = http_unescape(out, s, n, plus);
+  if (k < 0 && !raw_fallback) {
+    luaL_pushresultsize(&b, 0);
+    lua_pop(L, 1);
+    return 0;
   }
+  if (k < 0) {
+    memcpy(out, s, n); /* the raw text alone, never after partial output */
+    k = (long)n;
+  }
+  luaL_pushresultsize(&b, (size_t)k);
   return 1;
 }
 
@@ -496,40 +227,10 @@ static int unescape(luaL_Buffer *b, const char *s, size_t n, int plus) {
 static int l_unescape(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  if (!unescape(&b, s, n, lua_toboolean(L, 2))) {
-    lua_pushnil(L);
-    return 1;
-  }
-  luaL_pushresult(&b);
+  int plus = lua_toboolean(L, 2);
+  lua_settop(L, 2);
+  if (!push_decoded(L, s, n, plus, 0)) lua_pushnil(L);
   return 1;
-}
-
-/* An authority-form target (RFC 9112 3.2.3), the only form CONNECT takes:
-** uri-host ":" port, the host an IP literal in brackets or a reg-name (which
-** covers IPv4 addresses). */
-static int authority_form(const char *t, size_t n) {
-  static const char *const host_extra = "-._~!$&'()*+,;=%";
-  size_t i = 0, port;
-  if (n > 0 && t[0] == '[') {
-    for (i = 1; i < n && t[i] != ']'; i++)
-      if (hexval((unsigned char)t[i]) < 0 && t[i] != ':' && t[i] != '.') return 0;
-    if (i == n || i == 1) return 0;
-    i++;
-  } else {
-    for (; i < n && t[i] != ':'; i++) {
-      int c = (unsigned char)t[i];
-      if (!((c >= '0' && c <= '9') || (lower(c) >= 'a' && lower(c) <= 'z') ||
-            (c && strchr(host_extra, c))))
-        return 0;
-    }
-    if (i == 0) return 0;
-  }
-  if (i == n || t[i] != ':') return 0;
-  port = ++i;
-  while (i < n && t[i] >= '0' && t[i] <= '9') i++;
-  return i == n && i > port && i - port <= 5;
 }
 
 /* Push the path (decoded) and the query string (or nil) of the target
@@ -537,39 +238,14 @@ static int authority_form(const char *t, size_t n) {
 ** origin-form, absolute-form or "*". For CONNECT the target must be
 ** authority-form and is itself the path. */
 static int push_target(lua_State *L, const char *t, size_t n, int connect) {
-  size_t i = 0;
-  const char *q, *hash, *pend;
-  if (connect) {
-    if (!authority_form(t, n)) return 0;
-    lua_pushlstring(L, t, n);
-    lua_pushnil(L);
-    return 2;
-  }
-  if (n == 1 && t[0] == '*') {
-    lua_pushliteral(L, "*");
-    lua_pushnil(L);
-    return 2;
-  }
-  if (n > 7 && (ieq(t, 7, "http://") || (n > 8 && ieq(t, 8, "https://")))) {
-    size_t host;
-    i = host = t[4] == ':' ? 7 : 8; /* absolute-form: skip the authority */
-    while (i < n && t[i] != '/' && t[i] != '?' && t[i] != '#') i++;
-    if (i == host) return 0;
-  } else if (n == 0 || t[0] != '/') return 0;
-  hash = memchr(t + i, '#', n - i);
-  if (hash) n = (size_t)(hash - t);
-  q = memchr(t + i, '?', n - i);
-  pend = q ? q : t + n;
-  if (pend == t + i) lua_pushliteral(L, "/"); /* "http://host?q": the path is "/" */
-  else if (!memchr(t + i, '%', (size_t)(pend - (t + i))))
-    lua_pushlstring(L, t + i, (size_t)(pend - (t + i))); /* nothing to decode */
-  else {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    if (!unescape(&b, t + i, (size_t)(pend - (t + i)), 0)) return 0;
-    luaL_pushresult(&b);
-  }
-  if (q) lua_pushlstring(L, q + 1, (size_t)(t + n - q - 1));
+  const char *path, *q;
+  size_t plen, qlen;
+  int r = http_split_target(t, n, connect, &path, &plen, &q, &qlen);
+  if (!r) return 0;
+  if (plen == 0) lua_pushliteral(L, "/"); /* "http://host?q": the path is "/" */
+  else if (r == 2) lua_pushlstring(L, path, plen); /* nothing to decode */
+  else if (!push_decoded(L, path, plen, 0, 0)) return 0;
+  if (q) lua_pushlstring(L, q, qlen);
   else lua_pushnil(L);
   return 2;
 }
@@ -590,302 +266,131 @@ static int l_split_target(lua_State *L) {
   return 2;
 }
 
-/* parse_query(qs) -> {name = value or {values...}} (decoded) */
+/* parse_query(qs) -> {name = value or {values...}} (decoded; a part that
+** does not decode is taken as it is) */
 static int l_parse_query(lua_State *L) {
-  size_t n, i = 0;
-  const char *s = luaL_optlstring(L, 1, "", &n);
+  size_t n, pos = 0, kl, vl;
+  const char *s = luaL_optlstring(L, 1, "", &n), *k, *v;
   lua_newtable(L);
-  while (i < n) {
-    size_t start = i, eq = (size_t)-1;
-    luaL_Buffer b;
-    while (i < n && s[i] != '&') {
-      if (s[i] == '=' && eq == (size_t)-1) eq = i;
-      i++;
+  while (http_query_next(s, n, &pos, &k, &kl, &v, &vl)) {
+    push_decoded(L, k, kl, 1, 1);
+    if (v) push_decoded(L, v, vl, 1, 1);
+    else lua_pushliteral(L, "");
+    lua_pushvalue(L, -2);
+    switch (lua_rawget(L, -4)) {
+    case LUA_TNIL: lua_pop(L, 1); lua_rawset(L, -3); break;
+    case LUA_TSTRING: /* second value: make a list */
+      lua_createtable(L, 2, 0);
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, 1);
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, 2);
+      lua_rawset(L, -3);
+      break;
+    default:
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+      lua_pop(L, 2);
     }
-    if (i > start) {
-      size_t kend = eq == (size_t)-1 ? i : eq;
-      luaL_buffinit(L, &b);
-      if (!unescape(&b, s + start, kend - start, 1)) luaL_addlstring(&b, s + start, kend - start);
-      luaL_pushresult(&b);
-      luaL_buffinit(L, &b);
-      if (eq != (size_t)-1 && !unescape(&b, s + eq + 1, i - eq - 1, 1))
-        luaL_addlstring(&b, s + eq + 1, i - eq - 1);
-      luaL_pushresult(&b);
-      lua_pushvalue(L, -2);
-      switch (lua_rawget(L, -4)) {
-      case LUA_TNIL: lua_pop(L, 1); lua_rawset(L, -3); break;
-      case LUA_TSTRING: /* second value: make a list */
-        lua_createtable(L, 2, 0);
-        lua_insert(L, -2);
-        lua_rawseti(L, -2, 1);
-        lua_insert(L, -2);
-        lua_rawseti(L, -2, 2);
-        lua_rawset(L, -3);
-        break;
-      default:
-        lua_insert(L, -2);
-        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-        lua_pop(L, 2);
-      }
-    }
-    i++;
   }
   return 1;
 }
 
-/* ---- the chunked decoder (RFC 9112 7.1) ----
+/* ---- waiting for a head ----
 **
-**   chunked-body = *chunk last-chunk trailer-section CRLF
-**   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
-**   chunk-ext    = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )
-**   ext-val      = token / quoted-string
-**   trailer-section = *( field-line CRLF )
-**
-** A byte-at-a-time state machine (except for chunk data, copied in runs),
-** so the input may be split anywhere. Extensions and trailer fields are
-** checked and dropped. */
+** The head is searched for in place in the Stream's buffer; while it is
+** incomplete the task waits for more bytes (READ_MORE), the continuation's
+** context carrying where the search stopped, so a head that comes a byte at
+** a time is still scanned once. A deadline for the whole head is absolute
+** (a slot on the stack), so trickling bytes do not extend it. */
 
-enum {
-  CH_SIZE,       /* hex digits of the chunk size */
-  CH_EXT_BWS,    /* whitespace that must lead to ';' */
-  CH_EXT_PRE,    /* after ';': BWS, then the extension name */
-  CH_EXT_NAME,
-  CH_EXT_NAME_WS, /* BWS after a name: '=' or ';' next */
-  CH_EXT_EQ,     /* after '=': BWS, then a token or a quoted string */
-  CH_EXT_TOKEN,
-  CH_EXT_QUOTED,
-  CH_EXT_QESC,   /* after a backslash inside the quoted string */
-  CH_EXT_QEND,   /* after the closing quote */
-  CH_SIZE_LF,    /* CR seen at the end of the size line */
-  CH_DATA,
-  CH_DATA_CR,
-  CH_DATA_LF,
-  CH_TR_START,   /* start of a trailer line, or of the final CRLF */
-  CH_TR_NAME,
-  CH_TR_VALUE,
-  CH_TR_LF,
-  CH_END_LF,
-  CH_DONE
-};
+static double now_secs(void) { return (double)uv_hrtime() / 1e9; }
 
-#define CH_MAX_TRAILER 16384
-#define CH_MAX_SIZE ((uint64_t)1 << 60)
-
-void chunked_init(chunked_t *c) {
-  init_tables(); /* C users may come here before luaopen_loom_http_core */
-  memset(c, 0, sizeof *c);
+/* Seconds left before the deadline at idx (nil: none, 0 returned); -1 when
+** it has passed. */
+static double secs_left(lua_State *L, int idx) {
+  double left;
+  if (lua_isnil(L, idx)) return 0;
+  left = lua_tonumber(L, idx) - now_secs();
+  return left > 0 ? left : -1;
 }
 
-int chunked_done(const chunked_t *c) { return c->state == CH_DONE; }
+static int read_head_k(lua_State *L, int status, lua_KContext ctx);
 
-static int is_ws(int ch) { return ch == ' ' || ch == '\t'; }
-
-/* qdtext and quoted-pair octets (RFC 9110 5.6.4) */
-static int is_qdtext(int ch) {
-  return ch == '\t' || ch == ' ' || ch == 0x21 || (ch >= 0x23 && ch <= 0x5b) ||
-         (ch >= 0x5d && ch <= 0x7e) || ch >= 0x80;
-}
-
-/* One byte of everything but chunk data; returns the error or NULL. */
-static const char *chunked_byte(chunked_t *c, int ch) {
-  switch (c->state) {
-  case CH_SIZE:
-    if (hexval(ch) >= 0) {
-      if (c->size >= CH_MAX_SIZE) return "chunk size too large";
-      c->size = c->size * 16 + (uint64_t)hexval(ch);
-      c->digits++;
-      return NULL;
-    }
-    if (c->digits == 0) return "bad chunk size";
-    if (ch == '\r') c->state = CH_SIZE_LF;
-    else if (ch == ';') c->state = CH_EXT_PRE;
-    else if (is_ws(ch)) c->state = CH_EXT_BWS;
-    else return "bad chunk size";
-    return NULL;
-  case CH_EXT_BWS:
-    if (ch == ';') c->state = CH_EXT_PRE;
-    else if (!is_ws(ch)) return "bad chunk extension";
-    return NULL;
-  case CH_EXT_PRE:
-    if (tchar[ch]) c->state = CH_EXT_NAME;
-    else if (!is_ws(ch)) return "bad chunk extension";
-    return NULL;
-  case CH_EXT_NAME:
-  case CH_EXT_NAME_WS:
-    if (tchar[ch] && c->state == CH_EXT_NAME) return NULL;
-    if (ch == '=') c->state = CH_EXT_EQ;
-    else if (ch == ';') c->state = CH_EXT_PRE;
-    else if (is_ws(ch)) c->state = CH_EXT_NAME_WS;
-    else if (ch == '\r' && c->state == CH_EXT_NAME) c->state = CH_SIZE_LF;
-    else return "bad chunk extension";
-    return NULL;
-  case CH_EXT_EQ:
-    if (tchar[ch]) c->state = CH_EXT_TOKEN;
-    else if (ch == '"') c->state = CH_EXT_QUOTED;
-    else if (!is_ws(ch)) return "bad chunk extension";
-    return NULL;
-  case CH_EXT_TOKEN:
-  case CH_EXT_QEND:
-    if (tchar[ch] && c->state == CH_EXT_TOKEN) return NULL;
-    if (ch == '\r') c->state = CH_SIZE_LF;
-    else if (ch == ';') c->state = CH_EXT_PRE;
-    else if (is_ws(ch)) c->state = CH_EXT_BWS;
-    else return "bad chunk extension";
-    return NULL;
-  case CH_EXT_QUOTED:
-    if (ch == '"') c->state = CH_EXT_QEND;
-    else if (ch == '\\') c->state = CH_EXT_QESC;
-    else if (!is_qdtext(ch)) return "bad chunk extension";
-    return NULL;
-  case CH_EXT_QESC:
-    if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) return "bad chunk extension";
-    c->state = CH_EXT_QUOTED;
-    return NULL;
-  case CH_SIZE_LF:
-    if (ch != '\n') return "bad chunk size line ending";
-    c->state = c->size ? CH_DATA : CH_TR_START;
-    return NULL;
-  case CH_DATA_CR:
-    if (ch != '\r') return "chunk data longer than its size";
-    c->state = CH_DATA_LF;
-    return NULL;
-  case CH_DATA_LF:
-    if (ch != '\n') return "bad chunk ending";
-    c->state = CH_SIZE;
-    c->digits = 0;
-    c->size = 0;
-    return NULL;
-  default: /* trailer fields: checked as header lines, dropped */
-    if (++c->trailer > CH_MAX_TRAILER) return "trailers too large";
-    switch (c->state) {
-    case CH_TR_START:
-      if (ch == '\r') c->state = CH_END_LF;
-      else if (tchar[ch]) c->state = CH_TR_NAME;
-      else return "bad trailer field";
-      return NULL;
-    case CH_TR_NAME:
-      if (ch == ':') c->state = CH_TR_VALUE;
-      else if (!tchar[ch]) return "bad trailer field";
-      return NULL;
-    case CH_TR_VALUE:
-      if (ch == '\r') c->state = CH_TR_LF;
-      else if (ch != '\t' && (ch < 0x20 || ch == 0x7f)) return "bad trailer field";
-      return NULL;
-    case CH_TR_LF:
-      if (ch != '\n') return "bad trailer line ending";
-      c->state = CH_TR_START;
-      return NULL;
-    case CH_END_LF:
-      if (ch != '\n') return "bad chunked body ending";
-      c->state = CH_DONE;
-      return NULL;
-    }
+/* Take the head from s's buffer (searched from `from`) or wait for it.
+** Stack: stream, max, deadline. */
+static int read_head_step(lua_State *L, stream_t *s, size_t from) {
+  size_t max = (size_t)lua_tointeger(L, 2), have, skip, n = 0;
+  const char *p = stream_peek(s, &have);
+  int r = http_find_head(p, have, from, max, &skip, &n);
+  double secs;
+  if (skip) {
+    stream_consume(s, skip);
+    p = stream_peek(s, &have);
   }
-  return "bad decoder state";
-}
-
-/* Advance the decoder over in[0..n), handing chunk data to emit (at most
-** max bytes in all). Returns the bytes used: it stops early at the end of
-** the body, when max is reached, or at an error (*err set; the decoder is
-** then stuck). */
-size_t chunked_step(chunked_t *c, const char *in, size_t n, size_t max,
-                    chunked_emit emit, void *ud, const char **err) {
-  size_t i = 0;
-  while (i < n && c->state != CH_DONE) {
-    if (c->err) {
-      *err = c->err;
-      return i;
-    }
-    if (c->state == CH_DATA) {
-      size_t k = n - i;
-      if (k > c->size) k = (size_t)c->size;
-      if (k > max) k = max;
-      if (k == 0) return i; /* out is full */
-      emit(ud, in + i, k);
-      max -= k;
-      i += k;
-      c->size -= k;
-      if (c->size == 0) c->state = CH_DATA_CR;
-      continue;
-    }
-    c->err = chunked_byte(c, (unsigned char)in[i]);
-    if (!c->err) i++;
+  if (r == HEAD_FOUND) {
+    lua_pushlstring(L, p, n);
+    stream_consume(s, n);
+    return 1;
   }
-  if (c->err) *err = c->err;
-  return i;
+  if (r == HEAD_LONG) return err_raise(L, "limit", NULL, "head longer than %d bytes", (int)max);
+  r = stream_try_read(L, s, READ_MORE, have);
+  if (r < 0) return lua_error(L);
+  if (r == 0) {
+    if ((secs = secs_left(L, 3)) < 0)
+      return err_raise(L, "timeout", "ETIMEDOUT", "read_head timed out");
+    return stream_wait_read(L, s, READ_MORE, have, secs, (lua_KContext)have, read_head_k);
+  }
+  r = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (r) return read_head_step(L, s, have); /* more came at once (a regular file) */
+  if (stream_end_error(L, s, "read_head")) return lua_error(L);
+  if (have == 0) { /* a clean end before the head */
+    lua_pushnil(L);
+    return 1;
+  }
+  return err_raise(L, "eof", NULL, "read_head: end of stream");
 }
 
-static void emit_buffer(void *ud, const char *data, size_t n) {
-  luaL_addlstring((luaL_Buffer *)ud, data, n);
-}
-
-static const char *DECODER_MT = "loom.ChunkedDecoder";
-
-/* chunked() -> a new chunked decoder */
-static int l_chunked(lua_State *L) {
-  chunked_t *c = (chunked_t *)lua_newuserdatauv(L, sizeof *c, 0);
-  chunked_init(c);
-  luaL_setmetatable(L, DECODER_MT);
-  return 1;
-}
-
-/* chunked_read(stream, decoder [, max]) -> data ("" when more input is
-** needed), done; raises kind "http" on a malformed body. Works on the bytes
-** the stream has buffered and consumes exactly what it decodes. */
-static int l_chunked_read(lua_State *L) {
-  stream_t *s = stream_check(L, 1);
-  chunked_t *c = (chunked_t *)luaL_checkudata(L, 2, DECODER_MT);
-  size_t max = (size_t)luaL_optinteger(L, 3, 65536), used;
-  const char *err = NULL;
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  used = chunked_step(c, s->rbuf ? s->rbuf + s->rpos : "", s->rlen - s->rpos, max,
-                      emit_buffer, &b, &err);
-  if (err) return err_raise(L, "http", NULL, "malformed chunked body: %s", err);
-  s->rpos += used;
-  if (s->rpos == s->rlen) s->rpos = s->rlen = 0;
-  s->scan = 0;
-  luaL_pushresult(&b);
-  lua_pushboolean(L, chunked_done(c));
-  return 2;
-}
-
-/* wait_more(stream) -> true once bytes are buffered, false at the end.
-** (The chunked decoder always consumes what is buffered, so "more" and
-** "any" are the same thing for it.) */
-static int l_wait_more(lua_State *L) {
-  double secs = luaL_optnumber(L, 2, 0);
-  stream_check(L, 1);
-  lua_settop(L, 1);
-  return stream_read_deadline(L, READ_MORE, 0, secs);
+static int read_head_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  task_resumed(L, task_current(L)); /* raises an error or a cancel */
+  lua_settop(L, 3);
+  return read_head_step(L, stream_check(L, 1), (size_t)ctx);
 }
 
 /* read_head(stream, max [, timeout]) -> the head of the next message, or nil
 ** at a clean end; raises kind "limit" past max bytes, "timeout" when the
-** head is not complete within timeout seconds */
+** head is not complete within timeout seconds, "eof" when the stream ends
+** inside it */
 static int l_read_head(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
   lua_Integer max = luaL_checkinteger(L, 2);
   double secs = luaL_optnumber(L, 3, 0);
-  lua_settop(L, 1);
-  return stream_read_deadline(L, READ_HEAD, (size_t)max, secs);
+  luaL_argcheck(L, max > 0, 2, "must be positive");
+  lua_settop(L, 2);
+  if (secs > 0) lua_pushnumber(L, now_secs() + secs);
+  else lua_pushnil(L);
+  return read_head_step(L, s, 0);
 }
 
 /* ---- the server's request loop ----
 **
 ** next_request(stream, Request, max_header_bytes, max_headers, wait,
-**              header_timeout, max_body_bytes, idle_timeout)
+**              header_timeout, max_body_bytes, idle_timeout, codings)
 **   -> request, or nil [, status, reason]
 ** Waits up to `wait` seconds for the first byte of the next request, then up
 ** to header_timeout for its whole head; parses it and returns the request
 ** table (metatable Request): the parse_request fields plus path, _qs,
-** _stream and, when a body follows, _body (the state Request:read works
-** on). nil alone: the connection is over (closed, idle, a read failed);
-** nil, status, reason: refuse the request with that status. */
+** _stream and, when a body follows, _body (a Body, see http_body.c, that
+** Request:read reads). codings: gzip and deflate under chunked are taken
+** (and undone); else such a request is refused with 501. nil alone: the
+** connection is over (closed, idle, a read failed); nil, status, reason:
+** refuse the request with that status. */
 
-enum { NR_STREAM = 1, NR_MT, NR_MAXHB, NR_MAXH, NR_WAIT, NR_HTIMEOUT, NR_MAXBODY, NR_IDLE };
-enum { NR_MORE = 1, NR_HEAD }; /* what a wait was for (the continuation's ctx) */
-
-static int l_inflater(lua_State *L);
+enum { NR_STREAM = 1, NR_MT, NR_MAXHB, NR_MAXH, NR_WAIT, NR_HTIMEOUT, NR_MAXBODY, NR_IDLE,
+       NR_CODINGS, NR_DEADLINE };
+enum { NR_MORE = 0, NR_HEAD = 1 }; /* what a wait was for (the low bit of its ctx) */
 
 static int refuse(lua_State *L, int status, const char *why) {
   lua_pushnil(L);
@@ -894,49 +399,38 @@ static int refuse(lua_State *L, int status, const char *why) {
   return 3;
 }
 
-/* The head is the first len bytes of s's buffer: make the request of it
-** (every field is a copy) and consume it. */
-static int build_request(lua_State *L, stream_t *s, size_t len) {
-  int req, has_body, bad;
-  parser ps;
-  bad = parse_head(L, &ps, s->rbuf + s->rpos, len, (int)lua_tointeger(L, NR_MAXH), 0);
-  stream_consume(s, len);
-  if (bad) return refuse(L, ps.status, ps.why);
+/* The body limit at idx as an integer; 0 (none) when it does not fit. */
+static uint64_t limit_at(lua_State *L, int idx) {
+  lua_Number n = lua_tonumber(L, idx);
+  return n > 0 && n < 9.2e18 ? (uint64_t)n : 0;
+}
+
+/* The head is the first len bytes of s's buffer, at p: make the request of
+** it (every field is a copy) and consume it. */
+static int build_request(lua_State *L, stream_t *s, const char *p, size_t len) {
+  int req, bad;
+  uint64_t max;
+  http_head h;
+  bad = request_table(L, &h, p, len, (int)lua_tointeger(L, NR_MAXH), 0);
+  stream_consume(s, len); /* the bytes stay where they are until the stream reads */
+  if (bad) return refuse(L, h.status, h.why);
+  if (h.te_coding && !lua_toboolean(L, NR_CODINGS))
+    return refuse(L, 501, "transfer coding not implemented");
   req = lua_gettop(L);
-  if (!push_target(L, ps.target, ps.target_len, strcmp(methods[ps.method], "CONNECT") == 0))
+  if (!push_target(L, h.target, h.target_len, strcmp(http_methods[h.method], "CONNECT") == 0))
     return refuse(L, 400, "bad request target");
   if (!lua_isnil(L, -1)) set_copy(L, req, K_QS, -1);
   set_copy(L, req, K_PATH, -2);
   lua_settop(L, req);
   set_copy(L, req, K_STREAM, NR_STREAM);
-  has_body = ps.chunked || ps.cl > 0;
-  if (ps.cl > 0 && ps.cl > lua_tointeger(L, NR_MAXBODY))
-    return refuse(L, 413, "request body too large");
-  if (has_body) { /* what Request:read works on; none: http.lua's default */
-    lua_createtable(L, 0, 8);
-    lua_pushinteger(L, 0);
-    lua_setfield(L, -2, "seen");
-    lua_pushvalue(L, NR_MAXBODY);
-    lua_setfield(L, -2, "max");
-    lua_pushvalue(L, NR_IDLE);
-    lua_setfield(L, -2, "timeout");
-    lua_pushboolean(L, ps.expect && ps.minor == 1);
-    lua_setfield(L, -2, "continue");
-    if (ps.chunked) {
-      chunked_t *c = (chunked_t *)lua_newuserdatauv(L, sizeof *c, 0);
-      chunked_init(c);
-      luaL_setmetatable(L, DECODER_MT);
-      lua_setfield(L, -2, "decoder");
-      if (ps.te_codings > 1) { /* gzip/deflate under chunked: undo it for the handler */
-        lua_pushcfunction(L, l_inflater);
-        lua_pushstring(L, ps.te_coding == TE_GZIP ? "gzip" : "deflate");
-        lua_call(L, 1, 1);
-        lua_setfield(L, -2, "inflate");
-      }
-    } else {
-      lua_pushinteger(L, ps.cl);
-      lua_setfield(L, -2, "length");
-    }
+  if (h.chunked || h.cl > 0) { /* what Request:read reads; none: no body */
+    void *b;
+    max = limit_at(L, NR_MAXBODY);
+    if (h.cl > 0 && max && (uint64_t)h.cl > max) return refuse(L, 413, "request body too large");
+    b = http_body_new(L, h.chunked ? BODY_CHUNKED : BODY_LENGTH,
+                            h.chunked ? 0 : (uint64_t)h.cl, h.te_coding, 0, max,
+                            lua_tonumber(L, NR_IDLE), 0);
+    if (h.expect) http_body_expect(b);
     set_key(L, req, K_BODY);
   }
   lua_pushvalue(L, NR_MT);
@@ -946,19 +440,40 @@ static int build_request(lua_State *L, stream_t *s, size_t len) {
 
 static int next_k(lua_State *L, int status, lua_KContext ctx);
 
-/* Wait for the head, or take it from the buffer. */
-static int next_head(lua_State *L, stream_t *s) {
-  size_t max = (size_t)lua_tointeger(L, NR_MAXHB), n;
-  switch (stream_find_head(s, max, &n)) {
-  case HEAD_FOUND: return build_request(L, s, n);
-  case HEAD_MORE:
-    return stream_wait_read(L, s, READ_HEAD_PEEK, max, lua_tonumber(L, NR_HTIMEOUT), NR_HEAD,
-                            next_k);
-  case HEAD_LONG: return refuse(L, 431, "request header fields too large");
-  default: /* the connection ended (inside the head, or cleanly) */
-    lua_pushnil(L);
-    return 1;
+/* Take the head from the buffer (searched from `from`), or wait for it. */
+static int next_head(lua_State *L, stream_t *s, size_t from) {
+  size_t max = (size_t)lua_tointeger(L, NR_MAXHB), have, skip, n = 0;
+  const char *p = stream_peek(s, &have);
+  double secs;
+  int r = http_find_head(p, have, from, max, &skip, &n);
+  if (skip) {
+    stream_consume(s, skip);
+    p = stream_peek(s, &have);
   }
+  if (r == HEAD_FOUND) return build_request(L, s, p, n);
+  if (r == HEAD_LONG) return refuse(L, 431, "request header fields too large");
+  r = stream_try_read(L, s, READ_MORE, have);
+  if (r == 0) {
+    if (lua_isnil(L, NR_DEADLINE)) { /* the head's time starts with its first byte */
+      double ht = lua_tonumber(L, NR_HTIMEOUT);
+      if (ht > 0) lua_pushnumber(L, now_secs() + ht);
+      else lua_pushboolean(L, 0);
+      lua_replace(L, NR_DEADLINE);
+    }
+    secs = lua_toboolean(L, NR_DEADLINE) ? secs_left(L, NR_DEADLINE) : 0;
+    if (secs < 0) { /* too slow */
+      lua_pushnil(L);
+      return 1;
+    }
+    return stream_wait_read(L, s, READ_MORE, have, secs, (lua_KContext)(have << 1 | NR_HEAD),
+                            next_k);
+  }
+  if (r > 0 && lua_toboolean(L, -1)) { /* more came at once (a regular file) */
+    lua_pop(L, 1);
+    return next_head(L, s, have);
+  }
+  lua_pushnil(L); /* the connection ended (inside the head, or cleanly), or failed */
+  return 1;
 }
 
 static int next_k(lua_State *L, int status, lua_KContext ctx) {
@@ -967,132 +482,45 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   if (wake == WAKE_INTERRUPT) return task_resumed(L, t); /* cancelled: raise */
   t->wake = WAKE_VALUES;
-  if (wake == WAKE_ERROR) { /* the wait timed out, or the read failed */
-    if (ctx == NR_HEAD && err_is_kind(L, -1, "limit"))
-      return refuse(L, 431, "request header fields too large");
+  if (wake == WAKE_ERROR || !lua_toboolean(L, -1)) { /* timed out, failed, or the end */
     lua_pushnil(L);
     return 1;
   }
-  if (!lua_toboolean(L, -1)) { /* the end */
-    lua_pushnil(L);
-    return 1;
-  }
-  lua_pop(L, 1);
-  return next_head(L, stream_check(L, NR_STREAM));
+  lua_settop(L, NR_DEADLINE);
+  return next_head(L, stream_check(L, NR_STREAM), (size_t)(ctx >> 1));
 }
 
 static int l_next_request(lua_State *L) {
   stream_t *s = stream_check(L, NR_STREAM);
   int r;
   luaL_checktype(L, NR_MT, LUA_TTABLE);
-  lua_settop(L, NR_IDLE);
-  s->scan = 0; /* where a search for the head resumes */
+  lua_settop(L, NR_DEADLINE); /* the head's deadline: nil until its first byte */
   r = stream_try_read(L, s, READ_MORE, 0); /* the first byte (idle wait) */
   if (r == 0)
     return stream_wait_read(L, s, READ_MORE, 0, lua_tonumber(L, NR_WAIT), NR_MORE, next_k);
-  if (!lua_toboolean(L, -1)) { /* the end */
+  if (r < 0 || !lua_toboolean(L, -1)) { /* the end */
     lua_pushnil(L);
     return 1;
   }
   lua_pop(L, 1);
-  return next_head(L, s);
-}
-
-/* ---- zlib inflaters for gzip and deflate ---- */
-
-static const char *INFLATER_MT = "loom.Inflater";
-
-typedef struct {
-  z_stream z;
-  int open, ended, raw_tried, deflate;
-} inflater_t;
-
-/* inflater(kind) -> Inflater; kind "gzip" or "deflate" */
-static int l_inflater(lua_State *L) {
-  const char *kind = luaL_checkstring(L, 1);
-  inflater_t *f = (inflater_t *)lua_newuserdatauv(L, sizeof *f, 0);
-  memset(f, 0, sizeof *f);
-  luaL_setmetatable(L, INFLATER_MT);
-  f->deflate = strcmp(kind, "deflate") == 0;
-  /* 15+32: zlib or gzip header, detected */
-  if (inflateInit2(&f->z, f->deflate ? 15 : 15 + 16) != Z_OK)
-    return luaL_error(L, "inflater: cannot initialise zlib");
-  f->open = 1;
-  return 1;
-}
-
-/* inflater:feed(data) -> decompressed bytes, input bytes left unused (after
-** the end of the compressed stream); raises kind "http" on bad data */
-static int inf_feed(lua_State *L) {
-  inflater_t *f = (inflater_t *)luaL_checkudata(L, 1, INFLATER_MT);
-  size_t n;
-  const char *in = luaL_checklstring(L, 2, &n);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  f->z.next_in = (Bytef *)in;
-  f->z.avail_in = (uInt)n;
-  while (f->z.avail_in > 0 && !f->ended) {
-    char *out = luaL_prepbuffsize(&b, 16384);
-    int r;
-    f->z.next_out = (Bytef *)out;
-    f->z.avail_out = 16384;
-    r = inflate(&f->z, Z_NO_FLUSH);
-    if (r == Z_DATA_ERROR && f->deflate && !f->raw_tried && f->z.total_out == 0) {
-      /* "deflate" is often sent raw, without the zlib header: retry so */
-      f->raw_tried = 1;
-      inflateReset2(&f->z, -15);
-      f->z.next_in = (Bytef *)in;
-      f->z.avail_in = (uInt)n;
-      continue;
-    }
-    if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR)
-      return err_raise(L, "http", NULL, "bad compressed body: %s", f->z.msg ? f->z.msg : "zlib error");
-    luaL_addsize(&b, 16384 - f->z.avail_out);
-    if (r == Z_STREAM_END) f->ended = 1;
-    if (r == Z_BUF_ERROR && f->z.avail_out != 0) break;
-  }
-  luaL_pushresult(&b);
-  lua_pushinteger(L, (lua_Integer)f->z.avail_in);
-  return 2;
-}
-
-static int inf_done(lua_State *L) {
-  inflater_t *f = (inflater_t *)luaL_checkudata(L, 1, INFLATER_MT);
-  lua_pushboolean(L, f->ended);
-  return 1;
-}
-
-static int inf_gc(lua_State *L) {
-  inflater_t *f = (inflater_t *)luaL_checkudata(L, 1, INFLATER_MT);
-  if (f->open) inflateEnd(&f->z);
-  f->open = 0;
-  return 0;
+  return next_head(L, s, 0);
 }
 
 /* ---- response heads ---- */
 
-static const char *reason(int status) {
-  switch (status) {
-  case 100: return "Continue"; case 101: return "Switching Protocols";
-  case 200: return "OK"; case 201: return "Created"; case 202: return "Accepted";
-  case 204: return "No Content"; case 206: return "Partial Content";
-  case 301: return "Moved Permanently"; case 302: return "Found"; case 303: return "See Other";
-  case 304: return "Not Modified"; case 307: return "Temporary Redirect";
-  case 308: return "Permanent Redirect"; case 400: return "Bad Request";
-  case 401: return "Unauthorized"; case 403: return "Forbidden"; case 404: return "Not Found";
-  case 405: return "Method Not Allowed"; case 408: return "Request Timeout";
-  case 409: return "Conflict"; case 410: return "Gone"; case 411: return "Length Required";
-  case 413: return "Content Too Large"; case 414: return "URI Too Long";
-  case 415: return "Unsupported Media Type"; case 416: return "Range Not Satisfiable";
-  case 417: return "Expectation Failed"; case 422: return "Unprocessable Content";
-  case 426: return "Upgrade Required"; case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error"; case 501: return "Not Implemented";
-  case 502: return "Bad Gateway"; case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout"; case 505: return "HTTP Version Not Supported";
-  default: return status < 200 ? "Informational" : status < 300 ? "OK"
-                 : status < 400 ? "Redirection" : status < 500 ? "Client Error" : "Server Error";
+/* Push the message why a header field cannot be sent: -1; 0 when it can.
+** The one check of fields we send, for the server's heads and the
+** client's requests. */
+static int field_problem(lua_State *L, const char *name, size_t nl, const char *v, size_t vl) {
+  if (!http_valid_name(name, nl)) {
+    lua_pushfstring(L, "bad header name '%s'", name);
+    return -1;
   }
+  if (!http_valid_value(v, vl)) {
+    lua_pushfstring(L, "bad value for header '%s'", name);
+    return -1;
+  }
+  return 0;
 }
 
 /* The Date header value, made once per second. */
@@ -1146,21 +574,12 @@ static void hb_add(lua_State *L, hbuf *h, const char *d, size_t n) {
 static void hb_str(lua_State *L, hbuf *h, const char *str) { hb_add(L, h, str, strlen(str)); }
 #define HB_LIT(L, h, lit) hb_add(L, h, "" lit, sizeof(lit) - 1)
 
-/* Add one "name: value" line, refusing CR/LF (header injection); -1 with
-** the message pushed when the name or value is bad. */
+/* Add one "name: value" line; -1 with the message pushed when the name
+** or the value is bad (field_problem). */
 static int add_field(lua_State *L, hbuf *h, const char *name, size_t nl, int vidx) {
-  size_t vl, i;
+  size_t vl;
   const char *v = luaL_tolstring(L, vidx, &vl);
-  for (i = 0; i < nl; i++)
-    if (!tchar[(unsigned char)name[i]]) {
-      lua_pushfstring(L, "bad header name '%s'", name);
-      return -1;
-    }
-  for (i = 0; i < vl; i++)
-    if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') {
-      lua_pushfstring(L, "bad value for header '%s'", name);
-      return -1;
-    }
+  if (field_problem(L, name, nl, v, vl)) return -1;
   hb_add(L, h, name, nl);
   hb_add(L, h, ": ", 2);
   hb_add(L, h, v, vl);
@@ -1183,12 +602,12 @@ static int add_user_fields(lua_State *L, hbuf *h, int idx) {
       return -1;
     }
     name = lua_tolstring(L, -2, &nl);
-    if (ieq(name, nl, "content-length") || ieq(name, nl, "transfer-encoding") ||
-        ieq(name, nl, "connection") || ieq(name, nl, "date")) {
+    if (http_ieq(name, nl, "content-length") || http_ieq(name, nl, "transfer-encoding") ||
+        http_ieq(name, nl, "connection") || http_ieq(name, nl, "date")) {
       lua_pop(L, 1);
       continue;
     }
-    if (ieq(name, nl, "content-type")) has_type = 1;
+    if (http_ieq(name, nl, "content-type")) has_type = 1;
     if (lua_type(L, -1) == LUA_TTABLE) {
       lua_Integer i, n = luaL_len(L, -1);
       for (i = 1; i <= n; i++) {
@@ -1202,12 +621,13 @@ static int add_user_fields(lua_State *L, hbuf *h, int idx) {
   return has_type;
 }
 
-/* Build the head of a response into h. length: the Content-Length, -1 for
-** chunked, -2 for neither; conn: the Connection value or NULL; deftype: the
-** Content-Type unless the user's headers (a table at hidx, or 0) have one.
-** 0, or -1 with the message pushed. */
+/* Build the head of a response into h: every response head is made here.
+** length: the Content-Length, -1 for chunked, -2 for neither; conn: the
+** Connection value or NULL; the default Content-Type unless the user's
+** headers (a table at hidx, or 0) have one. 0, or -1 with the message
+** pushed. */
 static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_Integer length,
-                      const char *conn, const char *deftype) {
+                      const char *conn) {
   char num[24], *e = num + sizeof num, *d = e;
   int has_type = 0;
   if (status < 100 || status > 999) {
@@ -1222,17 +642,10 @@ static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_I
     line[12] = ' ';
     hb_add(L, h, line, 13);
   }
-  hb_str(L, h, reason((int)status));
+  hb_str(L, h, http_reason((int)status));
   HB_LIT(L, h, "\r\n");
   if (hidx && (has_type = add_user_fields(L, h, hidx)) < 0) return -1;
-  if (!has_type && deftype) {
-    if (deftype == text_type) HB_LIT(L, h, "Content-Type: " TEXT "\r\n");
-    else {
-      HB_LIT(L, h, "Content-Type: ");
-      hb_str(L, h, deftype);
-      HB_LIT(L, h, "\r\n");
-    }
-  }
+  if (!has_type) HB_LIT(L, h, "Content-Type: " HTTP_DEFAULT_TYPE "\r\n");
   if (length >= 0) {
     uint64_t n = (uint64_t)length;
     *--d = '\n';
@@ -1254,39 +667,45 @@ static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_I
   return 0;
 }
 
-/* head(status, headers, length, connection, default_type) -> string.
-** length: an integer (Content-Length), -1 (chunked) or nil (neither);
-** connection: "close", "keep-alive" or nil. */
+
+/* head(status, headers, length, connection) -> string, for the heads Lua
+** sends itself. length: an integer (Content-Length), -1 (chunked) or nil
+** (neither); connection: "close", "keep-alive" or nil. */
 static int l_head(lua_State *L) {
   lua_Integer status = luaL_checkinteger(L, 1);
   hbuf h;
   luaL_argcheck(L, status >= 100 && status <= 999, 1, "status out of range");
-  lua_settop(L, 5);
+  lua_settop(L, 4);
   hb_init(L, &h);
   if (build_head(L, &h, status, lua_istable(L, 2) ? 2 : 0,
                  lua_isinteger(L, 3) ? lua_tointeger(L, 3) : -2,
-                 lua_isstring(L, 4) ? lua_tostring(L, 4) : NULL,
-                 lua_isstring(L, 5) ? lua_tostring(L, 5) : NULL))
+                 lua_isstring(L, 4) ? lua_tostring(L, 4) : NULL))
     return lua_error(L);
   lua_pushlstring(L, h.p, h.n);
   return 1;
 }
 
-static int no_body_status(lua_Integer status) {
-  return status < 200 || status == 204 || status == 304;
+/* ---- responses: the rules ---- */
+
+/* The Connection field of a response: close unless kept; HTTP/1.0 keeps
+** only when told (RFC 9112 9.3). */
+static const char *connection(int keep, int http10) {
+  return !keep ? "close" : http10 ? "keep-alive" : NULL;
 }
 
 /* Build the head of a string response and write it with the body; the
-** value at index 1 is returned. */
+** value at index 1 is returned. -1 with the message pushed (nothing sent)
+** when the status or a header is bad. */
 static int send_string(lua_State *L, stream_t *s, lua_Integer status, const char *body,
                        size_t blen, int hidx, int keep, int http10, int head_only) {
   uv_buf_t bufs[2];
   hbuf h;
+  int nobody = http_no_body_status((long)status);
   hb_init(L, &h);
-  if (build_head(L, &h, status, hidx, no_body_status(status) ? -2 : (lua_Integer)blen,
-                 !keep ? "close" : http10 ? "keep-alive" : NULL, text_type))
+  if (build_head(L, &h, status, hidx, nobody ? -2 : (lua_Integer)blen,
+                 connection(keep, http10)))
     return -1;
-  if (head_only || no_body_status(status)) blen = 0;
+  if (head_only || nobody) blen = 0;
   if (blen > 0 && h.n + blen <= h.cap) { /* a small body: one buffer, one write() */
     hb_add(L, &h, body, blen);
     blen = 0;
@@ -1296,27 +715,17 @@ static int send_string(lua_State *L, stream_t *s, lua_Integer status, const char
   return stream_write_bufs(L, s, bufs, blen ? 2 : 1);
 }
 
-/* send(stream, status, body, headers, keep, http10, head) -> true, or nil
-** and the message when the status or a header is bad (nothing is sent).
-** A string response in one write: status (not an integer: 200), the user's
-** headers (a table or nil); keep: the connection stays open; http10: the
-** request was HTTP/1.0; head: a HEAD request. The body's length is given
-** unless the status has no body (1xx, 204, 304). */
-static int l_send(lua_State *L) {
-  stream_t *s = stream_check(L, 1);
-  size_t blen;
-  const char *body = luaL_checklstring(L, 3, &blen);
-  int isint;
-  lua_Integer status = lua_tointegerx(L, 2, &isint);
-  if (!isint) status = 200;
-  lua_settop(L, 7);
-  if (send_string(L, s, status, body, blen, lua_istable(L, 4) ? 4 : 0, lua_toboolean(L, 5),
-                  lua_toboolean(L, 6), lua_toboolean(L, 7)) < 0) {
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    return 2;
-  }
-  return 1; /* the stream */
+/* What the request at idx says about its response: HTTP/1.0, HEAD. Leaves
+** four values on the stack (the caller resets it). */
+static void request_kind(lua_State *L, int idx, int *http10, int *head_only) {
+  push_key(L, K_VERSION);
+  lua_rawget(L, idx);
+  push_key(L, K_V10);
+  *http10 = lua_rawequal(L, -1, -2);
+  push_key(L, K_METHOD);
+  lua_rawget(L, idx);
+  push_key(L, K_METHODS + 1); /* HEAD */
+  *head_only = lua_rawequal(L, -1, -2);
 }
 
 /* finish(stream, req, open, status, body, headers) -> keep, or nil
@@ -1324,7 +733,7 @@ static int l_send(lua_State *L) {
 ** body (and a headers table or nil) for a request without a body that no
 ** WebSocket took over. Sends the response and returns whether the
 ** connection stays open (open: the server still takes requests on it).
-** nil: nothing was done, the general path (http.lua's respond) must. */
+** nil: nothing was done, the general path (respond) must. */
 static int l_finish(lua_State *L) {
   stream_t *s = stream_check(L, 1);
   size_t blen;
@@ -1341,14 +750,7 @@ static int l_finish(lua_State *L) {
   push_key(L, K_KEEP_ALIVE);
   lua_rawget(L, 2);
   keep = lua_toboolean(L, -1) && lua_toboolean(L, 3);
-  push_key(L, K_VERSION);
-  lua_rawget(L, 2);
-  push_key(L, K_V10);
-  http10 = lua_rawequal(L, -1, -2);
-  push_key(L, K_METHOD);
-  lua_rawget(L, 2);
-  push_key(L, K_METHODS + 1); /* HEAD */
-  head_only = lua_rawequal(L, -1, -2);
+  request_kind(L, 2, &http10, &head_only);
   status = lua_tointegerx(L, 4, &isint);
   if (!isint || lua_type(L, 4) != LUA_TNUMBER || status < 100 || status > 599)
     goto general; /* http.lua reports the bad status */
@@ -1365,37 +767,102 @@ general:
   return 1;
 }
 
+/* respond(stream, req, status, body, headers, keep) -> how: the general
+** way a handler's answer leaves (status not an integer: 200).
+** body a string: the response is sent; how is keep.
+** body anything else (a function or callable table, streamed): the head is
+** sent; how is "chunked" (send the chunks, then keep), "raw" (HTTP/1.0:
+** send the bytes, then close) or "none" (no body may follow: HEAD, 1xx,
+** 204, 304; then keep).
+** nil, message: a bad status or header; nothing was sent. */
+static int l_respond(lua_State *L) {
+  stream_t *s = stream_check(L, 1);
+  int isint, keep, http10, head_only, nobody, hidx;
+  lua_Integer status;
+  hbuf h;
+  const char *how;
+  uv_buf_t buf;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 6);
+  request_kind(L, 2, &http10, &head_only);
+  lua_settop(L, 6);
+  status = lua_tointegerx(L, 3, &isint);
+  if (!isint) status = 200;
+  keep = lua_toboolean(L, 6);
+  hidx = lua_istable(L, 5) ? 5 : 0;
+  if (lua_type(L, 4) == LUA_TSTRING) {
+    size_t blen;
+    const char *body = lua_tolstring(L, 4, &blen);
+    lua_pushboolean(L, keep);
+    lua_replace(L, 1); /* what send_string returns; req holds the stream */
+    if (send_string(L, s, status, body, blen, hidx, keep, http10, head_only) < 0) goto bad;
+    return 1;
+  }
+  nobody = head_only || http_no_body_status((long)status);
+  if (http10 && !nobody) keep = 0; /* no chunked coding: the close ends the body */
+  how = nobody ? "none" : http10 ? "raw" : "chunked";
+  hb_init(L, &h);
+  if (build_head(L, &h, status, hidx, nobody || http10 ? -2 : -1, connection(keep, http10)))
+    goto bad;
+  lua_pushstring(L, how);
+  lua_replace(L, 1);
+  buf = uv_buf_init(h.p, (unsigned)h.n);
+  return stream_write_bufs(L, s, &buf, 1);
+bad:
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+/* ---- rules the client asks for ---- */
+
+/* no_body_status(status) -> whether a response with it has no body */
+static int l_no_body_status(lua_State *L) {
+  lua_pushboolean(L, http_no_body_status((long)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+/* field_error(name, value) -> nil when the field may be sent, else why */
+static int l_field_error(lua_State *L) {
+  size_t nl, vl;
+  const char *name = luaL_checklstring(L, 1, &nl), *v = luaL_checklstring(L, 2, &vl);
+  if (field_problem(L, name, nl, v, vl)) return 1;
+  lua_pushnil(L);
+  return 1;
+}
+
+/* reusable(stream) -> whether an idle keep-alive connection may carry the
+** next request (stream_idle: bytes waiting there mean the connection's
+** framing is lost). An idle Stream goes on reading while its buffer has
+** room, so a close by the server shows here without a wait. */
+static int l_reusable(lua_State *L) {
+  stream_t *s = *(stream_t **)luaL_checkudata(L, 1, "loom.Stream");
+  lua_pushboolean(L, s && stream_idle(s));
+  return 1;
+}
+
 /* reason(status) -> the standard reason phrase */
 static int l_reason(lua_State *L) {
-  lua_pushstring(L, reason((int)luaL_checkinteger(L, 1)));
+  lua_pushstring(L, http_reason((int)luaL_checkinteger(L, 1)));
   return 1;
 }
 
 int luaopen_loom_http_core(lua_State *L) {
   static const luaL_Reg fns[] = {
-      {"parse_request", l_parse_request}, {"split_target", l_split_target},
-      {"unescape", l_unescape},           {"parse_query", l_parse_query},
-      {"chunked", l_chunked},             {"chunked_read", l_chunked_read},
-      {"wait_more", l_wait_more},         {"read_head", l_read_head},
-      {"inflater", l_inflater},           {"head", l_head},
-      {"reason", l_reason},               {"next_request", l_next_request},
-      {"send", l_send},                   {"finish", l_finish},
+      {"parse_request", l_parse_request}, {"parse_response", l_parse_response},
+      {"split_target", l_split_target},   {"unescape", l_unescape},
+      {"parse_query", l_parse_query},     {"read_head", l_read_head},
+      {"next_request", l_next_request},   {"head", l_head},
+      {"finish", l_finish},               {"respond", l_respond},
+      {"no_body_status", l_no_body_status}, {"field_error", l_field_error},
+      {"reusable", l_reusable},           {"reason", l_reason},
       {NULL, NULL}};
-  static const luaL_Reg inf[] = {{"feed", inf_feed}, {"done", inf_done}, {NULL, NULL}};
-  init_tables();
+  http_init();
   stream_open(L);
-  luaL_newmetatable(L, DECODER_MT);
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, INFLATER_MT)) {
-    luaL_newlib(L, inf);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, inf_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
   luaL_newlibtable(L, fns);
   luaL_getmetatable(L, "loom.Stream"); /* upvalue 1 (kept so KEYS stays 2) */
   push_keys(L);                        /* upvalue 2: KEYS */
   luaL_setfuncs(L, fns, 2);
+  http_body_open(L);
   return 1;
 }

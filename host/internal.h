@@ -239,24 +239,27 @@ typedef struct stream_filter {
 
 enum { STREAM_TCP = 1, STREAM_PIPE, STREAM_TTY, STREAM_FILE };
 
-/* Read forms (stream_read): READ_HEAD takes an HTTP head (arg: its limit);
-** READ_MORE waits until more than arg bytes are buffered (true) or the end
-** (false), consuming nothing.
-** READ_HEAD_PEEK waits for a whole head like READ_HEAD, but leaves it in
-** the buffer and yields true (see stream_find_head). */
-enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL, READ_HEAD, READ_MORE,
-       READ_HEAD_PEEK };
-enum { HEAD_FOUND, HEAD_MORE, HEAD_LONG, HEAD_END, HEAD_BROKEN };
-int stream_find_head(stream_t *s, size_t max, size_t *n);
+/* Read forms (stream_read): READ_MORE waits until more than arg bytes are
+** buffered (true) or the end (false), consuming nothing. */
+enum { READ_ANY = 1, READ_EXACT, READ_LINE, READ_UNTIL, READ_ALL, READ_MORE };
+/* For protocol layers (HTTP, WebSocket) that parse in place in the read
+** buffer: the buffered bytes; drop the first n; whether the stream is idle
+** (open, no end, error or unsent data, nothing buffered, no reader); push
+** the error its end was (1), nothing for a clean end (0). */
+const char *stream_peek(stream_t *s, size_t *n);
 void stream_consume(stream_t *s, size_t n);
+int stream_idle(stream_t *s);
+int stream_end_error(lua_State *L, stream_t *s, const char *what);
 int stream_read(lua_State *L, int mode, size_t arg);
-int http_parse_response(lua_State *L); /* http.c, for the client */
 int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs);
 int stream_try_read(lua_State *L, stream_t *s, int mode, size_t arg);
 int stream_wait_read(lua_State *L, stream_t *s, int mode, size_t arg, double secs,
                      lua_KContext ctx, lua_KFunction k);
 int stream_write_bufs(lua_State *L, stream_t *s, const uv_buf_t *bufs, int n);
 
+/* The fields are stream.c's, and the transports' and the filter's that
+** build on it (net.c, process.c, tls.c); protocol layers use the functions
+** above. */
 struct stream {
   union {
     uv_handle_t handle;
@@ -306,7 +309,66 @@ int stream_abort(lua_State *L); /* lua_CFunction: close at once, drop unsent byt
 int stream_push_address(lua_State *L, const struct sockaddr *sa);
 void stream_open(lua_State *L);
 
-/* http.c: the chunked body decoder, also driven from C (fuzzing). */
+/* http_parse.c: the HTTP/1.1 syntax and its rules, free of Lua (the fuzz
+** targets drive it directly); http.c is its binding, loom.http.core. */
+extern unsigned char http_tchar[256]; /* token characters (RFC 9110 5.6.2) */
+extern const char *const http_methods[];
+#define HTTP_DEFAULT_TYPE "text/plain; charset=utf-8" /* of the responses we make */
+void http_init(void); /* fills the tables; idempotent */
+int http_lower(int c);
+int http_ieq(const char *p, size_t n, const char *lit);
+int http_method_index(const char *p, size_t n);
+int http_hexval(int c);
+int http_authority_form(const char *t, size_t n);
+int http_valid_host(const char *v, size_t n);
+long http_unescape(char *out, const char *s, size_t n, int plus);
+int http_split_target(const char *t, size_t n, int connect, const char **path, size_t *plen,
+                      const char **q, size_t *qlen);
+int http_query_next(const char *s, size_t n, size_t *pos, const char **k, size_t *kl,
+                    const char **v, size_t *vl);
+const char *http_reason(int status);
+int http_no_body_status(long status);
+int http_keep_alive(int minor, int conn_close, int conn_keep);
+int http_valid_name(const char *p, size_t n);
+int http_valid_value(const char *p, size_t n);
+enum { HEAD_FOUND, HEAD_MORE, HEAD_LONG };
+int http_find_head(const char *p, size_t have, size_t from, size_t max, size_t *skip,
+                   size_t *n);
+
+/* A parsed request or response head. The parser hands each field to
+** field(ud, lower-case name, value) and fills in the rest. */
+enum { HTTP_GZIP = 1, HTTP_DEFLATE }; /* the codings we can undo */
+typedef void (*http_field_fn)(void *ud, const char *name, size_t nl, const char *v,
+                              size_t vl);
+typedef struct http_head {
+  int status;           /* 0, or the status to refuse the message with */
+  const char *why;      /* ... and the reason (a static string) */
+  int minor;            /* HTTP/1.minor */
+  int method;           /* a request's: index in http_methods */
+  const char *target;   /* a request's target, inside the parsed bytes */
+  size_t target_len;
+  int code;             /* a response's status code */
+  const char *reason;   /* its reason phrase, inside the parsed bytes */
+  size_t reason_len;
+  int64_t cl;           /* Content-Length; -1: none */
+  int chunked;          /* chunked is the final transfer coding */
+  int te_coding;        /* HTTP_GZIP or HTTP_DEFLATE under chunked; 0: none */
+  int keep_alive;       /* the connection stays open after this message */
+  int upgrade;          /* Connection: upgrade */
+  int expect;           /* Expect: 100-continue (HTTP/1.1 requests) */
+  /* the parser's own */
+  const char *p, *end;
+  int nheaders, max_headers, te, te_codings, te_bad, te_unknown;
+  int host_count, host_bad, conn_close, conn_keep;
+  http_field_fn field;
+  void *ud;
+} http_head;
+int http_parse_request(http_head *h, const char *s, size_t n, int max_headers,
+                       http_field_fn field, void *ud);
+int http_parse_response(http_head *h, const char *s, size_t n, int max_headers,
+                        http_field_fn field, void *ud);
+
+/* The chunked body decoder. */
 typedef struct chunked {
   int state, digits;
   uint64_t size;      /* bytes of the current chunk still to come */
@@ -318,6 +380,13 @@ void chunked_init(chunked_t *c);
 size_t chunked_step(chunked_t *c, const char *in, size_t n, size_t max,
                     chunked_emit emit, void *ud, const char **err);
 int chunked_done(const chunked_t *c);
+
+/* http_body.c: the body reader shared by the server and the client. */
+enum { BODY_LENGTH = 1, BODY_CHUNKED, BODY_EOF };
+void *http_body_new(lua_State *L, int mode, uint64_t length, int te, int ce, uint64_t max,
+                    double timeout, int response);
+void http_body_expect(void *body);
+void http_body_open(lua_State *L);
 
 /* websocket.c: the RFC 6455 frame decoder, kept free of Lua so that the
 ** fuzz target (tests/fuzz/fuzz_websocket.c) drives it directly. */

@@ -9,6 +9,13 @@
 ** runtime read into one shared buffer; only bytes not handed out at once are
 ** copied into the stream's own buffer, so an idle stream holds no buffer.
 ** Writes try the socket first (uv_try_write) and queue only the rest.
+**
+** A Stream over a regular file (STREAM_FILE: stdin or stdout redirected to
+** a file, where libuv has no handle to offer) has no handle and never
+** waits: a read that the buffer cannot serve calls read(2) at once
+** (read_file_chunk, from stream_try_read) until it can, and writes call
+** write(2) until everything is written (stream_sendv). Both block the loop,
+** as briefly as the disk does; the end of the file is the end of the stream.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -89,6 +96,18 @@ stream_t *stream_check(lua_State *L, int idx) {
   return s;
 }
 
+/* A new stream of kind with the fields every kind shares; NULL when memory
+** is short. No Lua call: its box is pushed first (see push_box). */
+static stream_t *stream_alloc(lua_State *L, int kind) {
+  stream_t *s = (stream_t *)calloc(1, sizeof *s);
+  if (!s) return NULL;
+  s->rt = rt_get(L);
+  s->kind = kind;
+  s->limit = 64 * 1024;
+  s->boxed = 1;
+  return s;
+}
+
 /* Push a new Stream userdata with its handle initialised for kind; NULL
 ** (nothing pushed, *err set) on failure. Raises only for want of memory,
 ** before anything is made: from a callback, call it protected (rt_pcall). */
@@ -101,7 +120,7 @@ stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
     return NULL;
   }
   b = push_box(L);
-  if (!(s = (stream_t *)calloc(1, sizeof *s))) {
+  if (!(s = stream_alloc(L, kind))) {
     lua_pop(L, 1);
     *err = UV_ENOMEM;
     return NULL;
@@ -114,10 +133,6 @@ stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
     *err = r;
     return NULL;
   }
-  s->rt = rt_get(L);
-  s->kind = kind;
-  s->limit = 64 * 1024;
-  s->boxed = 1;
   s->h.handle.data = s;
   b->s = s;
   return s;
@@ -127,7 +142,7 @@ stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
 ** file); NULL (box popped, fd closed, *err set) on failure. */
 static stream_t *fill_fd_box(lua_State *L, uv_loop_t *loop, int fd, int kind, int *err) {
   stream_box *b = (stream_box *)lua_touserdata(L, -1);
-  stream_t *s = (stream_t *)calloc(1, sizeof *s);
+  stream_t *s = stream_alloc(L, kind);
   int r = s ? 0 : UV_ENOMEM;
   if (s && kind == STREAM_TTY && (r = uv_tty_init(loop, &s->h.tty, fd, 0)) == 0)
     s->h.handle.data = s;
@@ -138,17 +153,14 @@ static stream_t *fill_fd_box(lua_State *L, uv_loop_t *loop, int fd, int kind, in
     *err = r;
     return NULL;
   }
-  s->rt = rt_get(L);
-  s->kind = kind;
   s->fd = kind == STREAM_FILE ? fd : 0;
-  s->limit = 64 * 1024;
-  s->boxed = 1;
   b->s = s;
   return s;
 }
 
-/* Push a Stream over an inherited descriptor (stdio): a tty or a pipe or
-** socket. NULL with *err set for anything else (a regular file). */
+/* Push a Stream over an inherited descriptor (stdio): a tty, a regular
+** file (STREAM_FILE: read and written directly, see the top), or a pipe
+** or socket. NULL with *err set for anything else. */
 stream_t *stream_new_fd(lua_State *L, uv_loop_t *loop, int fd, int *err) {
   uv_handle_type type = uv_guess_handle(fd);
   stream_t *s;
@@ -303,68 +315,34 @@ static int take_line(lua_State *L, stream_t *s) {
   return 1;
 }
 
-/* Find the HTTP head at the front of the buffer: everything through the
-** first empty line (CRLF CRLF, or a bare-LF one, which the parser then
-** refuses), after skipping empty lines before it (RFC 9112 2.2). Returns a
-** HEAD_* outcome; with HEAD_FOUND, *n is its length from rbuf + rpos. */
-int stream_find_head(stream_t *s, size_t max, size_t *n) {
-  char *start, *hit = NULL;
-  size_t have, i;
-  while (buffered(s) >= 2 && s->rbuf[s->rpos] == '\r' && s->rbuf[s->rpos + 1] == '\n')
-    consume(s, 2);
-  start = s->rbuf ? s->rbuf + s->rpos : NULL;
-  have = buffered(s);
-  i = s->scan > 2 ? s->scan - 2 : 0;
-  while (i + 1 < have) {
-    char *nl = (char *)memchr(start + i, '\n', have - 1 - i);
-    if (!nl) break;
-    i = (size_t)(nl - start);
-    if (start[i + 1] == '\n') { hit = start + i + 2; break; }
-    if (i + 2 < have && start[i + 1] == '\r' && start[i + 2] == '\n') {
-      hit = start + i + 3;
-      break;
-    }
-    i++;
-  }
-  if (hit ? (size_t)(hit - start) > max : have > max) return HEAD_LONG; /* found or not */
-  if (hit) {
-    *n = (size_t)(hit - start);
-    return HEAD_FOUND;
-  }
-  s->scan = have;
-  if (!s->eof) return HEAD_MORE;
-  return have == 0 && !s->rerr ? HEAD_END : HEAD_BROKEN;
+/* The buffered bytes, for a protocol layer parsing in place: *n of them
+** (NULL when there is no buffer yet). Valid until the stream runs again. */
+const char *stream_peek(stream_t *s, size_t *n) {
+  *n = buffered(s);
+  return s->rbuf ? s->rbuf + s->rpos : NULL;
 }
 
-/* Consume n bytes a C reader took from rbuf + rpos. */
+/* Drop the first n buffered bytes (a protocol layer took them in place);
+** reading resumes if the buffer was full. */
 void stream_consume(stream_t *s, size_t n) {
   consume(s, n);
   update_reading(s);
 }
 
-/* Push an HTTP head (consumed), or true when peek (left in the buffer);
-** nil at a clean end; 0: need more. */
-static int take_head(lua_State *L, stream_t *s, size_t max, int peek) {
-  size_t n;
-  switch (stream_find_head(s, max, &n)) {
-  case HEAD_FOUND:
-    if (peek) lua_pushboolean(L, 1);
-    else {
-      lua_pushlstring(L, s->rbuf + s->rpos, n);
-      consume(s, n);
-    }
-    return 1;
-  case HEAD_MORE: return 0;
-  case HEAD_LONG:
-    err_push(L, "limit", NULL, "head longer than %d bytes", (int)max);
-    return -1;
-  case HEAD_END:
-    lua_pushnil(L);
-    return 1;
-  default:
-    push_end_error(L, s, "read_head");
-    return -1;
-  }
+/* Whether a kept-alive connection is idle and may carry the next request:
+** open, no end or error seen, nothing unsent, nothing buffered (a server
+** says nothing between responses), no reader. */
+int stream_idle(stream_t *s) {
+  return !s->closed && !s->eof && !s->rerr && !s->werr && !s->shut && s->wqueued == 0 &&
+         buffered(s) == 0 && !s->reader;
+}
+
+/* At the end of the stream: push the error it ended with and return 1, or
+** return 0 (nothing pushed) when it ended cleanly. */
+int stream_end_error(lua_State *L, stream_t *s, const char *what) {
+  if (!s->emsg && !s->rerr) return 0;
+  push_end_error(L, s, what);
+  return 1;
 }
 
 /* Push the data before the delimiter, consuming both; 0: need more. */
@@ -417,8 +395,6 @@ static int try_read(lua_State *L, stream_t *s, int mode, size_t arg) {
     return -1;
   case READ_LINE: return take_line(L, s);
   case READ_UNTIL: return take_until(L, s);
-  case READ_HEAD: return take_head(L, s, arg, 0);
-  case READ_HEAD_PEEK: return take_head(L, s, arg, 1);
   case READ_MORE: /* some bytes beyond arg are buffered, or the end */
     if (have <= arg && !s->eof) return 0;
     lua_pushboolean(L, have > arg);
@@ -750,28 +726,37 @@ static void write_cb(uv_write_t *req, int status) {
   if (s->wqueued == 0) tlist_wake_all(s->rt, &s->flushers);
 }
 
-/* Send several buffers as one: one writev when the socket takes them all,
-** else what is left is copied into one queued write. */
-static int stream_sendv(stream_t *s, uv_buf_t *bufs, int nbufs) {
-  size_t total = 0, off;
+/* Send buffers as one: write what the socket takes now (one writev), copy
+** the rest into one queued write. A regular file is written at once. */
+static int stream_sendv(stream_t *s, const uv_buf_t *bufs, int nbufs) {
+  size_t total = 0, off, done = 0;
   int i, r;
   write_req *w;
   uv_buf_t buf;
-  for (i = 0; i < nbufs; i++) total += bufs[i].len;
   if (s->werr) return s->werr;
-  r = 0;
-  if (s->wqueued == 0 && total > 0 && s->kind != STREAM_FILE) {
+  for (i = 0; i < nbufs; i++) total += bufs[i].len;
+  if (s->kind == STREAM_FILE) { /* blocking, but a regular file never makes us wait long */
+    for (i = 0; i < nbufs; i++)
+      for (off = 0; off < bufs[i].len;) {
+        ssize_t k = write(s->fd, bufs[i].base + off, bufs[i].len - off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) return s->werr = uv_translate_sys_error(errno);
+        off += (size_t)k;
+      }
+    return 0;
+  }
+  if (s->wqueued == 0 && total > 0) {
     r = uv_try_write(&s->h.stream, bufs, (unsigned)nbufs);
     if (r < 0 && r != UV_EAGAIN && r != UV_ENOSYS) return s->werr = r;
-    if (r < 0) r = 0;
+    if (r > 0) done = (size_t)r;
   }
-  if ((size_t)r == total) return 0;
+  if (done == total) return 0;
   /* the unsent bytes are counted like the read buffers (rt_malloc) */
-  if (!(w = (write_req *)rt_malloc(s->rt, sizeof *w + total - (size_t)r)))
+  if (!(w = (write_req *)rt_malloc(s->rt, sizeof *w + total - done)))
     return UV_ENOMEM;
-  for (i = 0, off = 0; i < nbufs; i++) { /* skip the r bytes already sent */
-    size_t skip = (size_t)r > bufs[i].len ? bufs[i].len : (size_t)r;
-    r -= (int)skip;
+  for (i = 0, off = 0; i < nbufs; i++) { /* skip the bytes already sent */
+    size_t skip = done > bufs[i].len ? bufs[i].len : done;
+    done -= skip;
     memcpy(w->data + off, bufs[i].base + skip, bufs[i].len - skip);
     off += bufs[i].len - skip;
   }
@@ -785,47 +770,10 @@ static int stream_sendv(stream_t *s, uv_buf_t *bufs, int nbufs) {
   return 0;
 }
 
-/* Send raw bytes: write what the socket takes now, queue the rest. */
+/* Send raw bytes (a filter's output, or plaintext without one). */
 int stream_send(stream_t *s, const char *data, size_t n) {
-  write_req *w;
-  uv_buf_t buf;
-  int r;
-  if (s->werr) return s->werr;
-  if (s->kind == STREAM_FILE) { /* a regular file never makes us wait long */
-    while (n > 0) {
-      ssize_t k = write(s->fd, data, n);
-      if (k < 0 && errno == EINTR) continue;
-      if (k < 0) return s->werr = uv_translate_sys_error(errno);
-      data += k;
-      n -= (size_t)k;
-    }
-    return 0;
-  }
-  if (s->wqueued == 0 && n > 0) {
-    buf = uv_buf_init((char *)data, (unsigned)n);
-    r = uv_try_write(&s->h.stream, &buf, 1);
-    if (r >= 0) {
-      data += r;
-      n -= (size_t)r;
-    } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
-      s->werr = r;
-      return r;
-    }
-  }
-  if (n == 0) return 0;
-  w = (write_req *)rt_malloc(s->rt, sizeof *w + n);
-  if (!w) return UV_ENOMEM;
-  memcpy(w->data, data, n);
-  w->n = n;
-  buf = uv_buf_init(w->data, (unsigned)n);
-  r = uv_write(&w->req, &s->h.stream, &buf, 1, write_cb);
-  if (r < 0) {
-    rt_free(s->rt, w, sizeof *w + n);
-    s->werr = r;
-    return r;
-  }
-  s->wqueued += n;
-  return 0;
+  uv_buf_t buf = uv_buf_init((char *)data, (unsigned)n);
+  return stream_sendv(s, &buf, 1);
 }
 
 static int raise_write_error(lua_State *L, stream_t *s) {
@@ -854,8 +802,7 @@ int stream_write_bufs(lua_State *L, stream_t *s, const uv_buf_t *bufs, int n) {
   task_t *t;
   if (s->werr) return raise_write_error(L, s);
   if (s->shut) return err_raise(L, "closed", NULL, "stream is shut down for writing");
-  if (!s->filter && s->kind != STREAM_FILE && n > 1 && n <= 16)
-    r = stream_sendv(s, (uv_buf_t *)bufs, n);
+  if (!s->filter && n <= 16) r = stream_sendv(s, bufs, n);
   else
     for (i = 0; i < n && r >= 0; i++)
       r = s->filter ? s->filter->write(s, bufs[i].base, bufs[i].len)

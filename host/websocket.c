@@ -4,7 +4,7 @@
 ** errors seen by scripts) is in lib/loom/websocket.lua.
 **
 ** The decoder works in place on a Stream's read buffer, like the chunked
-** decoder in http.c: it consumes whatever is buffered, unmasking payload
+** decoder in http_body.c: it consumes whatever is buffered, unmasking payload
 ** straight into the message being assembled, so a large message is copied
 ** once and never sits twice in memory. Everything a peer can get wrong is
 ** decided here and reported as the close code to fail the connection with:
@@ -318,12 +318,10 @@ static int push_result(lua_State *L, ws_decoder *d, int r) {
 static int l_decode(lua_State *L) {
   stream_t *s = stream_check(L, 1);
   ws_decoder *d = (ws_decoder *)luaL_checkudata(L, 2, DECODER_MT);
-  size_t used = 0;
-  int r = ws_decode(d, s->rbuf ? (const unsigned char *)s->rbuf + s->rpos : NULL,
-                    s->rlen - s->rpos, &used);
-  s->rpos += used;
-  if (s->rpos == s->rlen) s->rpos = s->rlen = 0;
-  s->scan = 0;
+  size_t used = 0, have;
+  const char *p = stream_peek(s, &have);
+  int r = ws_decode(d, (const unsigned char *)p, have, &used);
+  stream_consume(s, used);
   return push_result(L, d, r);
 }
 
@@ -331,9 +329,10 @@ static int l_decode(lua_State *L) {
 ** false at the end of the stream. (The decoder leaves at most a partial
 ** frame header in the buffer, which alone is no reason to call it again.) */
 static int l_wait(lua_State *L) {
-  stream_t *s = stream_check(L, 1);
+  size_t have;
+  stream_peek(stream_check(L, 1), &have);
   lua_settop(L, 1);
-  return stream_read(L, READ_MORE, s->rlen - s->rpos);
+  return stream_read(L, READ_MORE, have);
 }
 
 /* ---- Lua: encoding ---- */

@@ -6,7 +6,6 @@ local loom = require "loom"
 local net = require "loom.net"
 local http = require "loom.http"
 local core = require "loom.http.core"
-local ccore = require "loom.http.client.core"
 local process = require "loom.process"
 
 local function has_module(name)
@@ -381,6 +380,31 @@ t.test("gzip and deflate bodies are decoded; asking for identity is not", functi
   end)
 end)
 
+t.test("compressed bodies around the 64 KiB pieces decode whole", function()
+  local sizes = { 1, 65535, 65536, 65537, 131072, 200000 }
+  local bodies = {}
+  for _, n in ipairs(sizes) do bodies[n] = shell("head -c " .. n .. " /dev/zero | gzip -c") end
+  with_server(function(req)
+    local n = tonumber(req.path:sub(2))
+    if req.query.m == "chunked" then
+      local sent = false
+      return 200, function()
+        if sent then return nil end
+        sent = true
+        return bodies[n]
+      end, { ["content-encoding"] = "gzip" }
+    end
+    return 200, bodies[n], { ["content-encoding"] = "gzip" }
+  end, function(base)
+    for _, n in ipairs(sizes) do
+      for _, m in ipairs { "length", "chunked" } do
+        local r = http.get(("%s/%d?m=%s"):format(base, n, m))
+        t.eq(#r.body, n, n .. " bytes, " .. m)
+      end
+    end
+  end)
+end)
+
 t.test("gzip under chunked transfer coding", function()
   with_raw(function(s)
     serve(s, function()
@@ -390,6 +414,29 @@ t.test("gzip under chunked transfer coding", function()
   end, function(base)
     t.eq(http.get(base).body, TEXT)
   end)
+end)
+
+t.test("a gzip bomb: max_body_bytes is checked as the body inflates; reads are bounded", function()
+  local bomb = require "helpers.gzbomb"(16 * 1024 * 1024) -- 100 KiB that inflate to 16 MiB
+  with_raw(function(s)
+    serve(s, function()
+      return ok_response(bomb, "Content-Encoding: gzip\r\n")
+    end)
+  end, function(base)
+    local err = t.raises(function()
+      http.get(base, { max_body_bytes = 1024 * 1024 })
+    end, "limit")
+    t.ok(err.message:find("larger than 1048576 bytes", 1, true), err.message)
+    -- streamed without a limit: no read hands out more than 64 KiB
+    local res <close> = http.get(base, { stream = true })
+    local total, largest = 0, 0
+    for _ = 1, 40 do
+      local d = res:read()
+      total, largest = total + #d, math.max(largest, #d)
+    end
+    t.eq({ total, largest }, { 40 * 65536, 65536 })
+  end)
+  t.raises(function() http.get("http://x/", { max_body_bytes = 0 }) end)
 end)
 
 -- ---- redirects ----
@@ -529,14 +576,14 @@ t.test("lenient where it is harmless: no reason phrase, leading CRLF, HTTP/1.1 l
 end)
 
 t.test("parse_response directly", function()
-  local h = ccore.parse_response("HTTP/1.1 404 Not Found\r\nX-A: 1\r\nx-a: 2\r\n"
+  local h = core.parse_response("HTTP/1.1 404 Not Found\r\nX-A: 1\r\nx-a: 2\r\n"
     .. "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
   t.eq({ h.status, h.reason, h.version, h.chunked, h.keep_alive, h.headers["x-a"], h.content_length },
     { 404, "Not Found", "1.1", true, false, "1, 2", nil })
-  h = ccore.parse_response("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 7\r\n\r\n")
+  h = core.parse_response("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 7\r\n\r\n")
   t.eq({ h.version, h.keep_alive, h.content_length, h.chunked }, { "1.0", true, 7, false })
-  t.eq({ ccore.parse_response("HTTP/1.1 99 x\r\n\r\n") }, { nil, "bad status code" })
-  t.eq({ ccore.parse_response("HTTP/1.1 200 OK\r\nA: b\r\n") }, { nil, "bad header block" })
+  t.eq({ core.parse_response("HTTP/1.1 99 x\r\n\r\n") }, { nil, "bad status code" })
+  t.eq({ core.parse_response("HTTP/1.1 200 OK\r\nA: b\r\n") }, { nil, "bad header block" })
 end)
 
 -- ---- failures ----

@@ -34,7 +34,19 @@ local DEFLATE_HELLO = "x\x9c\xcbH\xcd\xc9\xc9\x07\x00\x06,\x02\x15"
 local GZIP_HELLO_WORLD = "\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\xcbH\xcd\xc9\xc9W(\xcf/\xcaI"
   .. "\x01\x00\x85\x11J\r\x0b\x00\x00\x00"
 
+local GZIP_ZEROS_HEX = table.concat {
+  "1f8b0800000000000203edc13101000000c2a0f54fed6d07a00000000000000000000000000000000000000000000000",
+  "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+  "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+  "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+  "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+  "000000000000000000000000000000000000000000000000000000000000000000000000000000de0022ea0ee2000004",
+  "00",
+}
 local function hex(n) return ("%x"):format(n) end
+local function unhex(h) return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)) end
+-- 256 KiB of zero bytes, gzipped (289 bytes: less than MAX_BODY)
+local GZIP_ZEROS = unhex(GZIP_ZEROS_HEX)
 
 -- {name, raw, expect, body = the handler's first body, path = its path,
 --  why = text of the refusal's body (the reason, where another check could
@@ -98,20 +110,32 @@ local CASES = {
   { "TE with trailing whitespace", chunked("5\r\nhello\r\n0\r\n\r\n"):gsub("chunked", "chunked \t", 1), { 200 }, body = "hello" },
   { "TE list with an empty element", chunked("5\r\nhello\r\n0\r\n\r\n"):gsub("chunked", ", chunked", 1), { 200 }, body = "hello" },
   { "TE deflate, chunked is decoded", post("Transfer-Encoding: deflate, chunked\r\n",
-    hex(#DEFLATE_HELLO) .. "\r\n" .. DEFLATE_HELLO .. "\r\n0\r\n\r\n"), { 200 }, body = "hello" },
+    hex(#DEFLATE_HELLO) .. "\r\n" .. DEFLATE_HELLO .. "\r\n0\r\n\r\n"), { 200 }, body = "hello" , codings = true },
   { "TE gzip, chunked in two fields is decoded", post("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
-    hex(#GZIP_HELLO_WORLD) .. "\r\n" .. GZIP_HELLO_WORLD .. "\r\n0\r\n\r\n"), { 200 }, body = "hello world" },
+    hex(#GZIP_HELLO_WORLD) .. "\r\n" .. GZIP_HELLO_WORLD .. "\r\n0\r\n\r\n"), { 200 }, body = "hello world" , codings = true },
   { "TE with two codings before chunked", post("Transfer-Encoding: deflate, gzip, chunked\r\n",
     hex(#GZIP_HELLO_WORLD) .. "\r\n" .. GZIP_HELLO_WORLD .. "\r\n0\r\n\r\n" .. SMUGGLED), { 501 },
-    why = "stacked transfer codings" },
+    why = "stacked transfer codings" , codings = true },
   { "TE gzip, chunked with the gzip data cut short", post("Transfer-Encoding: gzip, chunked\r\n",
     "10\r\n" .. GZIP_HELLO_WORLD:sub(1, 16) .. "\r\n0\r\n\r\n" .. SMUGGLED), { 400 },
-    why = "compressed body cut short" },
+    why = "compressed body cut short" , codings = true },
   { "TE gzip, chunked with data after the gzip stream", post("Transfer-Encoding: gzip, chunked\r\n",
     hex(#GZIP_HELLO_WORLD + 5) .. "\r\n" .. GZIP_HELLO_WORLD .. "extra\r\n0\r\n\r\n" .. SMUGGLED),
-    { 400 }, why = "data after the end of the compressed body" },
+    { 400 }, why = "data after the end of the compressed body" , codings = true },
+  -- without accept_transfer_codings, a coding other than chunked is 501
+  -- (RFC 9112 6.1): it is not decoded, and never bypasses the body limit
+  { "TE gzip, chunked is not implemented by default", post("Transfer-Encoding: gzip, chunked\r\n",
+    hex(#GZIP_HELLO_WORLD) .. "\r\n" .. GZIP_HELLO_WORLD .. "\r\n0\r\n\r\n" .. SMUGGLED), { 501 },
+    why = "transfer coding not implemented" },
+  { "TE deflate, chunked is not implemented by default", post("Transfer-Encoding: deflate, chunked\r\n",
+    hex(#DEFLATE_HELLO) .. "\r\n" .. DEFLATE_HELLO .. "\r\n0\r\n\r\n" .. SMUGGLED), { 501 },
+    why = "transfer coding not implemented" },
+  -- taken, the limit applies to the decoded body, checked as it inflates
+  { "TE gzip, chunked decoding past max_body_bytes", post("Transfer-Encoding: gzip, chunked\r\n",
+    hex(#GZIP_ZEROS) .. "\r\n" .. GZIP_ZEROS .. "\r\n0\r\n\r\n" .. SMUGGLED), { 413 },
+    why = "larger than 1000 bytes", codings = true },
   { "TE gzip, chunked with data that is not gzip", post("Transfer-Encoding: gzip, chunked\r\n",
-    "5\r\nhello\r\n0\r\n\r\n" .. SMUGGLED), { 400 } },
+    "5\r\nhello\r\n0\r\n\r\n" .. SMUGGLED), { 400 } , codings = true },
 
   -- Content-Length
   { "CL twice, the same value", post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello"), { 200 }, body = "hello" },
@@ -251,6 +275,11 @@ local CASES = {
   { "DEL in the target", line("GET /a\x7f HTTP/1.1") .. SMUGGLED, { 400 } },
   { "raw UTF-8 in the target", line("GET /\xce\xb4 HTTP/1.1") .. SMUGGLED, { 400 } },
   { "bad percent escape", line("GET /%zz HTTP/1.1") .. SMUGGLED, { 400 } },
+  -- a query part that does not decode is taken as it is, once
+  { "bad escape in a query name", line("GET /q?abc%zz=1&x=%4 HTTP/1.1"), { 200 },
+    query = { ["abc%zz"] = "1", x = "%4" } },
+  { "bad escapes in query values", line("GET /q?a=%&b=%g1+2&c=ok%21 HTTP/1.1"), { 200 },
+    query = { a = "%", b = "%g1+2", c = "ok!" } },
   { "truncated percent escape", line("GET /a%4 HTTP/1.1") .. SMUGGLED, { 400 } },
   { "percent-encoded NUL", line("GET /a%00b HTTP/1.1") .. SMUGGLED, { 400 } , why = "bad request target" },
   { "absolute-form with no authority", line("GET http:///x HTTP/1.1") .. SMUGGLED, { 400 } },
@@ -267,6 +296,18 @@ local CASES = {
   { "two Host fields", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" .. SMUGGLED, { 400 } , why = "host" },
   { "two equal Host fields", "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n" .. SMUGGLED, { 400 } , why = "host" },
   { "empty Host is allowed", "GET / HTTP/1.1\r\nHost:\r\n\r\n", { 200 } },
+  -- a Host value must be uri-host [":" port] (RFC 9112 3.2: 400)
+  { "Host with a space and a slash", "GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n" .. SMUGGLED, { 400 },
+    why = "bad host header" },
+  { "Host with a path", "GET / HTTP/1.1\r\nHost: x/y\r\n\r\n" .. SMUGGLED, { 400 }, why = "bad host header" },
+  { "Host with userinfo", "GET / HTTP/1.1\r\nHost: u@x\r\n\r\n" .. SMUGGLED, { 400 }, why = "bad host header" },
+  { "Host with a bad port", "GET / HTTP/1.1\r\nHost: x:8o\r\n\r\n" .. SMUGGLED, { 400 }, why = "bad host header" },
+  { "Host with an unclosed IPv6 literal", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n" .. SMUGGLED, { 400 },
+    why = "bad host header" },
+  { "bad Host in HTTP/1.0", "GET / HTTP/1.0\r\nHost: a b\r\n\r\n" .. SMUGGLED, { 400 }, why = "bad host header" },
+  { "Host with a port", "GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", { 200 } },
+  { "Host as an IPv6 literal with a port", "GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", { 200 } },
+  { "Host with an empty port", "GET / HTTP/1.1\r\nHost: x:\r\n\r\n", { 200 } },
 
   -- limits
   { "101 header fields", get(("X: y\r\n"):rep(100)) .. SMUGGLED, { 431 } },
@@ -283,17 +324,26 @@ local CASES = {
 local got = {}
 local srv = http.listen("127.0.0.1", 0, function(req)
   local body = req:body()
-  got[#got + 1] = { method = req.method, path = req.path, body = body, headers = req.headers }
+  got[#got + 1] = { method = req.method, path = req.path, body = body, headers = req.headers,
+    query = req.query }
   if req.method == "HEAD" then return 200, "" end
   return 200, "ok"
 end, { max_body_bytes = MAX_BODY })
+-- the same, taking gzip and deflate under chunked
+local csrv = http.listen("127.0.0.1", 0, function(req)
+  local body = req:body()
+  got[#got + 1] = { method = req.method, path = req.path, body = body, headers = req.headers }
+  return 200, "ok"
+end, { max_body_bytes = MAX_BODY, accept_transfer_codings = true })
 
 local function settle()
   loom.timeout(5, function()
-    while next(srv.conns) do
-      local task = next(srv.conns)
-      pcall(task.await, task)
-      srv.conns[task] = nil
+    for _, server in ipairs { srv, csrv } do
+      while next(server.conns) do
+        local task = next(server.conns)
+        pcall(task.await, task)
+        server.conns[task] = nil
+      end
     end
   end)
 end
@@ -313,7 +363,8 @@ for _, c in ipairs(CASES) do
     got = {}
     local refused = expect == "closed" or expect[#expect] >= 400
     local half_close = c.eof or not refused
-    local data, info = raw.exchange(srv.port, bytes, { half_close = half_close })
+    local data, info = raw.exchange((c.codings and csrv or srv).port, bytes,
+      { half_close = half_close })
     settle()
     local responses, rest = raw.parse(data)
     local statuses = raw.statuses(responses)
@@ -345,6 +396,7 @@ for _, c in ipairs(CASES) do
       t.ok(body:find(c.why, 1, true), ("refused for %q, not %q"):format(body, c.why))
     end
     if c.path then t.eq(got[1].path, c.path) end
+    if c.query then t.eq(got[1].query, c.query) end
     if c.no_header then t.eq(got[1].headers[c.no_header], nil, "a trailer became a header") end
     if c.smuggle ~= false and refused then
       t.ok(bytes:find("/smuggled", 1, true), "a refused case must carry a smuggled request")
@@ -353,5 +405,6 @@ for _, c in ipairs(CASES) do
 end
 
 t.test("shutdown", function()
+  csrv:shutdown()
   srv:shutdown()
 end)

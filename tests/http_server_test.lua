@@ -213,6 +213,34 @@ t.test("HEAD: the headers of GET with Content-Length, no body", function()
   end)
 end)
 
+t.test("a gzip bomb: max_body_bytes is checked on the decoded body as it inflates", function()
+  local bomb = require "helpers.gzbomb"(16 * 1024 * 1024) -- 100 KiB that inflate to 16 MiB
+  local seen, largest, kind = 0, 0, nil
+  local function handler(req)
+    while true do
+      local ok, d = pcall(req.read, req)
+      if not ok then kind = d.kind; error(d, 0) end
+      if not d then break end
+      seen, largest = seen + #d, math.max(largest, #d)
+    end
+    return 200, "read it all"
+  end
+  local head = "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+  local body = ("%x\r\n%s\r\n0\r\n\r\n"):format(#bomb, bomb)
+  with_server(handler, { max_body_bytes = 1024 * 1024, accept_transfer_codings = true }, function(srv)
+    local data = raw.exchange(srv.port, { head, body })
+    t.eq(raw.statuses(raw.parse(data)), { 413 })
+    t.eq(kind, "limit")
+    t.ok(seen <= 1024 * 1024 and largest <= 65536, ("%d bytes, pieces of %d"):format(seen, largest))
+  end)
+  -- without accept_transfer_codings the coding is refused before any byte of it is read
+  kind = nil
+  with_server(handler, { max_body_bytes = 1024 * 1024 }, function(srv)
+    local data = raw.exchange(srv.port, { head, body })
+    t.eq({ raw.statuses(raw.parse(data)), kind }, { { 501 }, nil })
+  end)
+end)
+
 -- ---- request bodies ----
 
 t.test("chunked request body with extensions and trailers", function()

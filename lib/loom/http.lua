@@ -1,6 +1,7 @@
 -- loom.http: HTTP/1.1 server and router (the client and WebSocket live in
--- their own files and are attached at the end). Parsing, chunked decoding
--- and response heads are C (loom.http.core); this file is the policy.
+-- their own files and are attached at the end). Parsing, bodies, response
+-- heads and the rules of HTTP are C (loom.http.core); this file is the
+-- policy: connections, handlers, errors, streaming, the router.
 local loom = require "loom"
 local net = require "loom.net"
 local core = require "loom.http.core"
@@ -16,9 +17,8 @@ end
 
 local DEFAULTS = {
   max_header_bytes = 16384, max_headers = 100, max_body_bytes = 8 * 1024 * 1024,
-  header_timeout = 10, idle_timeout = 60,
+  header_timeout = 10, idle_timeout = 60, accept_transfer_codings = false,
 }
-local TEXT = "text/plain; charset=utf-8"
 
 -- ---- requests ----
 
@@ -31,13 +31,6 @@ function request_fields.query(req)
   local q = core.parse_query(req._qs)
   rawset(req, "query", q)
   return q
-end
-
--- A request without a body (most) gets no body state until one is asked for.
-function request_fields._body(req)
-  local b = { seen = 0, done = true }
-  rawset(req, "_body", b)
-  return b
 end
 
 function request_fields.params(req)
@@ -64,83 +57,26 @@ function Request:header(name)
   return self.headers[name:lower()]
 end
 
--- A body that cannot be read to its end: remember how to answer (the
--- handler's own response is replaced, the connection closed) and raise.
--- answer: a status, or false to close without one (the peer is gone).
-local function body_failed(b, answer, kind, msg)
-  b.failed, b.why, b.done = answer, msg, true
-  error(loom.error(kind, msg), 0)
-end
-
--- Wait for body bytes with fn(stream, ...): at most idle_timeout seconds of
--- silence, so a client that stalls in its body is dropped like an idle one.
-local function body_wait(b, fn, stream, ...)
-  local deadline = loom.now() + b.timeout
-  local ok, r, r2 = pcall(loom.timeout, b.timeout, fn, stream, ...)
-  if ok then return r, r2 end
-  if type(r) == "table" then
-    if r.kind == "timeout" and loom.now() >= deadline - 0.001 then
-      body_failed(b, 408, "timeout", "request body timed out")
-    elseif r.kind == "http" then -- a malformed chunked body
-      body_failed(b, 400, "http", r.message)
-    elseif r.kind == "io" or r.kind == "closed" then
-      body_failed(b, false, r.kind, r.message)
-    end
-  end
-  error(r, 0) -- cancelled, or an outer scope's timeout
-end
+local body_read, body_status, body_continue, body_fail =
+  core.body_read, core.body_status, core.body_continue, core.body_fail
 
 -- The next chunk of the body, nil at its end. A malformed or truncated body
--- raises kind "http", one larger than max_body_bytes kind "limit".
+-- raises kind "http", one larger than max_body_bytes kind "limit". The body
+-- (req._body, a request with one has it) is read by C (http_body.c), which
+-- also remembers how a failure is answered.
 function Request:read()
-  local b = self._body
-  if b.failed ~= nil then error(loom.error("http", "request body unreadable: " .. b.why), 0) end
-  if b.done then return nil end
-  if b.continue then -- the client waits for our go-ahead
-    b.continue = false
+  local b = rawget(self, "_body")
+  if not b then return nil end
+  if body_continue(b) then -- the client waits for our go-ahead
     local ok, e = pcall(self._stream.write, self._stream, "HTTP/1.1 100 Continue\r\n\r\n")
     if not ok then
       if type(e) == "table" and (e.kind == "io" or e.kind == "closed") then
-        body_failed(b, false, e.kind, e.message) -- the client is gone
+        body_fail(b, false, e.kind, e.message) -- the client is gone
       end
       error(e, 0)
     end
   end
-  local data
-  if b.length then
-    if b.length == 0 then b.done = true; return nil end
-    data = body_wait(b, self._stream.read, self._stream, math.min(b.length, 65536))
-    if not data then body_failed(b, 400, "http", "request body truncated") end
-    b.length = b.length - #data
-  else -- chunked
-    while true do
-      local done
-      data, done = body_wait(b, core.chunked_read, self._stream, b.decoder)
-      if done then b.done = true end
-      if data ~= "" or done then break end
-      if not body_wait(b, core.wait_more, self._stream) then
-        body_failed(b, 400, "http", "request body truncated")
-      end
-    end
-    if data == "" then data = nil end
-  end
-  b.seen = b.seen + (data and #data or 0)
-  if b.seen > b.max then
-    body_failed(b, 413, "limit", ("request body larger than %d bytes"):format(b.max))
-  end
-  if b.inflate and data then
-    local ok, r, unused = pcall(b.inflate.feed, b.inflate, data)
-    if not ok then body_failed(b, 400, "http", tostring(r.message or r)) end
-    if unused > 0 then
-      body_failed(b, 400, "http", "data after the end of the compressed body")
-    end
-    data = r
-  end
-  if b.length == 0 then b.done = true end
-  if b.done and b.inflate and not b.inflate:done() then
-    body_failed(b, 400, "http", "compressed body cut short")
-  end
-  return data
+  return body_read(self._stream, b)
 end
 
 -- The whole body (read on demand).
@@ -164,11 +100,7 @@ end
 
 local function send_error(stream, status, text)
   local body = text .. "\n"
-  pcall(stream.write, stream, core.head(status, nil, #body, "close", TEXT), body)
-end
-
-local function no_body_status(status)
-  return status < 200 or status == 204 or status == 304
+  pcall(stream.write, stream, core.head(status, nil, #body, "close"), body)
 end
 
 -- an error as text for the log; the message handler that adds the traceback
@@ -212,7 +144,8 @@ end
 local DISCARD_MAX = 256 * 1024
 
 local function discard_body(req)
-  if req._body.continue then return false end
+  local _, _, _, continue = body_status(req._body)
+  if continue then return false end
   local n = 0
   while n <= DISCARD_MAX do
     local ok, d = pcall(req.read, req)
@@ -233,36 +166,39 @@ local function has_field(headers, name)
   return false
 end
 
--- The handler's answer as what to send: the head; the body (a string, a
--- function for a streamed body, nil for none); whether the connection is
--- kept; for a streamed body whether it is chunked. Raises on a bad status,
--- bad header names or values, or a table body JSON cannot encode.
-local function shape(req, status, body, headers, keep)
-  status = math.tointeger(status) or 200
-  local head_only = req.method == "HEAD" or no_body_status(status)
+local respond_core = core.respond
+
+-- The handler's body as what respond_core takes: a string, or a function
+-- or callable table (streamed); a table becomes JSON, with its content type
+-- unless the handler gave one (its headers table is left as it was).
+-- Raises when JSON cannot encode it.
+local function prepare(body, headers)
   local btype = type(body)
   if btype == "table" and not (getmetatable(body) or {}).__call then
     body = get_json().encode(body)
-    local h = {} -- the handler's table is left as it was
+    if has_field(headers or {}, "content-type") then return body, headers end
+    local h = {}
     for k, v in pairs(headers or {}) do h[k] = v end
-    if not has_field(h, "content-type") then h["content-type"] = "application/json" end
-    headers, btype = h, "string"
+    h["content-type"] = "application/json"
+    return body, h
+  elseif btype ~= "function" and btype ~= "table" then
+    return body ~= nil and tostring(body) or "", headers
   end
-  local streamed = btype == "function" or btype == "table"
-  if streamed and req.version == "1.0" and not head_only then keep = false end
-  local connection
-  if not keep then connection = "close"
-  elseif req.version == "1.0" then connection = "keep-alive" end
-  if streamed then
-    local chunked = req.version == "1.1"
-    local len = (chunked and not head_only) and -1 or nil
-    return core.head(status, headers, len, connection, TEXT), not head_only and body or nil,
-      keep, chunked
+  return body, headers
+end
+
+-- Send the answer the general way (C decides the framing and the
+-- Connection field); returns whether the connection is kept, or nil, why
+-- for a bad status or header (nothing was sent then).
+local function send_answer(stream, req, status, body, headers, keep)
+  local how, why = respond_core(stream, req, status, body, headers, keep)
+  if how == nil then return nil, why end
+  if how == "none" then return keep end -- a streamed answer without a body (HEAD, 304)
+  if how == "chunked" or how == "raw" then -- a streamed body follows its head
+    if not send_stream(stream, req, body, how == "chunked") then return false end
+    return how == "chunked" and keep
   end
-  body = body ~= nil and tostring(body) or ""
-  local len = #body
-  if no_body_status(status) then len = nil end -- 1xx/204/304: no Content-Length
-  return core.head(status, headers, len, connection, TEXT), not head_only and body or nil, keep
+  return how
 end
 
 local refused = Request._refused_errors
@@ -272,7 +208,7 @@ local function handler_msgh(e)
   return debug.traceback(error_text(e), 2)
 end
 
-local send, finish = core.send, core.finish
+local finish = core.finish
 
 -- A status a response can have: a number with an integer value 100..599
 -- (RFC 9110, 15). A string is not one, not even "200": `return "<h1>hi"`
@@ -316,8 +252,10 @@ local function respond(stream, req, handler, conn)
     if req._websocket then req._websocket:_handler_done(ok) end
     return false, true
   end
-  if b and b.failed ~= nil then -- the body was malformed, too large or cut off
-    if b.failed then send_error(stream, b.failed, b.why) end
+  local done, failed, why = true, nil, nil
+  if b then done, failed, why = body_status(b) end
+  if failed ~= nil then -- the body was malformed, too large or cut off
+    if failed then send_error(stream, failed, why) end
     return false
   end
   if ok and not good_status(status) then
@@ -329,28 +267,16 @@ local function respond(stream, req, handler, conn)
     status, body, headers = 500, "internal server error\n", nil
   end
   local keep = req.keep_alive and conn.open
-  if keep and b and not b.done and not discard_body(req) then keep = false end
-  if type(body) == "string" and (headers == nil or type(headers) == "table") then
-    local sent, why = send(stream, status, body, headers, keep, req.version == "1.0",
-      req.method == "HEAD")
-    if sent then return keep end
-    log_error(req, why, " (its response)") -- e.g. a header value with CR/LF
-    send(stream, 500, "internal server error\n", nil, keep, req.version == "1.0",
-      req.method == "HEAD")
-    return keep
+  if keep and not done and not discard_body(req) then keep = false end
+  local prepared, pbody, pheaders = pcall(prepare, body, headers)
+  if not prepared then -- e.g. a table JSON cannot encode
+    log_error(req, pbody, " (its response)")
+    status, pbody, pheaders = 500, "internal server error\n", nil
   end
-  local shaped, head, payload, kept, chunked = pcall(shape, req, status, body, headers, keep)
-  if not shaped then -- e.g. a header value with CR/LF, a status of 42
-    log_error(req, head, " (its response)")
-    head, payload, kept = shape(req, 500, "internal server error\n", nil, keep)
-  end
-  if type(payload) == "string" then
-    stream:write(head, payload)
-  else
-    stream:write(head)
-    if payload and not send_stream(stream, req, payload, chunked) then return false end
-  end
-  return kept
+  local kept, why = send_answer(stream, req, status, pbody, pheaders, keep)
+  if kept ~= nil then return kept end
+  log_error(req, why, " (its response)") -- e.g. a header value with CR/LF, a status of 42
+  return send_answer(stream, req, 500, "internal server error\n", nil, keep)
 end
 
 -- ---- connections ----
@@ -379,8 +305,10 @@ local function serve_requests(stream, handler, opts, conn)
   local wait = opts.header_timeout -- for the first byte; then idle_timeout
   local max_hb, max_h, ht = opts.max_header_bytes, opts.max_headers, opts.header_timeout
   local max_body, idle = opts.max_body_bytes, opts.idle_timeout
+  local codings = opts.accept_transfer_codings and true or false
   while conn.open do
-    local req, status, why = next_request(stream, Request, max_hb, max_h, wait, ht, max_body, idle)
+    local req, status, why = next_request(stream, Request, max_hb, max_h, wait, ht, max_body, idle,
+      codings)
     wait = idle
     if not req then
       if status then

@@ -2,15 +2,14 @@
 -- shortcuts, and a keep-alive pool per origin. lib/loom/http.lua installs it
 -- with require("loom.http_client")(http).
 --
--- Response heads are parsed strictly in C (loom.http.client.core); bodies
--- reuse the server's chunked decoder and zlib inflaters (loom.http.core).
+-- Response heads are parsed strictly in C, and bodies read by the server's
+-- body reader (loom.http.core: http_parse.c, http_body.c).
 -- Everything a server sends wrong is an error of kind "http" and the
 -- connection is closed: a connection goes back to the pool only after its
 -- response was read to the end and both sides agreed to keep it.
 local loom = require "loom"
 local net = require "loom.net"
 local core = require "loom.http.core"
-local ccore = require "loom.http.client.core"
 
 local MAX_HEAD = 64 * 1024     -- a response head larger than this is refused
 local MAX_REDIRECTS = 10
@@ -131,7 +130,7 @@ end
 -- verified), newest last. Each entry: {stream, time it went idle}. An idle
 -- Stream is read by nobody, so it never keeps the program alive, and it
 -- goes on reading into its buffer, so a close by the server is seen at once
--- (ccore.reusable).
+-- (core.reusable).
 local idle = {}
 local pool = { max_idle = 64, idle_timeout = 30 }
 local last_sweep = 0
@@ -141,7 +140,7 @@ local function close_quietly(s)
 end
 
 local function fresh(e, now)
-  return now - e[2] < pool.idle_timeout and ccore.reusable(e[1])
+  return now - e[2] < pool.idle_timeout and core.reusable(e[1])
 end
 
 -- Close the idle connections that expired or that the server closed.
@@ -173,7 +172,7 @@ end
 
 local function checkin(key, s)
   local now = loom.now()
-  if pool.max_idle < 1 or not ccore.reusable(s) then return close_quietly(s) end
+  if pool.max_idle < 1 or not core.reusable(s) then return close_quietly(s) end
   local list = idle[key]
   if not list then
     list = {}
@@ -251,7 +250,7 @@ local function roundtrip(s, req)
       return nil
     end
     if #text > MAX_HEAD then http_error("response head larger than 64 KiB") end
-    local h, why = ccore.parse_response(text)
+    local h, why = core.parse_response(text)
     if not h then http_error("malformed response: " .. why) end
     if h.status >= 200 then return h end
     if h.status == 101 then http_error("unexpected 101 Switching Protocols") end
@@ -300,65 +299,19 @@ local function abort(b)
   release(b)
 end
 
--- The next piece of the body as framed on the wire (transfer codings still
--- applied to chunked data); nil at its end.
-local function raw_chunk(b)
-  local s, mode = b.stream, b.mode
-  if mode == "length" then
-    local left = b.left
-    if left == 0 then return nil end
-    local d = s:read(left < 65536 and left or 65536)
-    if not d then http_error("response body truncated") end
-    b.left = left - #d
-    return d
-  elseif mode == "chunked" then
-    if b.ended then return nil end
-    while true do
-      local d, done = core.chunked_read(s, b.decoder)
-      if done then
-        b.ended = true
-        return d ~= "" and d or nil
-      end
-      if d ~= "" then return d end
-      if not core.wait_more(s) then http_error("chunked response body truncated") end
-    end
-  elseif mode == "eof" then
-    return s:read()
-  end
-  return nil
-end
-
--- The next decoded piece of the body; nil at its end (the connection is
--- then released).
-local function next_chunk(b)
-  while true do
-    local d = raw_chunk(b)
-    if d == nil then
-      if b.fed and ((b.te and not b.te:done()) or (b.ce and not b.ce:done())) then
-        http_error("compressed response body truncated")
-      end
-      release(b)
-      return nil
-    end
-    if #d > 0 then b.fed = true end
-    if b.te then d = b.te:feed(d) end
-    if b.ce and d ~= "" then d = b.ce:feed(d) end
-    if d ~= "" then return d end
-  end
-end
-
 -- res:read() -> the next piece of the body, nil at its end. A failure is
 -- raised again by every later read, so it is never taken for the end.
 function Response:read()
   local b = self._b
   if b.err then error(b.err, 0) end
   if b.done then return nil end
-  local ok, d = pcall(next_chunk, b)
+  local ok, d = pcall(core.body_read, b.stream, b.body)
   if not ok then
     abort(b)
     if type(d) ~= "table" or d.kind ~= "cancelled" then b.err = d end
     error(d, 0)
   end
+  if d == nil then release(b) end -- the end: the connection goes back
   return d
 end
 
@@ -388,7 +341,7 @@ function Response:__tostring()
 end
 
 local function no_body(method, status)
-  return method == "HEAD" or status < 200 or status == 204 or status == 304
+  return method == "HEAD" or core.no_body_status(status)
 end
 
 local CODINGS = { gzip = "gzip", ["x-gzip"] = "gzip", deflate = "deflate" }
@@ -401,23 +354,19 @@ local function new_response(s, h, req)
   res._b = b
   if no_body(req.method, h.status) then
     b.mode = "none"
-  elseif h.chunked then
-    b.mode, b.decoder = "chunked", core.chunked()
-    if h.te_coding then b.te = core.inflater(h.te_coding) end
-  elseif h.content_length then
-    b.mode, b.left = "length", h.content_length
-  else -- the body runs to the end of the connection
-    b.mode, b.keep = "eof", false
+    release(b)
+    return res
   end
+  if h.chunked then b.mode = "chunked"
+  elseif h.content_length then b.mode = "length"
+  else b.mode, b.keep = "eof", false end -- the body runs to the end of the connection
   local ce = headers["content-encoding"]
-  if ce and req.decode and b.mode ~= "none" then
-    local coding = CODINGS[ce:lower():match("^%s*(.-)%s*$")]
-    if coding then -- decoded for the caller: these fields no longer apply
-      b.ce = core.inflater(coding)
-      headers["content-encoding"], headers["content-length"] = nil, nil
-    end
+  local coding = ce and req.decode and CODINGS[ce:lower():match("^%s*(.-)%s*$")]
+  if coding then -- decoded for the caller: these fields no longer apply
+    headers["content-encoding"], headers["content-length"] = nil, nil
   end
-  if b.mode == "none" or b.left == 0 then release(b) end
+  b.body = core.body(b.mode, h.content_length, h.te_coding, coding or nil, req.max_body)
+  if core.body_status(b.body) then release(b) end -- an empty body
   return res
 end
 
@@ -427,7 +376,7 @@ local function discard(res)
   local b, budget = res._b, DISCARD_MAX
   if b.mode == "eof" then return abort(b) end
   while not b.done do
-    local ok, d = pcall(raw_chunk, b)
+    local ok, d = pcall(core.body_read, b.stream, b.body)
     if not ok or budget < 0 then return abort(b) end
     if d == nil then return release(b) end
     budget = budget - #d
@@ -507,20 +456,19 @@ local function argerror(n, fname, msg)
   error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
 end
 
-local TOKEN = "^[%w!#$%%&'*+%-.^_`|~]+$"
-
 -- The caller's headers as {lower-case name, name, value}, checked: a CR or
 -- LF in a value would let it write a header (or a request) of its own.
 local function caller_fields(headers)
   local fields, has = {}, {}
   for name, v in pairs(headers or {}) do
-    if type(name) ~= "string" or not name:find(TOKEN) then
+    if type(name) ~= "string" or core.field_error(name, "") then
       value_error("bad header name " .. tostring(name))
     end
     local values = type(v) == "table" and v or { v }
     for _, x in ipairs(values) do
       x = tostring(x)
-      if x:find("[\r\n%z]") then value_error("bad value for header " .. name) end
+      local why = core.field_error(name, x) -- the server's check of its own fields
+      if why then value_error(why) end
       local lname = name:lower()
       fields[#fields + 1] = { lname, name, x }
       has[lname] = true
@@ -531,7 +479,7 @@ end
 
 local function new_request(opts)
   local method = opts.method or "GET"
-  if type(method) ~= "string" or not method:find(TOKEN) then
+  if type(method) ~= "string" or core.field_error(method, "") then
     argerror(1, "request", "method must be a token string")
   end
   method = method:upper()
@@ -552,12 +500,16 @@ local function new_request(opts)
   for _, f in ipairs(fields) do
     if f[1] == "connection" and f[3]:lower():find("close", 1, true) then keep_alive = false end
   end
+  local mb = opts.max_body_bytes
+  if mb ~= nil and (math.type(mb) ~= "integer" or mb < 1) then
+    argerror(1, "request", "max_body_bytes must be a positive integer")
+  end
   local verify = opts.verify ~= false
   if opts.ca ~= nil and type(opts.ca) ~= "string" then argerror(1, "request", "ca must be a path") end
   local req = { method = method, url = u, body = body, fields = fields, has = has,
     key = pool_key(u, verify, opts.ca), verify = verify, ca = opts.ca, stream = opts.stream and true or false,
     follow = opts.follow_redirects ~= false, decode = not has["accept-encoding"],
-    keep_alive = keep_alive }
+    keep_alive = keep_alive, max_body = opts.max_body_bytes }
   add_userinfo(req)
   req.head = build_head(req)
   return req

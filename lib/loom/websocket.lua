@@ -12,7 +12,6 @@ local hcore = require "loom.http.core"
 local OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 1, 2, 8, 9, 10
 local DEFAULT_MAX = 16 * 1024 * 1024
 local CLOSE_TIMEOUT = 5
-local TEXT = "text/plain; charset=utf-8"
 
 local function is_kind(e, ...)
   if type(e) ~= "table" then return false end
@@ -298,7 +297,8 @@ local function check_request(req)
   if req.version ~= "1.1" then return "a websocket handshake needs HTTP/1.1", 400 end
   if h["sec-websocket-version"] ~= "13" then return "unsupported websocket version", 426 end
   if not valid_key(h["sec-websocket-key"]) then return "bad Sec-WebSocket-Key", 400 end
-  if not req._body.done then return "a websocket handshake has no body", 400 end
+  local body = rawget(req, "_body")
+  if body and not hcore.body_status(body) then return "a websocket handshake has no body", 400 end
   return nil
 end
 
@@ -315,9 +315,7 @@ end
 local function header_lines(lines, headers)
   for k, v in pairs(headers or {}) do
     k, v = tostring(k), tostring(v)
-    if k:find("[^%w!#$%%&'*+%-.^_`|~]") or v:find("[\r\n%z]") then
-      error(("bad header %q"):format(k), 4)
-    end
+    if hcore.field_error(k, v) then error(("bad header %q"):format(k), 4) end
     lines[#lines + 1] = k .. ": " .. v
   end
 end
@@ -332,7 +330,7 @@ local function refuse(req, why, status)
     and { ["Sec-WebSocket-Version"] = "13", Upgrade = "websocket" } or nil
   req._upgraded = true -- no other response: this one is ours
   local ok, werr = pcall(req._stream.write, req._stream,
-    hcore.head(status, headers, #body, "close", TEXT), body)
+    hcore.head(status, headers, #body, "close"), body)
   if not ok and is_kind(werr, "cancelled", "timeout") then error(werr, 0) end
   local err = loom.error("http", "websocket handshake refused: " .. why)
   err.status = status

@@ -1,6 +1,6 @@
 /*
 ** fuzz_chunked.c -- libFuzzer target for the chunked body decoder
-** (chunked_step in host/http.c), driven from C without a Stream.
+** (chunked_step in host/http_parse.c), driven from C without a Stream.
 **
 ** The input is decoded three ways: in one piece; split into pieces of
 ** pseudo-random sizes (seeded from the input, so a crash reproduces); and

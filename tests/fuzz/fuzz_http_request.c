@@ -1,6 +1,10 @@
 /*
-** fuzz_http_request.c -- libFuzzer target for the HTTP request parser of
-** loom.http.core. The input is a request head given to parse_request (with
+** fuzz_http_request.c -- libFuzzer target for the HTTP request parser
+** (http_parse_request in host/http_parse.c), driven from C and through its
+** binding, loom.http.core. From C: every field the parser hands out has a
+** lower-case token name and a value without CR, LF or NUL, a target inside
+** the input, and http_find_head finds a head no longer than the input.
+** Through Lua: the input is a request head given to parse_request (with
 ** a max_headers taken from its first byte); a head it accepts must really be
 ** well formed: it ends with the empty line, holds no bare CR or LF, no NUL,
 ** no obs-fold, never both Content-Length and Transfer-Encoding, and what the
@@ -14,10 +18,34 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <lauxlib.h>
+#include <string.h>
 #include <lualib.h>
+#include "internal.h"
 
 int luaopen_loom_http_core(lua_State *L);
+
+/* The parser's field callback: check what it hands out. */
+static void check_field(void *ud, const char *name, size_t nl, const char *v, size_t vl) {
+  size_t i;
+  (void)ud;
+  if (!http_valid_name(name, nl) || !http_valid_value(v, vl)) abort();
+  for (i = 0; i < nl; i++)
+    if (name[i] >= 'A' && name[i] <= 'Z') abort();
+}
+
+/* The parser from C, without Lua. */
+static void check_c(const uint8_t *data, size_t size, int max_headers) {
+  const char *p = (const char *)data;
+  http_head h;
+  size_t skip = 0, n = 0;
+  http_init();
+  if (http_parse_request(&h, p, size, max_headers, check_field, NULL) == 0) {
+    if (h.target < p || h.target + h.target_len > p + size) abort();
+    if (h.chunked && h.cl >= 0) abort();
+    if (h.nheaders > max_headers) abort();
+  } else if (h.status < 400 || !h.why) abort();
+  if (http_find_head(p, size, 0, 16384, &skip, &n) == HEAD_FOUND && skip + n > size) abort();
+}
 
 static const char CHECK[] =
     "local core, head, max_headers = ...\n"
@@ -79,6 +107,7 @@ static lua_State *L;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int max_headers = size > 0 ? 1 + data[0] % 128 : 100;
+  check_c(data, size, max_headers);
   if (!L) {
     L = luaL_newstate();
     if (!L) abort();
