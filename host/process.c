@@ -32,7 +32,7 @@ typedef struct proc {
   } h;
   loom_t *rt;
   tlist_t waiters;
-  int pid, pidfd; /* pidfd -1: a uv_process_t */
+  int pid, pidfd; /* pidfd -1: a uv_process_t; -2: a closed pidfd */
   int group; /* the child leads its own process group (and session) */
   int exited, code, signal, boxed, handle_closed;
 } proc_t;
@@ -90,7 +90,7 @@ static void proc_close_cb(uv_handle_t *h) {
   if (!p->boxed) free(p);
 }
 
-static void pidfd_close_cb(uv_handle_t *h);
+static void proc_close(proc_t *p);
 
 static void exit_cb(uv_process_t *h, int64_t status, int term_signal) {
   proc_t *p = (proc_t *)h->data;
@@ -144,7 +144,7 @@ static int p_kill(lua_State *L) {
   int sig = check_signal(L, 2, SIGTERM), r;
   if (p->group) r = uv_kill(-p->pid, sig);
   else if (p->exited) r = UV_ESRCH;
-  else if (p->pidfd >= 0) r = uv_kill(p->pid, sig); /* not reaped: still ours */
+  else if (p->pidfd != -1) r = uv_kill(p->pid, sig); /* not reaped: still ours */
   else r = uv_process_kill(&p->h.proc, sig);
   if (r < 0) {
     if (r == UV_ESRCH) {
@@ -165,7 +165,7 @@ static int p_gc(lua_State *L) {
   p->boxed = 0;
   if (p->handle_closed) free(p);
   else if (p->rt->closing && !uv_is_closing((uv_handle_t *)&p->h))
-    uv_close((uv_handle_t *)&p->h, p->pidfd >= 0 ? pidfd_close_cb : proc_close_cb);
+    proc_close(p);
   return 0;
 }
 
@@ -372,11 +372,12 @@ static int pidfds_work(void) {
   return pidfd_state > 0;
 }
 
-static void pidfd_close_cb(uv_handle_t *h) {
-  proc_t *p = (proc_t *)h;
-  close(p->pidfd);
-  p->pidfd = -1;
-  proc_close_cb(h);
+/* Close p's handle; a pidfd is closed at once: uv_close has taken it out
+** of epoll already, and it must not outlive the child by a loop turn. */
+static void proc_close(proc_t *p) {
+  uv_close((uv_handle_t *)&p->h, proc_close_cb);
+  if (p->pidfd >= 0) close(p->pidfd);
+  p->pidfd = -2; /* (still not -1: p was not started by uv_spawn) */
 }
 
 /* The pidfd is readable: the child ended; reap it (only we wait for it). */
@@ -392,7 +393,7 @@ static void pidfd_cb(uv_poll_t *h, int status, int events) {
   if (r > 0 && WIFSIGNALED(st)) p->signal = WTERMSIG(st);
   else if (r > 0 && WIFEXITED(st)) p->code = WEXITSTATUS(st);
   tlist_wake_all(p->rt, &p->waiters);
-  uv_close((uv_handle_t *)h, pidfd_close_cb);
+  proc_close(p);
 }
 
 /* A descriptor a child is given must not be 0, 1 or 2, which the file
