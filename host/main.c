@@ -157,7 +157,7 @@ static int run_tests(int argc, char **argv) {
   int a;
   if (argc == 0) count[1] += find_tests("tests", &files);
   for (a = 0; a < argc; a++) count[1] += find_tests(argv[a], &files);
-  qsort(files.v, files.n, sizeof *files.v, cmp_str);
+  if (files.n) qsort(files.v, files.n, sizeof *files.v, cmp_str);
   for (i = 0; i < files.n; i++) {
     run_test_file(files.v[i], count);
     free(files.v[i]);
