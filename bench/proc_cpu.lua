@@ -1,6 +1,7 @@
 -- proc_cpu.lua: process.run({"true"}) N times, at most C at once; prints the wall time
 -- and the CPU time of loom itself (children excluded) per spawn.
 --   loom bench/proc_cpu.lua [n] [concurrency]
+local process = require "loom.process"
 local fs = require "loom.fs"
 local function cpu()
   local f = fs.read_file("/proc/self/stat")
