@@ -137,6 +137,18 @@ t.test("an env that sets PATH is where the program is looked up", function()
   fs.remove(dir, { recursive = true })
 end)
 
+t.test("uv_spawn (an env that sets PATH) starts pipelines and every stdio mode", function()
+  local env = { PATH = os.getenv("PATH") }
+  local r = process.pipe({ "printf", "a\\nb\\n" }, { "sh", "-c", 'echo "$(stat -L -c %F /proc/$$/fd/0)" >&2; cat' },
+    { "wc", "-l" }, { env = env, input = "ignored" })
+  t.eq({ r.stdout, r.statuses[2].stderr, r.ok }, { "2\n", "fifo\n", true })
+  t.eq(process.run("cat", { env = env, input = "in" }).stdout, "in")
+  local p = process.spawn({ "sleep", "5" }, { env = env, stdin = "null", stdout = "null" })
+  t.eq(p:kill("KILL"), true)
+  t.eq({ p:wait() }, { nil, "SIGKILL" })
+  t.eq(p:kill(), false)
+end)
+
 t.test("a missing cwd is an io error; a relative program runs from cwd", function()
   local e = t.raises(function() process.run({ "true" }, { cwd = "/no/such/dir" }) end, "io")
   t.eq(e.code, "ENOENT")

@@ -28,8 +28,8 @@ local function run_line(chunk, line_begin, line_end)
     return table.pack(xpcall(chunk, handler))
   end)
   local watch = loom.spawn(function()
-    while not intr do loom.sleep(0) end
-    if intr:await() then
+    while not intr and not task:done() do loom.sleep(0) end
+    if intr and intr:await() then
       interrupted = true
       task:cancel()
     end
