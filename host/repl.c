@@ -135,6 +135,7 @@ static int l_read_line(lua_State *L) {
     if (plain_line()) return 1;
   }
   uv_poll_start(&repl.poll, UV_READABLE, poll_cb);
+  if (intr_prompt) uv_async_send(&repl.async); /* Ctrl-C came between lines */
   return 1;
 }
 
@@ -158,7 +159,7 @@ static void on_sigint(int sig) {
     intr_line = 1;
     if (repl.line_co)
       lua_sethook(repl.line_co, line_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-  } else if (at_prompt) {
+  } else {
     intr_prompt = 1;
   }
   uv_async_send(&repl.async);
@@ -167,9 +168,9 @@ static void on_sigint(int sig) {
 /* In the loop: hand a Ctrl-C to the REPL task. */
 static void async_cb(uv_async_t *h) {
   (void)h;
-  if (intr_prompt) {
+  if (intr_prompt && at_prompt) { /* (one between lines waits for the prompt) */
     intr_prompt = 0;
-    if (at_prompt && repl.future) {
+    if (repl.future) {
       if (write(1, "\n", 1) < 0) {}
       finish_read((char *)-1);
     }
@@ -196,6 +197,7 @@ static int l_line_begin(lua_State *L) {
   repl.line_co = L;
   repl.intr = loom_future_new(L);
   intr_line = 0;
+  intr_prompt = 0;
   line_running = 1;
   return 1;
 }

@@ -189,7 +189,7 @@ t.test("Ctrl-C in the REPL interrupts the line, discards typed text, twice exits
   if not have_python() then t.skip("no python3") end
   local out = run("python3 tests/helpers/drive.py repl-ctrl-c " .. sh_quote(LOOM))
   t.ok(out:find("waiting\n^Cinterrupted\n> ", 1, true), out) -- a line that waits
-  t.ok(out:find("spinning\n^Cinterrupted!\n", 1, true), out) -- a line that runs
+  t.ok(out:find("spinning\n^C[^\n]*interrupted!\n"), out) -- a line that runs
   t.ok(out:find("\n42.5\n"), out) -- the REPL goes on, its globals kept
   t.ok(out:find("\nafter discard\n"), out) -- "nonsense" was dropped
   t.ok(out:find("(To exit, press Ctrl-C again or Ctrl-D)\n", 1, true), out)

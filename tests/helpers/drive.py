@@ -89,16 +89,18 @@ def finish(pid, out):
 def ctrl_c_session(pid, fd, expect, out):
     """Each step waits for what shows the previous one took effect."""
     os.write(fd, b"x = 6 * 7\n"); expect("> ")
-    os.write(fd, b"print('wait' .. 'ing') loom.sleep(30)\n"); expect("waiting")
+    # the other task runs once the line waits: "waiting" says it does
+    os.write(fd, b"loom.spawn(print, 'wait' .. 'ing') loom.sleep(30)\n"); expect("waiting")
     os.write(fd, b"\x03"); expect("interrupted\r\n")
     expect("> ")
     os.write(fd, b"print('spin' .. 'ning') while true do end\n"); expect("spinning")
+    # (Ctrl-C may come while print runs or in the loop: "interrupted!" both)
     os.write(fd, b"\x03"); expect("interrupted!")
     expect("> ")
-    os.write(fd, b"x + 0.5\n"); expect("42.5")
+    os.write(fd, b"x + 0.5\n"); expect("42.5"); expect("> ")
     os.write(fd, b"nonsense"); expect("nonsense")  # typed, not entered
     os.write(fd, b"\x03"); expect("> ")
-    os.write(fd, b"'after ' .. 'discard'\n"); expect("after discard")
+    os.write(fd, b"'after ' .. 'discard'\n"); expect("after discard"); expect("> ")
     os.write(fd, b"\x03"); expect("(To exit, press Ctrl-C again or Ctrl-D)")
     os.write(fd, b"\x03")
     finish(pid, out())
