@@ -399,11 +399,12 @@ static void pidfd_cb(uv_poll_t *h, int status, int events) {
 /* A descriptor a child is given must not be 0, 1 or 2, which the file
 ** actions are about to overwrite. Returns fd (moved if needed) or -errno. */
 static int above_stdio(int fd) {
-  int n;
+  int n, e;
   if (fd > 2) return fd;
   n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  e = errno;
   close(fd);
-  return n < 0 ? -errno : n;
+  return n < 0 ? -e : n;
 }
 
 /* One socketpair per "pipe" slot, as uv_spawn makes them (a socket, so
