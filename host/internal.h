@@ -26,6 +26,7 @@ typedef struct tentry {
   uint64_t due;  /* uv_hrtime() nanoseconds */
   uint32_t idx;  /* 1-based position in the heap; 0 when not armed */
   uint8_t kind;  /* TE_SLEEP, TE_SCOPE */
+  uint8_t weak;  /* does not keep the loop alive (loom test's own timeout) */
 } tentry_t;
 
 enum { TE_SLEEP = 1, TE_SCOPE, TE_DEADLINE };
@@ -107,6 +108,7 @@ struct loom {
   task_t *current;
   tentry_t **heap;
   size_t nheap, capheap;
+  size_t nweak;         /* weak entries in the heap */
   int in_timer_cb;
   int noyield;          /* coroutines resumed where the task cannot yield */
   uint64_t armed;       /* due time the uv timer is armed for; 0 none */
@@ -139,6 +141,7 @@ void rt_set_error(loom_t *rt, const char *msg);
 void rt_ensure_running(loom_t *rt);
 void rt_open(lua_State *L);
 void rt_sigint_restore(loom_t *rt);
+int rt_l_handles(lua_State *L); /* handles.c: loom._handles() */
 void rt_exit(lua_State *L, int status);
 extern char rt_exit_tag;
 int rt_pcall(loom_t *rt, lua_CFunction fn, void *ud);
@@ -196,6 +199,7 @@ int task_push_interrupt(lua_State *L, task_t *t);
 void task_drain(loom_t *rt);
 void task_push_fn(lua_State *L, task_t *t); /* its function, while it runs */
 void task_report_waits(loom_t *rt); /* deadlock.c */
+void task_push_waits(lua_State *L, loom_t *rt);
 void task_cancel_all(loom_t *rt);
 void task_open(lua_State *L);
 int task_push_results(lua_State *L, task_t *t);

@@ -3,6 +3,7 @@
 **   loom [options] [script [args...]]     loom test [paths...]
 */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,20 +66,24 @@ static int ends_with(const char *s, const char *suffix) {
   return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-static void find_tests(const char *path, strlist *out) {
+/* Add the test files under path; a path that cannot be opened is said
+** once here and counted as a failure (returns 1). */
+static int find_tests(const char *path, strlist *out) {
   struct stat st;
   DIR *d;
   struct dirent *e;
   if (stat(path, &st) != 0) {
-    fprintf(stderr, "%s test: cannot open %s\n", progname, path);
-    strlist_add(out, path); /* fails visibly when run */
-    return;
+    fprintf(stderr, "%s test: cannot open %s: %s\n", progname, path, strerror(errno));
+    return 1;
   }
   if (!S_ISDIR(st.st_mode)) {
     strlist_add(out, path);
-    return;
+    return 0;
   }
-  if (!(d = opendir(path))) return;
+  if (!(d = opendir(path))) {
+    fprintf(stderr, "%s test: cannot open %s: %s\n", progname, path, strerror(errno));
+    return 1;
+  }
   while ((e = readdir(d)) != NULL) {
     char sub[4096];
     if (e->d_name[0] == '.') continue;
@@ -89,6 +94,7 @@ static void find_tests(const char *path, strlist *out) {
     else if (ends_with(e->d_name, "_test.lua")) strlist_add(out, sub);
   }
   closedir(d);
+  return 0;
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -149,9 +155,9 @@ static int run_tests(int argc, char **argv) {
   lua_Integer count[3] = {0, 0, 0};
   size_t i;
   int a;
-  if (argc == 0) find_tests("tests", &files);
-  for (a = 0; a < argc; a++) find_tests(argv[a], &files);
-  qsort(files.v, files.n, sizeof *files.v, cmp_str);
+  if (argc == 0) count[1] += find_tests("tests", &files);
+  for (a = 0; a < argc; a++) count[1] += find_tests(argv[a], &files);
+  if (files.n) qsort(files.v, files.n, sizeof *files.v, cmp_str);
   for (i = 0; i < files.n; i++) {
     run_test_file(files.v[i], count);
     free(files.v[i]);

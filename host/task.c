@@ -1069,3 +1069,25 @@ void task_open(lua_State *L) {
   }
   lua_pop(L, 1);
 }
+
+/* Push an array of the unfinished tasks other than the running one, each
+** {id=, name=, waits=, traceback=}: the deadlock report of `loom test`, which
+** tells them in its own words. */
+void task_push_waits(lua_State *L, loom_t *rt) {
+  task_t *t;
+  int n = 0;
+  lua_newtable(L);
+  for (t = rt->live; t; t = t->lnext) {
+    if (t == rt->current) continue;
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)t->id);
+    lua_setfield(L, -2, "id");
+    push_task_name(L, t);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, t->wwhat ? t->wwhat : "nothing");
+    lua_setfield(L, -2, "waits");
+    luaL_traceback(L, t->co, NULL, 0);
+    lua_setfield(L, -2, "traceback");
+    lua_rawseti(L, -2, ++n);
+  }
+}

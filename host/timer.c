@@ -58,6 +58,14 @@ static void rearm(loom_t *rt) {
   uv_timer_start(&rt->timer, timer_cb, ms, 0);
 }
 
+/* The timer keeps the loop alive only for a deadline that is not weak: a
+** test whose tasks wait on nothing else is a deadlock, found at once
+** rather than when the test's own timeout passes. */
+static void timer_ref(loom_t *rt) {
+  if (rt->nheap > rt->nweak) uv_ref((uv_handle_t *)&rt->timer);
+  else uv_unref((uv_handle_t *)&rt->timer);
+}
+
 void heap_push(loom_t *rt, tentry_t *e) {
   if (rt->nheap == rt->capheap) {
     size_t cap = rt->capheap ? rt->capheap * 2 : 64;
@@ -69,6 +77,8 @@ void heap_push(loom_t *rt, tentry_t *e) {
   rt->nheap++;
   rt->heap[rt->nheap - 1] = e;
   sift_up(rt, rt->nheap - 1);
+  if (e->weak) rt->nweak++;
+  timer_ref(rt);
   if (e->idx == 1 && !rt->in_timer_cb) rearm(rt);
 }
 
@@ -78,6 +88,8 @@ void heap_remove(loom_t *rt, tentry_t *e) {
   if (!e->idx || e->idx > rt->nheap) return;
   i = e->idx - 1;
   e->idx = 0;
+  if (e->weak) rt->nweak--;
+  timer_ref(rt);
   last = rt->heap[--rt->nheap];
   if (i < rt->nheap) {
     heap_set(rt, i, last);
@@ -228,7 +240,7 @@ static int timeout_k(lua_State *L, int status, lua_KContext ctx) {
   return lua_gettop(L) - 1;
 }
 
-static int l_timeout(lua_State *L) {
+static int timeout_scope(lua_State *L, int weak) {
   double s = luaL_checknumber(L, 1);
   task_t *t = task_check_current(L, "loom.timeout");
   scope_t *sc;
@@ -241,6 +253,7 @@ static int l_timeout(lua_State *L) {
   sc->kind = SCOPE_TIMEOUT;
   sc->secs = s;
   sc->tm.kind = TE_SCOPE;
+  sc->tm.weak = (uint8_t)weak;
   sc->tm.due = timer_due(s);
   scope_push(L, t, sc);
   if (s <= 0) sc->expired = 1;
@@ -297,10 +310,18 @@ static int l_shield(lua_State *L) {
   return shield_k(L, st, 0);
 }
 
+static int l_timeout(lua_State *L) { return timeout_scope(L, 0); }
+
+/* loom._weak_timeout(s, fn, ...): loom.timeout whose deadline alone does
+** not keep the loop alive (see timer_ref). */
+static int l_weak_timeout(lua_State *L) { return timeout_scope(L, 1); }
+
 /* Module table at -1. */
 void timer_open(lua_State *L) {
   static const luaL_Reg fns[] = {{"sleep", l_sleep}, {"now", l_now},
                                  {"time", l_time}, {"timeout", l_timeout},
-                                 {"shield", l_shield}, {NULL, NULL}};
+                                 {"shield", l_shield},
+                                 {"_weak_timeout", l_weak_timeout},
+                                 {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
 }

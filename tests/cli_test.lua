@@ -185,6 +185,17 @@ t.test("the REPL on a terminal runs lines in a task and prints values", function
   t.ok(out:find("\nstatus 0\n$"), out)
 end)
 
+t.test("Ctrl-C in the REPL interrupts the line, discards typed text, twice exits", function()
+  if not have_python() then t.skip("no python3") end
+  local out = run("python3 tests/helpers/drive.py repl-ctrl-c " .. sh_quote(LOOM))
+  t.ok(out:find("waiting\n^Cinterrupted\n> ", 1, true), out) -- a line that waits
+  t.ok(out:find("spinning\n^C[^\n]*interrupted!\n"), out) -- a line that runs
+  t.ok(out:find("\n42.5\n"), out) -- the REPL goes on, its globals kept
+  t.ok(out:find("\nafter discard\n"), out) -- "nonsense" was dropped
+  t.ok(out:find("(To exit, press Ctrl-C again or Ctrl-D)\n", 1, true), out)
+  t.ok(out:find("\nstatus 130\n$"), out)
+end)
+
 t.test("the REPL reads piped lines with -i", function()
   local out, err, st = run("printf 'y = 2\\ny * 21\\nloom.sleep(0) return \"ok\"\\n' | "
     .. sh_quote(LOOM) .. " -i")

@@ -7,6 +7,15 @@
 ---@field stderr string?
 ---@field ok boolean
 
+---@class loom.PipeStatus
+---@field code integer?
+---@field signal string?
+---@field ok boolean
+---@field stderr string?
+
+---@class loom.PipeResult: loom.RunResult
+---@field statuses loom.PipeStatus[]
+
 ---@class loom.Process
 ---@field pid integer
 ---@field stdin loom.Stream?
@@ -36,6 +45,11 @@ process.stderr = nil
 ---@param opts {input: string?, cwd: string?, env: table<string,string>?, timeout: number?, capture: boolean?, kill_grace: number?, process_group: boolean?}?
 ---@return loom.RunResult
 function process.run(cmd, opts) end
+--- pipe(cmd1, cmd2, ... [, opts]): stdout of each to stdin of the next;
+--- opts as run's. ok only when every command succeeded (pipefail).
+---@param ... string|string[]|{input: string?, cwd: string?, env: table<string,string>?, timeout: number?, capture: boolean?, kill_grace: number?, process_group: boolean?}
+---@return loom.PipeResult
+function process.pipe(...) end
 ---@param cmd string|string[]
 ---@param opts {stdin: string?, stdout: string?, stderr: string?, cwd: string?, env: table<string,string>?, process_group: boolean?}?
 ---@return loom.Process

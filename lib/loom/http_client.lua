@@ -139,6 +139,28 @@ local function close_quietly(s)
   pcall(s.close, s)
 end
 
+-- loom test names a handle a test left open by what it is: the idle
+-- connections are ours, known by their local address.
+do
+  local reg = debug.getregistry()
+  reg["loom.describers"] = reg["loom.describers"] or {}
+  table.insert(reg["loom.describers"], function()
+    local out = {}
+    for key, list in pairs(idle) do
+      for _, e in ipairs(list) do
+        local ok, host, port = pcall(e[1].local_address, e[1])
+        if ok and host then
+          local addr = host:find(":", 1, true) and ("[%s]:%d"):format(host, port)
+            or ("%s:%d"):format(host, port)
+          out[addr] = ("a pooled HTTP connection to %s (http.close_idle() closes it)")
+            :format(key)
+        end
+      end
+    end
+    return out
+  end)
+end
+
 local function fresh(e, now)
   return now - e[2] < pool.idle_timeout and core.reusable(e[1])
 end

@@ -42,15 +42,21 @@ local function close_pipes(p)
   end
 end
 
--- SIGTERM, then SIGKILL after grace seconds (to the child's process group
--- when it has one); wait for the child to go (a wait that an expired outer
--- deadline interrupts is left to libuv).
-local function kill_after_grace(p, grace)
-  pcall(p.kill, p, "SIGTERM")
-  local ok = pcall(loom.timeout, grace, p.wait, p)
+local function close_all(procs)
+  for _, p in ipairs(procs) do close_pipes(p) end
+end
+
+-- SIGTERM to every child, then SIGKILL after grace seconds to those not
+-- gone (to a child's process group when it has one); wait for them to go
+-- (a wait that an expired outer deadline interrupts is left to the loop).
+local function kill_after_grace(procs, grace)
+  for _, p in ipairs(procs) do pcall(p.kill, p, "SIGTERM") end
+  local ok = pcall(loom.timeout, grace, function()
+    for _, p in ipairs(procs) do p:wait() end
+  end)
   if not ok then
-    pcall(p.kill, p, "SIGKILL")
-    pcall(p.wait, p)
+    for _, p in ipairs(procs) do pcall(p.kill, p, "SIGKILL") end
+    for _, p in ipairs(procs) do pcall(p.wait, p) end
   end
 end
 
@@ -92,7 +98,97 @@ function process.run(cmd, opts)
   close_pipes(p)
   if not ok then
     -- timed out, cancelled or failed: the child must not outlive us
-    kill_after_grace(p, opts.kill_grace or 2)
+    kill_after_grace({ p }, opts.kill_grace or 2)
+    error(res, 0)
+  end
+  return res
+end
+
+-- The commands and options of pipe(cmd1, cmd2, ... [, opts]): a last
+-- table without [1] is the options.
+local function pipe_args(...)
+  local cmds, n = { ... }, select("#", ...)
+  local opts = {}
+  if n > 1 and type(cmds[n]) == "table" and cmds[n][1] == nil then
+    opts, cmds[n], n = cmds[n], nil, n - 1
+  end
+  if n < 1 then error("bad argument #1 to 'pipe' (a command expected)", 3) end
+  for i = 1, n do cmds[i] = argv_of(cmds[i], "pipe") end
+  return cmds, n, opts
+end
+
+-- Start the n commands, stdout of each on an OS pipe to stdin of the next
+-- (the bytes never pass through us). A failed start ends those started.
+local function start_pipeline(cmds, n, opts, input, capture)
+  local procs, prev = {}, nil
+  for i = 1, n do
+    local r, w
+    if i < n then
+      local ok, a, b = pcall(core.os_pipe)
+      if not ok then
+        if prev then prev:close() end
+        close_all(procs); kill_after_grace(procs, 0)
+        error(a, 0)
+      end
+      r, w = a, b
+    end
+    local ok, p = pcall(process.spawn, cmds[i], {
+      cwd = opts.cwd, env = opts.env,
+      stdin = i > 1 and prev or (input and "pipe" or "null"),
+      stdout = w or (capture and "pipe" or "inherit"),
+      stderr = capture and "pipe" or "inherit",
+      process_group = opts.process_group ~= false,
+    })
+    if prev then prev:close() end
+    if w then w:close() end
+    prev = r
+    if not ok then
+      if r then r:close() end
+      close_all(procs); kill_after_grace(procs, 0)
+      error(p, 0)
+    end
+    procs[i] = p
+  end
+  return procs
+end
+
+-- process.pipe(cmd1, cmd2, ... [, opts]) -> the last command's
+-- {code=, signal=, stdout=, stderr=} with ok (every command succeeded, as
+-- bash's pipefail) and statuses ({code=, signal=, ok=, stderr=} each).
+function process.pipe(...)
+  local cmds, n, opts = pipe_args(...)
+  local capture, input = opts.capture ~= false, opts.input
+  if input ~= nil and type(input) ~= "string" then
+    error("bad argument to 'pipe' (opts.input must be a string)", 2)
+  end
+  local procs = start_pipeline(cmds, n, opts, input, capture)
+  local function body()
+    local out, errs, fns = nil, {}, {}
+    if input then fns[#fns + 1] = function() feed(procs[1], input) end end
+    if capture then
+      fns[#fns + 1] = function() out = procs[n].stdout:read_all() end
+      for i = 1, n do
+        fns[#fns + 1] = function() errs[i] = procs[i].stderr:read_all() end
+      end
+    end
+    loom.gather(table.unpack(fns))
+    local statuses, all = {}, true
+    for i = 1, n do
+      local code, sig = procs[i]:wait()
+      statuses[i] = { code = code, signal = sig, ok = code == 0, stderr = errs[i] }
+      all = all and code == 0
+    end
+    local last = statuses[n]
+    return { code = last.code, signal = last.signal, stdout = out,
+      stderr = errs[n], ok = all, statuses = statuses }
+  end
+  local ok, res = pcall(function()
+    if opts.timeout then return loom.timeout(opts.timeout, body) end
+    return body()
+  end)
+  close_all(procs)
+  if not ok then
+    kill_after_grace(procs, opts.kill_grace or 2)
     error(res, 0)
   end
   return res

@@ -122,29 +122,94 @@ local function settled_stats()
   return loom._stats()
 end
 
+-- Layers that hold handles for reasons of their own name them: a
+-- describer (in the registry's list "loom.describers", which the HTTP
+-- client's pool joins) returns {[local address] = "what it is"}.
+local reg = debug.getregistry()
+reg["loom.describers"] = reg["loom.describers"] or {}
+
+-- The handles open now, as {[what] = count}: a connection a describer knows
+-- by its local address is told in its words.
+local function handle_words()
+  local named = {}
+  for _, d in ipairs(reg["loom.describers"]) do
+    local ok, t = pcall(d)
+    if ok and type(t) == "table" then for k, v in pairs(t) do named[k] = v end end
+  end
+  local words = {}
+  for _, h in ipairs(loom._handles()) do
+    local w = h.address and named[h.address] or h.what
+    words[w] = (words[w] or 0) + 1
+  end
+  return words
+end
+
+-- "left 2 handle(s) open: a timer; a TCP listener on 127.0.0.1:4000 (2
+-- handles)": a listener is a socket and a watch on it.
+local function leaked_handles(before, n)
+  local now, list = handle_words(), {}
+  for w, c in pairs(now) do
+    local more = c - (before[w] or 0)
+    if more > 1 then list[#list + 1] = ("%s (%d handles)"):format(w, more)
+    elseif more == 1 then list[#list + 1] = w end
+  end
+  table.sort(list)
+  return ("left %d handle(s) open: %s"):format(n, table.concat(list, "; "))
+end
+
+-- The test running now, for the deadlock hook.
+local current
+
+-- Called by the runtime when every task waits and nothing can wake them
+-- (the test's own timeout does not count): fail the test at once with
+-- what each of its tasks waits on. False (a deadlock outside any test, or
+-- one that cancelling the test did not end) lets the runtime report it.
+debug.getregistry()["loom.deadlock"] = function()
+  local c = current
+  if not c or c.deadlock then return false end
+  local lines = { "deadlock: every task of the test waits and nothing can wake them:" }
+  for _, w in ipairs(loom._waits()) do
+    if w.id ~= c.runner then
+      lines[#lines + 1] = ("  %s waits on %s"):format(w.name, w.waits)
+      lines[#lines + 1] = "  " .. w.traceback:gsub("\n", "\n  ")
+    end
+  end
+  c.deadlock = table.concat(lines, "\n")
+  c.task:cancel()
+  return true
+end
+
 local function run_one(tc)
   local before = settled_stats()
+  local before_words = handle_words()
   local task = loom.spawn(function()
     local ok, e = xpcall(tc.fn, on_error)
     if not ok then error(e, 0) end
   end)
-  local ok, err = pcall(loom.timeout, tc.timeout, task.await, task)
-  if not ok and not task:done() then -- our deadline passed
+  current = { task = task, runner = tonumber(tostring(loom.current()):match("%d+")) }
+  local ok, err = pcall(loom._weak_timeout, tc.timeout, task.await, task)
+  local deadlock = current.deadlock
+  current = nil
+  if deadlock then
+    ok, err = false, { text = deadlock }
+  elseif not ok and not task:done() then -- our deadline passed
     task:cancel()
     pcall(task.await, task)
     err = { text = ("timed out after %g s"):format(tc.timeout) }
   end
   if ok then -- the test must leave the runtime as it found it
-    local after = settled_stats()
+    local after, left = settled_stats(), {}
     for _, what in ipairs { { "tasks", "task(s) running" },
       { "timers", "deadline(s) armed" }, { "handles", "handle(s) open" },
       { "refs", "registry reference(s) held" } } do
       local k = what[1]
       if after[k] > before[k] then
-        ok, err = false, { text = ("left %d %s"):format(after[k] - before[k], what[2]) }
-        break
+        local n = after[k] - before[k]
+        left[#left + 1] = k == "handles" and leaked_handles(before_words, n)
+          or ("left %d %s"):format(n, what[2])
       end
     end
+    if #left > 0 then ok, err = false, { text = table.concat(left, "\n") } end
   end
   if ok then report("ok", tc.name)
   elseif is_skip(err) then report("skip", tc.name, err.reason)
