@@ -130,7 +130,7 @@ struct loom {
 void net_fd_freed(loom_t *rt);
 
 /* workers.c: the worker's side of `loom -w N`. */
-int workers_tcp_listen(void); /* 1: this listener takes SO_REUSEPORT */
+int workers_tcp_listen(lua_State *L); /* 1: this listener takes SO_REUSEPORT */
 void workers_open(lua_State *L);
 
 /* runtime.c */

@@ -26,8 +26,9 @@ static struct {
   double grace;
   loom_t *rt;
   uv_check_t check;  /* after each loop turn until ready is told */
+  uv_idle_t idle;    /* keeps that turn from blocking in poll first */
   uv_signal_t term;
-} me = {0, 0, -1, 0, 0, LUA_NOREF, 30, NULL, {0}, {0}};
+} me = {0, 0, -1, 0, 0, LUA_NOREF, 30, NULL, {0}, {0}, {0}};
 
 /* LOOM_WORKER="id,count,fd,grace,ppid": read it and take it out of the
 ** environment, so processes the script spawns are not workers. Returns 1
@@ -55,6 +56,7 @@ int loom_worker_init(void) {
   if ((long)getppid() != ppid) raise(SIGTERM);
 #endif
   signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the supervisor, which drains us */
+  setvbuf(stdout, NULL, _IOLBF, 0); /* the supervisor passes lines on as they come */
   return 1;
 }
 
@@ -69,26 +71,38 @@ void workers_open(lua_State *L) {
   lua_setfield(L, -2, "workers");
 }
 
+static void idle_cb(uv_idle_t *h) { (void)h; }
+
+/* Look at readiness at the end of this loop turn, once the tasks made ready
+** now have run: the idle handle keeps poll from blocking before it. */
+static void look_soon(void) {
+  if (me.ready_fd >= 0 && uv_is_active((uv_handle_t *)&me.check))
+    uv_idle_start(&me.idle, idle_cb);
+}
+
 /* A TCP listener is being made: in a worker it joins the port's
-** SO_REUSEPORT group (1), and the worker may report ready. */
-int workers_tcp_listen(void) {
-  if (!me.id) return 0;
+** SO_REUSEPORT group (1), and the worker may soon report ready. */
+int workers_tcp_listen(lua_State *L) {
+  if (!me.id || rt_get(L) != me.rt) return 0;
   me.listened = 1;
+  look_soon();
   return 1;
 }
 
 /* Once its listeners are made (or its main chunk has ended), the worker
 ** writes one byte to the supervisor, which then drains the generation it
-** replaces. Runs after each loop turn, after the tasks made ready ran. */
+** replaces. Listeners made by the same run of tasks are all there by the
+** check phase of the turn. */
 static void check_cb(uv_check_t *h) {
   loom_t *rt = (loom_t *)h->data;
   ssize_t n;
+  uv_idle_stop(&me.idle);
   if (!me.listened && rt->main_ref != LUA_NOREF) return;
   do n = write(me.ready_fd, "R", 1);
   while (n < 0 && errno == EINTR);
   close(me.ready_fd);
   me.ready_fd = -1;
-  uv_close((uv_handle_t *)h, NULL);
+  uv_check_stop(h);
 }
 
 static void find_term_cb(uv_handle_t *h, void *arg) {
@@ -141,5 +155,8 @@ void loom_worker_start(loom_t *rt) {
     me.check.data = rt;
     uv_check_start(&me.check, check_cb);
     uv_unref((uv_handle_t *)&me.check);
+    uv_idle_init(rt->loop, &me.idle);
+    uv_unref((uv_handle_t *)&me.idle);
+    look_soon(); /* the main chunk may end at once */
   }
 }

@@ -49,7 +49,8 @@ local function start(n, script, ...)
   local port = free_port()
   local argv = { LOOM, "-w", tostring(n), "--grace", "3", script, tostring(port), ... }
   local p = process.spawn(argv, { stdout = "pipe", stderr = "pipe" })
-  local sup = { p = p, port = port, out = {}, err = {}, lines = loom.queue() }
+  local sup = { p = p, port = port, out = {}, err = "", lines = loom.queue(),
+    errors = loom.queue() }
   sup.readers = {
     loom.spawn(function()
       for line in function() return p.stdout:read_line() end do
@@ -57,9 +58,21 @@ local function start(n, script, ...)
         sup.lines:put(line)
       end
     end),
-    loom.spawn(function() sup.err = p.stderr:read_all() end),
+    loom.spawn(function()
+      for line in function() return p.stderr:read_line() end do
+        sup.err = sup.err .. line .. "\n"
+        sup.errors:put(line)
+      end
+    end),
   }
   return sup
+end
+
+-- Wait until the supervisor or a worker writes a line matching pattern.
+local function wait_stderr(sup, pattern)
+  loom.timeout(5, function()
+    while not sup.errors:get():find(pattern) do end
+  end)
 end
 
 -- One request on stream s: status, body; nil, bytes_seen when the
@@ -203,7 +216,8 @@ t.test("kill -9 of a worker: a new one serves within 1 s, the other goes on", fu
       end
     end
     t.eq(failed, 0, ("%d of %d requests failed"):format(failed, n))
-    t.ok(fresh and fresh < 1, "no new worker 1 within 1 s")
+    t.ok(fresh and fresh < 1, ("no new worker 1 within 1 s (after %s s; %d requests)")
+      :format(tostring(fresh), n))
     t.ok(not alive(pids[1]))
     sup.p:kill("SIGTERM")
     t.eq(loom.timeout(5, sup.p.wait, sup.p), 0)
@@ -294,6 +308,24 @@ t.test("SIGHUP under load: no failed request, new workers afterwards", function(
     for _, r in ipairs(sup.readers) do r:await() end
     local _, reloads = sup.err:gsub("reloaded: 2 new workers serve", "")
     t.eq(reloads, 2, sup.err)
+  end)
+end)
+
+t.test("a reload of a script that now fails keeps the old workers", function()
+  local path = write("reloaded.lua", io.open(SERVER):read("a"))
+  with_supervisor(2, path, function(sup)
+    local old = wait_serving(sup, 2)
+    write("reloaded.lua", "error('broken by an edit')\n")
+    sup.p:kill("SIGHUP")
+    wait_stderr(sup, "reload failed")
+    t.eq(wait_serving(sup, 2), old)
+    t.ok(sup.err:find("broken by an edit", 1, true), sup.err)
+    write("reloaded.lua", io.open(SERVER):read("a"))
+    sup.p:kill("SIGHUP")
+    wait_stderr(sup, "reloaded: 2 new workers serve")
+    wait_gone(old)
+    local new = wait_serving(sup, 2)
+    t.ok(new[1] ~= old[1] and new[2] ~= old[2])
   end)
 end)
 

@@ -1,0 +1,68 @@
+#!/bin/bash
+# loom -w N benchmark (issue 14):   bench/workers.sh [seconds]
+# 1. A handler that burns 1 ms of CPU per request: req/s of `loom -w 1` and
+#    `loom -w 2` under `wrk -t1 -c50`; the ratio shows how the workers scale.
+# 2. The plain hello route: CPU time per request with 1 and 2 workers
+#    (utime+stime of every worker from /proc over the run / requests).
+# On a 2-core machine wrk cannot have a core of its own once two workers
+# run: it is left unpinned and shares the cores with them (its CPU is small
+# next to 1 ms per request, but it is not nothing).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+secs=${1:-5}
+loom=$root/build/loom
+hz=$(getconf CLK_TCK)
+port=18600
+tmp=$(mktemp -d)
+sup=
+trap '[ -n "$sup" ] && kill $sup 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+
+# start N: a supervisor of N workers on a new port; $sup its pid
+start() {
+  port=$((port + 1))
+  "$loom" -w "$1" --grace 1 bench/workers_server.lua $port >"$tmp/out" 2>"$tmp/err" &
+  sup=$!
+  for _ in $(seq 100); do
+    [ "$(cat /proc/$sup/task/$sup/children 2>/dev/null | wc -w)" -eq "$1" ] &&
+      curl -s -o /dev/null "http://127.0.0.1:$port/" && return
+    sleep 0.05
+  done
+  echo "loom -w $1 did not answer" >&2; cat "$tmp/err" >&2; exit 1
+}
+stop() { kill $sup; wait $sup 2>/dev/null || true; sup=; }
+
+# CPU ticks (utime+stime) of every worker of $sup
+ticks() {
+  local t=0 c
+  for c in $(cat /proc/$sup/task/$sup/children); do
+    t=$((t + $(awk '{print $14 + $15}' /proc/$c/stat)))
+  done
+  echo $t
+}
+
+# run PATH: wrk for $secs; sets $rps, $reqs
+run() {
+  wrk -t1 -c50 -d${secs}s "http://127.0.0.1:$port$1" >"$tmp/wrk"
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$tmp/wrk")
+  reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk")
+}
+
+echo "loom -w N: $(date -u +%F), $(nproc) cores, wrk -t1 -c50 -d${secs}s (unpinned)"
+printf '%-9s %14s %22s\n' workers "burn 1ms req/s" "hello CPU us/request"
+declare -A burn cpu
+for n in 1 2; do
+  start $n
+  wrk -t1 -c50 -d1s "http://127.0.0.1:$port/burn" >/dev/null  # warm-up
+  run /burn
+  burn[$n]=$rps
+  t0=$(ticks)
+  run /
+  t1=$(ticks)
+  cpu[$n]=$(awk -v d=$((t1 - t0)) -v hz=$hz -v r=$reqs 'BEGIN {printf "%.2f", d / hz / r * 1e6}')
+  stop
+  printf '%-9s %14s %22s\n' $n "${burn[$n]}" "${cpu[$n]}"
+done
+awk -v a="${burn[1]}" -v b="${burn[2]}" -v c="${cpu[1]}" -v d="${cpu[2]}" 'BEGIN {
+  printf "burn: 2 workers / 1 worker = %.2fx (target >= 1.8x)\n", b / a
+  printf "hello CPU/request: 2 workers / 1 worker = %.3f (target within 5%%)\n", d / c }'
