@@ -443,10 +443,18 @@ static void stop_all(sup_t *s, int status) {
 }
 
 /* Every worker of any generation has exited (a draining old one included):
-** close what keeps the loop running. */
+** close what keeps the loop running, output pipes included. */
 static void check_done(sup_t *s) {
+  worker_t *w;
   int i;
   if (!s->stopping || s->live > 0) return;
+  for (w = s->all; w; w = w->next) { /* a process the worker spawned may hold them */
+    for (i = 0; i < 2; i++) {
+      if (w->out[i].n) forward(w, &w->out[i], "\n", 1);
+      close_handle((uv_handle_t *)&w->out[i].pipe);
+    }
+    close_handle((uv_handle_t *)&w->ready);
+  }
   for (i = 0; i < 3; i++)
     if (!uv_is_closing((uv_handle_t *)&s->sig[i])) uv_close((uv_handle_t *)&s->sig[i], NULL);
   for (i = 0; i < s->count; i++)
