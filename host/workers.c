@@ -89,7 +89,7 @@ int workers_tcp_listen(lua_State *L) {
   return 1;
 }
 
-/* Once its listeners are made (or its main chunk has ended), the worker
+/* Once its listeners are made (or its main chunk has ended well), the worker
 ** writes one byte to the supervisor, which then drains the generation it
 ** replaces. Listeners made by the same run of tasks are all there by the
 ** check phase of the turn. */
@@ -97,6 +97,8 @@ static void check_cb(uv_check_t *h) {
   loom_t *rt = (loom_t *)h->data;
   ssize_t n;
   uv_idle_stop(&me.idle);
+  /* not ready: the main task failed, process.exit, or loom_free's last turns */
+  if (rt->exiting || rt->closing) return;
   if (!me.listened && rt->main_ref != LUA_NOREF) return;
   do n = write(me.ready_fd, "R", 1);
   while (n < 0 && errno == EINTR);

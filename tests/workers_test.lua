@@ -112,6 +112,16 @@ local function get(port, path)
   return status, body
 end
 
+-- get, retried once on a new connection when the first was closed before
+-- any response byte (as HTTP clients do for idempotent requests): a
+-- connection waiting in the accept queue of a worker that dies is reset.
+local function get_retry(port, path)
+  local status, body = get(port, path)
+  if status or body ~= 0 then return status, body, 0 end
+  status, body = get(port, path)
+  return status, body, 1
+end
+
 -- Requests until every worker id 1..n has answered: {id = pid}.
 local function wait_serving(sup, n, timeout)
   local pids, found = {}, 0
@@ -203,10 +213,10 @@ t.test("kill -9 of a worker: a new one serves within 1 s, the other goes on", fu
   with_supervisor(2, SERVER, function(sup)
     local pids = wait_serving(sup, 2)
     os.execute("kill -9 " .. pids[1])
-    local t0, fresh, failed, n = loom.now(), nil, 0, 0
+    local t0, fresh, failed, n, retries = loom.now(), nil, 0, 0, 0
     while loom.now() - t0 < 1.2 do
-      local status, body = get(sup.port)
-      n = n + 1
+      local status, body, retried = get_retry(sup.port)
+      n, retries = n + 1, retries + retried
       if status ~= 200 then failed = failed + 1
       else
         local id, pid = body:match("^(%d+) (%d+)")
@@ -215,7 +225,7 @@ t.test("kill -9 of a worker: a new one serves within 1 s, the other goes on", fu
         end
       end
     end
-    t.eq(failed, 0, ("%d of %d requests failed"):format(failed, n))
+    t.eq(failed, 0, ("%d of %d requests failed (%d retried)"):format(failed, n, retries))
     t.ok(fresh and fresh < 1, ("no new worker 1 within 1 s (after %s s; %d requests)")
       :format(tostring(fresh), n))
     t.ok(not alive(pids[1]))
