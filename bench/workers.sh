@@ -1,5 +1,5 @@
 #!/bin/bash
-# loom -w N benchmark (issue 14):   bench/workers.sh [seconds]
+# loom -w N benchmark (issue 14):   bench/workers.sh [seconds [rounds]]
 # 1. A handler that burns 1 ms of CPU per request: req/s of `loom -w 1` and
 #    `loom -w 2` under `wrk -t1 -c50`; the ratio shows how the workers scale.
 # 2. The plain hello route: CPU time per request with 1 and 2 workers
@@ -11,6 +11,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 secs=${1:-5}
+rounds=${2:-3}
 loom=$root/build/loom
 hz=$(getconf CLK_TCK)
 port=18600
@@ -48,21 +49,30 @@ run() {
   reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk")
 }
 
-echo "loom -w N: $(date -u +%F), $(nproc) cores, wrk -t1 -c50 -d${secs}s (unpinned)"
-printf '%-9s %14s %22s\n' workers "burn 1ms req/s" "hello CPU us/request"
-declare -A burn cpu
-for n in 1 2; do
-  start $n
-  wrk -t1 -c50 -d1s "http://127.0.0.1:$port/burn" >/dev/null  # warm-up
-  run /burn
-  burn[$n]=$rps
-  t0=$(ticks)
-  run /
-  t1=$(ticks)
-  cpu[$n]=$(awk -v d=$((t1 - t0)) -v hz=$hz -v r=$reqs 'BEGIN {printf "%.2f", d / hz / r * 1e6}')
-  stop
-  printf '%-9s %14s %22s\n' $n "${burn[$n]}" "${cpu[$n]}"
+median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+
+echo "loom -w N: $(date -u +%F), $(nproc) cores, wrk -t1 -c50 -d${secs}s (unpinned)," \
+  "median of $rounds rounds; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$rounds"); do
+  for n in 1 2; do
+    start $n
+    wrk -t1 -c50 -d1s "http://127.0.0.1:$port/burn" >/dev/null  # warm-up
+    run /burn
+    echo "$rps" >>"$tmp/burn$n"
+    t0=$(ticks)
+    run /
+    t1=$(ticks)
+    awk -v d=$((t1 - t0)) -v hz=$hz -v r=$reqs 'BEGIN {printf "%.2f\n", d / hz / r * 1e6}' \
+      >>"$tmp/cpu$n"
+    stop
+  done
 done
-awk -v a="${burn[1]}" -v b="${burn[2]}" -v c="${cpu[1]}" -v d="${cpu[2]}" 'BEGIN {
+printf '%-9s %22s %22s\n' workers "burn 1ms req/s" "hello CPU us/request"
+for n in 1 2; do
+  printf '%-9s %22s %22s\n' $n "$(median <"$tmp/burn$n") ($(paste -sd/ "$tmp/burn$n"))" \
+    "$(median <"$tmp/cpu$n") ($(paste -sd/ "$tmp/cpu$n"))"
+done
+awk -v a="$(median <"$tmp/burn1")" -v b="$(median <"$tmp/burn2")" \
+  -v c="$(median <"$tmp/cpu1")" -v d="$(median <"$tmp/cpu2")" 'BEGIN {
   printf "burn: 2 workers / 1 worker = %.2fx (target >= 1.8x)\n", b / a
   printf "hello CPU/request: 2 workers / 1 worker = %.3f (target within 5%%)\n", d / c }'
