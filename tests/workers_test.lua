@@ -45,9 +45,9 @@ local function free_port()
 end
 
 -- A supervisor of n workers of script; its output collected as it comes.
-local function start(n, script, ...)
+local function start(n, script, grace)
   local port = free_port()
-  local argv = { LOOM, "-w", tostring(n), "--grace", "3", script, tostring(port), ... }
+  local argv = { LOOM, "-w", tostring(n), "--grace", grace or "3", script, tostring(port) }
   local p = process.spawn(argv, { stdout = "pipe", stderr = "pipe" })
   local sup = { p = p, port = port, out = {}, err = "", lines = loom.queue(),
     errors = loom.queue() }
@@ -165,8 +165,8 @@ end
 
 -- Run fn(sup) with a supervisor of n workers of script; then end it and
 -- every worker it has, whatever fn did, and check that none is left.
-local function with_supervisor(n, script, fn)
-  local sup = start(n, script)
+local function with_supervisor(n, script, fn, grace)
+  local sup = start(n, script, grace)
   local ok, err = pcall(fn, sup)
   local left = children(sup.p.pid)
   pcall(sup.p.kill, sup.p, "SIGKILL")
@@ -350,6 +350,32 @@ t.test("a script failing at start-up: the supervisor gives up and exits 1", func
     t.ok(sup.err:find("no database here", 1, true), sup.err)
     t.ok(sup.err:find("giving up", 1, true), sup.err)
   end)
+end)
+
+t.test("a worker that cannot drain is killed after the grace period", function()
+  local stuck = write("stuck.lua", [[
+local http = require "loom.http"
+http.listen("127.0.0.1", tonumber(arg[1]), function(req)
+  if req.path == "/spin" then
+    print("spinning")
+    while true do end -- never yields: the drain cannot run
+  end
+  return 200, loom.workers.id .. " " .. require("loom.process").pid
+end)
+]])
+  with_supervisor(1, stuck, function(sup)
+    local pids = wait_serving(sup, 1)
+    local client = loom.spawn(get, sup.port, "/spin")
+    t.eq(loom.timeout(5, sup.lines.get, sup.lines), "spinning")
+    local t0 = loom.now()
+    sup.p:kill("SIGTERM")
+    t.eq(loom.timeout(6, sup.p.wait, sup.p), 0)
+    t.ok(loom.now() - t0 >= 1.9, "killed before the grace period and its margin")
+    t.ok(not alive(pids[1]))
+    t.eq(client:await(), nil)
+    for _, r in ipairs(sup.readers) do r:await() end
+    t.ok(sup.err:find("still running after the grace period: SIGKILL", 1, true), sup.err)
+  end, "0")
 end)
 
 t.test("a script that handles SIGTERM itself does its own stop", function()
