@@ -135,6 +135,10 @@ struct loom {
 /* net.c: a descriptor was closed; paused listeners may accept again. */
 void net_fd_freed(loom_t *rt);
 
+/* workers.c: the worker's side of `loom -w N`. */
+int workers_tcp_listen(lua_State *L); /* 1: this listener takes SO_REUSEPORT */
+void workers_open(lua_State *L);
+
 /* runtime.c */
 loom_t *rt_get(lua_State *L);
 void rt_set_error(loom_t *rt, const char *msg);

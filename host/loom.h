@@ -78,6 +78,14 @@ const char *loom_error(loom_t *rt);
 ** the default disposition. */
 void loom_catch_sigint(loom_t *rt);
 
+/* For the loom command under `loom -w N`: loom_worker_init reads (and
+** clears) LOOM_WORKER, set by the supervisor; it returns 1 in a worker,
+** whose runtimes then have loom.workers and SO_REUSEPORT listeners.
+** loom_worker_start, once the script is loaded, makes the worker tell the
+** supervisor when it listens and drain its servers on SIGTERM. */
+int loom_worker_init(void);
+void loom_worker_start(loom_t *rt);
+
 /* Cancel what is left, close every handle, free everything. */
 void loom_free(loom_t *rt);
 

@@ -15,6 +15,10 @@
 #include "loom.h"
 
 int loom_repl(loom_t *rt); /* repl.c */
+int supervisor_run(const char *progname, int count, double grace,
+                   char **argv); /* supervisor.c */
+
+enum { MAX_WORKERS = 1024 };
 
 static const char *progname = "loom";
 
@@ -25,6 +29,9 @@ static void usage(FILE *f) {
           "Options:\n"
           "  -e code        run code as the main task\n"
           "  -i             interactive mode (REPL) after running script\n"
+          "  -w N           run the script in N worker processes under a supervisor\n"
+          "                 ('auto': one per CPU); also --workers N\n"
+          "  --grace S      with -w: seconds a stopping worker may drain (default 30)\n"
           "  -v, --version  show version information\n"
           "  -h, --help     show this help\n"
           "  -              run the script read from stdin\n"
@@ -169,17 +176,123 @@ static int run_tests(int argc, char **argv) {
   return count[1] > 0 ? 1 : 0;
 }
 
+/* ---- loom -w N ---- */
+
+/* A number of workers: 1..MAX_WORKERS, or "auto" (one per CPU); 0 if bad. */
+static int parse_workers(const char *v) {
+  char *end;
+  long n;
+  if (strcmp(v, "auto") == 0) {
+    n = (long)uv_available_parallelism();
+    return n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;
+  }
+  if (*v < '0' || *v > '9') return 0;
+  n = strtol(v, &end, 10);
+  return *end || n < 1 || n > MAX_WORKERS ? 0 : (int)n;
+}
+
+/* Seconds of grace: a number >= 0; -1 if bad. */
+static double parse_grace(const char *v) {
+  char *end;
+  double g;
+  if ((*v < '0' || *v > '9') && *v != '.') return -1;
+  g = strtod(v, &end);
+  return *end || !(g >= 0 && g <= 1e6) ? -1 : g;
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "%s: ", progname);
+  fprintf(stderr, fmt, arg);
+  fputc('\n', stderr);
+  usage(stderr);
+  return 1;
+}
+
+/* The value of option name at argv[*i] ("--name V", "--name=V" or, for a
+** short one, "-w V"); NULL when a is not that option. *missing when it has
+** no value. */
+static const char *option_value(int argc, char **argv, int *i, const char *name,
+                                int *missing) {
+  const char *a = argv[*i];
+  size_t n = strlen(name);
+  if (strncmp(a, name, n) != 0) return NULL;
+  if (a[n] == '=' && name[1] == '-') return a + n + 1;
+  if (a[n] != '\0') return NULL;
+  if (*i + 1 >= argc) {
+    *missing = 1;
+    return a;
+  }
+  return argv[++*i];
+}
+
+/* -w, --workers, --grace at argv[*i]: 1 when taken (values stored), 0 when
+** a is another argument, -1 after reporting a usage error. */
+static int worker_option(int argc, char **argv, int *i, int *workers, double *grace) {
+  const char *v;
+  int missing = 0;
+  if ((v = option_value(argc, argv, i, "-w", &missing)) ||
+      (v = option_value(argc, argv, i, "--workers", &missing))) {
+    if (missing) return usage_error("'%s' needs a number of workers", v), -1;
+    if (!(*workers = parse_workers(v)))
+      return usage_error("bad number of workers '%s' (a whole number from 1, or 'auto')",
+                         v), -1;
+    return 1;
+  }
+  if ((v = option_value(argc, argv, i, "--grace", &missing))) {
+    if (missing) return usage_error("'%s' needs a number of seconds", v), -1;
+    if ((*grace = parse_grace(v)) < 0)
+      return usage_error("bad grace '%s' (seconds, a number from 0)", v), -1;
+    return 1;
+  }
+  return 0;
+}
+
+/* The workers' command line: ours without -w, --workers and --grace (the
+** options before idx, the script's own arguments untouched). */
+static char **worker_argv(int argc, char **argv, int idx) {
+  char **v = (char **)calloc((size_t)argc + 1, sizeof *v);
+  int i, n = 0, w = 0;
+  double g = 0;
+  if (!v) return NULL;
+  v[n++] = argv[0];
+  for (i = 1; i < argc; i++) {
+    int at = i;
+    if (i < idx && worker_option(argc, argv, &i, &w, &g) == 1) continue;
+    v[n++] = argv[at];
+  }
+  return v;
+}
+
+/* loom -w N: check the options that make no sense with it, then supervise. */
+static int supervise(int argc, char **argv, int idx, int workers, double grace,
+                     const char *script, const char *code, int interactive) {
+  char **wargv;
+  int status;
+  if (interactive) return usage_error("%s", "-i cannot be used with -w"), 1;
+  if (!code && (!script || strcmp(script, "-") == 0))
+    return usage_error("%s", "-w needs a script file (or -e code)"), 1;
+  if (!(wargv = worker_argv(argc, argv, idx))) return 1;
+  status = supervisor_run(progname, workers, grace, wargv);
+  free(wargv);
+  return status;
+}
+
 /* ---- running scripts ---- */
 
 int main(int argc, char **argv) {
   const char *code = NULL, *script = NULL;
-  int i, interactive = 0, status, script_idx = argc;
+  int i, interactive = 0, status, script_idx = argc, workers = 0, is_worker;
+  double grace = -1;
   loom_options o = {0};
   loom_t *rt;
   if (argv[0] && argv[0][0]) progname = argv[0];
   if (argc > 1 && strcmp(argv[1], "test") == 0) return run_tests(argc - 2, argv + 2);
+  is_worker = loom_worker_init();
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
+    int w = worker_option(argc, argv, &i, &workers, &grace);
+    if (w < 0) return 1;
+    if (w > 0) continue;
     if (strcmp(a, "-e") == 0) {
       if (++i >= argc) {
         fprintf(stderr, "%s: '-e' needs an argument\n", progname);
@@ -207,13 +320,17 @@ int main(int argc, char **argv) {
     }
   }
   if (script_idx < argc) script = argv[script_idx];
+  if (grace >= 0 && !workers) return usage_error("%s", "--grace needs -w"), 1;
+  if (workers)
+    return supervise(argc, argv, script_idx, workers, grace < 0 ? 30 : grace, script,
+                     code, interactive);
   o.argc = argc - script_idx;
   o.argv = argv + script_idx;
   if (!(rt = loom_new(&o))) {
     fprintf(stderr, "%s: cannot create the runtime\n", progname);
     return 1;
   }
-  loom_catch_sigint(rt);
+  if (!is_worker) loom_catch_sigint(rt); /* a worker's Ctrl-C is its supervisor's */
   if (code && !script) {
     if (loom_dostring(rt, code, "=(command line)") != 0) {
       status = report_load_error(rt);
@@ -243,6 +360,7 @@ int main(int argc, char **argv) {
   } else {
     interactive = 1;
   }
+  if (is_worker) loom_worker_start(rt);
   if (code || script || !interactive) {
     status = loom_run(rt);
     if (status != 0 || !interactive) {

@@ -568,7 +568,8 @@ static int bind_tcp(uv_tcp_t *tcp, const struct sockaddr_storage *ss, int reusep
 /* listen(ip, port [, backlog [, reuseport]]) -> Listener */
 static int l_listen(lua_State *L) {
   struct sockaddr_storage ss;
-  int backlog = (int)luaL_optinteger(L, 3, 511), reuse = lua_toboolean(L, 4), rc;
+  int backlog = (int)luaL_optinteger(L, 3, 511), rc;
+  int reuse = workers_tcp_listen(L) || lua_toboolean(L, 4); /* under loom -w: always */
   char what[300];
   listener_t *l;
   check_addr(L, 1, &ss);

@@ -111,10 +111,17 @@ function Progress:done() end
 ---@return string
 function Progress:render(now) end
 
+---@class loom.Workers
+---@field id integer this worker's id, 1..count
+---@field count integer the number of workers
+
 ---@class loomlib
 local loom = {}
 ---@type string
 loom.version = ""
+---In a worker of `loom -w N`: its id and the number of workers; nil otherwise.
+---@type loom.Workers?
+loom.workers = nil
 ---Schedule fn(...) as a new task (it starts on a later turn).
 ---@param fn function
 ---@return loom.Task

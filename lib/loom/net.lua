@@ -102,6 +102,10 @@ end
 local Server = {}
 Server.__index = Server
 
+-- Every server still accepting, for a worker's drain (lib/loom/drain.lua).
+local servers = setmetatable({}, { __mode = "k" })
+debug.getregistry()["loom.servers"] = servers
+
 local function error_text(e)
   if type(e) == "string" then return e end
   local mt = getmetatable(e)
@@ -171,6 +175,7 @@ end
 local function start_server(listener, handler, server_handshake)
   local srv = setmetatable({ listener = listener, conns = {}, closed = loom.event(),
     tls = server_handshake }, Server)
+  servers[srv] = true
   srv.acceptor = loom.spawn(function()
     while true do
       local ok, err = pcall(accept_one, srv, listener, handler)
@@ -217,6 +222,7 @@ end
 -- Server's __close: `local srv <close> = net.listen(...)`.
 function Server:close()
   if self.closed:is_set() then return end
+  servers[self] = nil
   self.listener:close()
   self.closed:set()
   if self.path then os.remove(self.path) end
