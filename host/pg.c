@@ -201,7 +201,7 @@ static void conn_fail(pgconn_t *c, const char *msg) {
   pgreq_t *r;
   if (!c->broken) {
     c->broken = 1;
-    c->emsg = strdup(msg && *msg ? msg : "connection lost");
+    if (!c->emsg) c->emsg = strdup(msg && *msg ? msg : "connection lost");
   }
   poll_drop(c);
   while ((r = c->head) != NULL) {
