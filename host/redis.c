@@ -6,6 +6,7 @@
 ** is loom's own Streams (TCP, Unix sockets, TLS), driven from Lua, where
 ** the client matches replies to waiting tasks in FIFO order.
 */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <hiredis/hiredis.h>
@@ -32,7 +33,9 @@ static int l_command(lua_State *L) {
   for (i = 0; i < n; i++) {
     int ty = lua_type(L, i + 1);
     if (ty == LUA_TNUMBER && !lua_isinteger(L, i + 1)) {
-      lua_pushfstring(L, "%.17g", lua_tonumber(L, i + 1)); /* exact */
+      char num[64];
+      snprintf(num, sizeof num, "%.17g", lua_tonumber(L, i + 1)); /* exact */
+      lua_pushstring(L, num);
       lua_replace(L, i + 1);
     } else if (ty != LUA_TSTRING && ty != LUA_TNUMBER) {
       return err_raise(L, "value", NULL, "redis: argument #%d: cannot send a %s",
