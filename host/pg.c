@@ -893,6 +893,13 @@ static int conn_copy_abort(lua_State *L) {
 
 static int notify_k(lua_State *L, int status, lua_KContext ctx);
 
+/* The wait for a notification was cancelled. */
+static void notify_cancel(task_t *t) {
+  pgconn_t *c = (pgconn_t *)t->wdata;
+  if (c->nwaiter == t) c->nwaiter = NULL;
+  poll_ref(c);
+}
+
 /* c:notification() -> channel, payload, pid: waits for the next one */
 static int conn_notification(lua_State *L) {
   pgconn_t *c = check_conn(L);
@@ -914,7 +921,7 @@ static int conn_notification(lua_State *L) {
   c->nwaiter = t;
   poll_ref(c);
   lua_settop(L, 1);
-  return task_wait(L, t, NULL, c, "pg notification", 0, notify_k);
+  return task_wait(L, t, notify_cancel, c, "pg notification", 0, notify_k);
 }
 
 static int notify_k(lua_State *L, int status, lua_KContext ctx) {

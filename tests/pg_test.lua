@@ -239,6 +239,37 @@ test("connection failures are kind io", function()
   t.raises(function() pg.connect(server.url .. "&user=nosuchuser") end, "io")
 end)
 
+test("waits that are cancelled or time out: connect, notification, COPY", function()
+  local net = require "loom.net"
+  -- a server that accepts and never answers
+  local silent = net.listen("127.0.0.1", 0, function(s) s:read_all() end)
+  local t0 = loom.now()
+  t.raises(function()
+    pg.connect(("postgresql://x@127.0.0.1:%d/x?sslmode=disable"):format(silent.port),
+      { timeout = 0.2 })
+  end, "timeout")
+  t.ok(loom.now() - t0 < 1)
+  silent:close()
+  local c <close> = connect()
+  local it = c:listen("nothing")
+  t.raises(function() loom.timeout(0.05, it) end, "timeout")
+  c:exec("create temp table big (v text)")
+  -- one 20 MB string: libpq's buffer fills and copy_put waits for the socket
+  local line = ("x"):rep(999) .. "\n"
+  t.eq(c:copy_in("copy big from stdin", line:rep(20000)), 20000)
+  local n = 0
+  t.raises(function()
+    loom.timeout(0.2, c.copy_in, c, "copy big from stdin", function()
+      n = n + 1
+      if n > 3 then loom.sleep(5) end
+      return line:rep(100)
+    end)
+  end, "timeout")
+  t.eq(c:first("select count(*) as n from big").n, 20000)
+  c:notify("nothing", "late")
+  t.eq(it().payload, "late")
+end, { timeout = 30 })
+
 test("a pool of 5 serves 200 concurrent tasks", function()
   local pool <close> = pg.pool(server.url, { size = 5 })
   local pids = {}
