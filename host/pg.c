@@ -457,6 +457,12 @@ static void progress(pgconn_t *c) {
 
 /* ---- connecting ---- */
 
+/* Server notices (NOTICE, WARNING) are not errors: libpq's default prints
+** them to stderr, which a server program does not want. */
+static void notice_drop(void *arg, const char *msg) {
+  (void)arg; (void)msg;
+}
+
 /* One step of PQconnectPoll; wakes the connecting task when done. */
 static void connect_step(pgconn_t *c) {
   PostgresPollingStatusType st = PQconnectPoll(c->pg);
@@ -983,6 +989,7 @@ static int l_connect(lua_State *L) {
     push_io_error(L, "io", "ECONNREFUSED", c->emsg);
     return lua_error(L);
   }
+  PQsetNoticeProcessor(c->pg, notice_drop, NULL);
   c->connecting = 1;
   c->connector = t;
   if (poll_watch(c, UV_WRITABLE) != 0) {
