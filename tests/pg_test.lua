@@ -315,6 +315,34 @@ test("the server restarted under a pool", function()
   end)
 end, { timeout = 60 })
 
+-- The examples of the docs that need a server, run against this one.
+local function doc_blocks(path)
+  local f = assert(io.open(path))
+  local text = f:read("a")
+  f:close()
+  local out = {}
+  for code in text:gmatch("```lua\n(.-)\n```") do
+    if code:find("PG_URL", 1, true) then out[#out + 1] = code end
+  end
+  return out
+end
+
+test("the examples of docs/reference/pg.md run", function()
+  local process = require "loom.process"
+  local LOOM = os.getenv("LOOM_BIN") or "build/loom"
+  local blocks = doc_blocks("docs/reference/pg.md")
+  t.ok(#blocks >= 3)
+  for i, code in ipairs(blocks) do
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write(code)
+    f:close()
+    local r = process.run({ LOOM, path }, { env = { PG_URL = server.url }, timeout = 30 })
+    os.remove(path)
+    t.ok(r.ok and not r.stdout:find("set PG_URL"), ("block %d: %s%s"):format(i, r.stdout, r.stderr))
+  end
+end, { timeout = 60 })
+
 test("stop the server", function()
   server:stop()
 end, { timeout = 30 })
