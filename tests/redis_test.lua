@@ -230,6 +230,26 @@ test("connection failures are kind io", function()
   t.raises(function() redis.connect("unix:///nonexistent/sock") end, "io")
 end)
 
+test("the examples of docs/reference/redis.md run", function()
+  local process = require "loom.process"
+  local LOOM = os.getenv("LOOM_BIN") or "build/loom"
+  local f = assert(io.open("docs/reference/redis.md"))
+  local text = f:read("a")
+  f:close()
+  local n = 0
+  for code in text:gmatch("```lua\n(.-)\n```") do
+    n = n + 1
+    local path = os.tmpname()
+    local g = assert(io.open(path, "w"))
+    g:write(code)
+    g:close()
+    local r = process.run({ LOOM, path }, { env = { REDIS_URL = server.url }, timeout = 30 })
+    os.remove(path)
+    t.ok(r.ok and not r.stdout:find("set REDIS_URL"), ("block %d: %s%s"):format(n, r.stdout, r.stderr))
+  end
+  t.ok(n >= 3)
+end, { timeout = 60 })
+
 test("stop the server", function()
   server:stop()
 end)
