@@ -45,6 +45,26 @@ t.test("a job goes from the API through Redis and a worker to PostgreSQL and a W
   if not ok then error(err, 0) end
 end, { timeout = 30, skip = skip })
 
+t.test("the examples of docs/guide/scaling_out.md run", function()
+  local f = assert(io.open("docs/guide/scaling_out.md"))
+  local text = f:read("a")
+  f:close()
+  local n = 0
+  for code in text:gmatch("```lua\n(.-)\n```") do
+    n = n + 1
+    local path = os.tmpname()
+    local g = assert(io.open(path, "w"))
+    g:write(code)
+    g:close()
+    local r = process.run({ LOOM, path }, { env = { PG_URL = pgs.url, REDIS_URL = rs.url },
+      timeout = 30 })
+    os.remove(path)
+    t.ok(r.ok and not r.stdout:find("to run this example"),
+      ("block %d: %s%s"):format(n, r.stdout, r.stderr))
+  end
+  t.ok(n >= 3)
+end, { timeout = 60, skip = skip })
+
 t.test("stop the servers", function()
   if rs then rs:stop() end
   if pgs then pgs:stop() end
