@@ -779,6 +779,9 @@ static int copy_wait_k(lua_State *L, int status, lua_KContext ctx) {
   return 0;
 }
 
+static int copy_finish(lua_State *L, pgconn_t *c, task_t *t, pgreq_t *r,
+                       const char *what);
+
 /* c:copy_put(data): send COPY IN data; waits while libpq's buffer is full */
 static int conn_copy_put(lua_State *L) {
   pgconn_t *c = ((connbox_t *)check_box(L))->c;
@@ -796,6 +799,12 @@ static int conn_copy_put(lua_State *L) {
     if (PQputCopyData(c->pg, data, k) != 1) break;
     data += k;
     n -= (size_t)k;
+  }
+  if (n > 0 && PQstatus(c->pg) == CONNECTION_OK) {
+    /* the server ended the COPY (a bad row): its error is the result */
+    r->state = RS_SENT;
+    lua_settop(L, 1);
+    return copy_finish(L, c, t, r, "pg copy_put");
   }
   fl = n > 0 ? -1 : PQflush(c->pg);
   if (fl < 0) {

@@ -199,6 +199,18 @@ test("COPY in and out of 100k rows, streamed", function()
   end, "source failed")
   t.eq(c:copy_in("copy cp from stdin", "1\tx\n"), 1)
   t.raises(function() c:copy_in("copy cp from stdin", "not\tan\tint\n") end, "pg")
+  -- a bad row early in a long stream: the server's error, not a broken connection
+  local k = 0
+  local e = t.raises(function()
+    c:copy_in("copy cp from stdin", function()
+      k = k + 1
+      if k > 2000 then return nil end
+      if k == 1 then return "x\ty\n" end
+      return ("7\tname\n"):rep(500)
+    end)
+  end, "pg")
+  t.eq(e.code, "22P02")
+  t.eq(c:status(), "ok")
   t.eq(c:first("select count(*) as n from cp").n, N + 1)
   c:exec("drop table cp")
 end, { timeout = 60 })
