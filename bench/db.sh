@@ -53,6 +53,7 @@ median() {
 echo "PostgreSQL: 50000 single-row SELECT ... WHERE id = \$1, 50 tasks, pool of 10 (queries/s)"
 printf '  %-28s %8s\n' "loom" "$(median select "$LOOM" "$root/bench/pg_bench.lua" "$url")"
 printf '  %-28s %8s\n' "asyncpg" "$(median select $PY "$root/bench/pg_bench.py" "$url")"
+printf '  %-28s %8s\n' "asyncpg, no reset on release" "$(median select $PY "$root/bench/pg_bench.py" "$url" noreset)"
 printf '  %-28s %8s\n' "node-postgres" "$(median select node "$root/bench/pg_bench.js" "$url")"
 echo "PostgreSQL: COPY in of 100000 rows (rows/s)"
 printf '  %-28s %8s\n' "loom" "$(median copy "$LOOM" "$root/bench/pg_bench.lua" "$url")"

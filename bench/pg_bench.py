@@ -1,11 +1,18 @@
-# asyncpg peer of pg_bench.lua: usage python3 pg_bench.py DSN
+# asyncpg peer of pg_bench.lua: usage python3 pg_bench.py DSN [noreset]
+# asyncpg's pool resets a connection (one more statement) each time it is
+# given back; "noreset" turns that off, as loom's pool does not reset.
 import asyncio, sys, time
 import asyncpg
+
+class NoReset(asyncpg.Connection):
+    def _get_reset_query(self):
+        return ""
 
 async def main():
     dsn = sys.argv[1]
     n, tasks, size = 50000, 50, 10
-    pool = await asyncpg.create_pool(dsn, min_size=size, max_size=size)
+    cls = NoReset if sys.argv[2:3] == ["noreset"] else asyncpg.Connection
+    pool = await asyncpg.create_pool(dsn, min_size=size, max_size=size, connection_class=cls)
     per = n // tasks
     async def worker(i):
         for j in range(1, per + 1):
