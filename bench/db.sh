@@ -44,29 +44,47 @@ psql -q -h "$dir" -p $pgport -U postgres postgres -c "create table bench (id int
   analyze bench" >/dev/null
 url="postgresql://postgres@127.0.0.1:$pgport/postgres"
 
-# median of 3 runs of: command... -> the given line's ops/s
-median() {
-  what=$1; shift
-  for _ in 1 2 3; do "$@" | awk -v w="$what" '$1 == w { print $4 }'; done | sort -n | sed -n 2p
+# run NAME command...: 3 runs, their output kept in $dir/NAME
+run3() {
+  name=$1; shift
+  for _ in 1 2 3; do "$@"; done > "$dir/$name"
 }
+# med NAME WHAT: the median ops/s of the lines "WHAT n secs ops" of NAME's runs
+med() {
+  awk -v w="$2" '$1 == w { print $4 }' "$dir/$1" | sort -n | sed -n 2p
+}
+row() { printf '  %-30s %8s\n' "$1" "$(med "$2" "$3")"; }
 
+run3 loom_pg "$LOOM" "$root/bench/pg_bench.lua" "$url"
+run3 asyncpg $PY "$root/bench/pg_bench.py" "$url"
+run3 asyncpg_noreset $PY "$root/bench/pg_bench.py" "$url" noreset
+run3 node_pg node "$root/bench/pg_bench.js" "$url"
 echo "PostgreSQL: 50000 single-row SELECT ... WHERE id = \$1, 50 tasks, pool of 10 (queries/s)"
-printf '  %-28s %8s\n' "loom" "$(median select "$LOOM" "$root/bench/pg_bench.lua" "$url")"
-printf '  %-28s %8s\n' "asyncpg" "$(median select $PY "$root/bench/pg_bench.py" "$url")"
-printf '  %-28s %8s\n' "asyncpg, no reset on release" "$(median select $PY "$root/bench/pg_bench.py" "$url" noreset)"
-printf '  %-28s %8s\n' "node-postgres" "$(median select node "$root/bench/pg_bench.js" "$url")"
-echo "PostgreSQL: COPY in of 100000 rows (rows/s)"
-printf '  %-28s %8s\n' "loom" "$(median copy "$LOOM" "$root/bench/pg_bench.lua" "$url")"
-printf '  %-28s %8s\n' "asyncpg" "$(median copy $PY "$root/bench/pg_bench.py" "$url")"
+row loom loom_pg select
+row asyncpg asyncpg select
+row "asyncpg, no reset on release" asyncpg_noreset select
+row node-postgres node_pg select
+echo "PostgreSQL: COPY in of 100000 rows, made while streaming (rows/s)"
+row loom loom_pg copy
+row asyncpg asyncpg_noreset copy
+echo "PostgreSQL: the same COPY, rows made before the clock starts (rows/s)"
+row loom loom_pg copyready
+row asyncpg asyncpg_noreset copyready
 
-echo "Redis: 100000 GET/SET from 50 tasks (commands/s)"
-printf '  %-28s %8s\n' "loom (one client)" "$(median getset "$LOOM" "$root/bench/redis_bench.lua" "redis://127.0.0.1:$rport")"
-printf '  %-28s %8s\n' "ioredis" "$(median getset node "$root/bench/redis_bench.js" $rport)"
-printf '  %-28s %8s\n' "ioredis, autopipelining" "$(median getset node "$root/bench/redis_bench.js" $rport auto)"
-printf '  %-28s %8s\n' "redis-py asyncio" "$(median getset $PY "$root/bench/redis_bench.py" 127.0.0.1 $rport)"
+rurl="redis://127.0.0.1:$rport"
+run3 loom_redis "$LOOM" "$root/bench/redis_bench.lua" "$rurl"
+run3 ioredis node "$root/bench/redis_bench.js" $rport
+run3 ioredis_auto node "$root/bench/redis_bench.js" $rport auto
+run3 redis_py $PY "$root/bench/redis_bench.py" 127.0.0.1 $rport
 rb() {
   redis-benchmark -p $rport -c 50 -n 100000 -P 1 -t set,get -q 2>/dev/null |
     tr '\r' '\n' | awk '/requests per second/ { gsub(":", "", $1); s += 1 / $2; n++ }
       END { printf "getset 100000 0 %.0f\n", n / s }'
 }
-printf '  %-28s %8s\n' "redis-benchmark -c 50 -P 1" "$(median getset rb)"
+run3 redis_benchmark rb
+echo "Redis: 100000 GET/SET from 50 tasks (commands/s)"
+row "loom (one client)" loom_redis getset
+row ioredis ioredis getset
+row "ioredis, autopipelining" ioredis_auto getset
+row "redis-py asyncio" redis_py getset
+row "redis-benchmark -c 50 -P 1" redis_benchmark getset

@@ -154,6 +154,9 @@ local function read_loop(conn)
     end
   end)
   conn.dead = true
+  if conn.werr then -- the writer failed and stopped us
+    err = conn.werr
+  end
   if not ok and type(err) == "table" and err.kind == "cancelled" and conn.closing then
     err = loom.error("closed", "redis: client is closed")
   elseif type(err) ~= "table" or (err.kind ~= "io" and err.kind ~= "closed") then
@@ -168,7 +171,7 @@ end
 -- The writer task: everything queued since its last turn, in one write.
 local function write_loop(conn)
   local s, ev = conn.s, conn.wev
-  local ok = pcall(function()
+  local ok, err = pcall(function()
     while true do
       ev:wait()
       ev:clear()
@@ -182,7 +185,10 @@ local function write_loop(conn)
       end
     end
   end)
-  if not ok and not conn.dead then conn.reader_task:cancel() end
+  if not ok and not conn.dead then
+    conn.werr = err
+    conn.reader_task:cancel()
+  end
 end
 
 local function open_conn(o)
