@@ -772,28 +772,15 @@ static int conn_copy_start(lua_State *L) {
   return task_wait(L, t, req_cancel, r, "pg copy", 0, copy_start_k);
 }
 
-static int copy_wait_k(lua_State *L, int status, lua_KContext ctx) {
-  task_t *t = task_current(L);
-  (void)status; (void)ctx;
-  task_resumed(L, t);
-  return 0;
-}
-
 static int copy_finish(lua_State *L, pgconn_t *c, task_t *t, pgreq_t *r,
                        const char *what);
 
-/* c:copy_put(data): send COPY IN data; waits while libpq's buffer is full */
-static int conn_copy_put(lua_State *L) {
-  pgconn_t *c = ((connbox_t *)check_box(L))->c;
-  task_t *t = task_check_current(L, "pg copy_put");
+/* Hand data at 2 to libpq and start sending it; does not wait for the
+** socket (the next call does, if it is still behind). */
+static int copy_put_now(lua_State *L, pgconn_t *c, task_t *t, pgreq_t *r) {
   size_t n;
-  const char *data = luaL_checklstring(L, 2, &n);
-  pgreq_t *r;
+  const char *data = lua_tolstring(L, 2, &n);
   int fl;
-  if (!c) return err_raise(L, "closed", NULL, "connection is closed");
-  r = copy_req(L, c, t);
-  if (task_interrupted(t)) return task_raise_interrupt(L, t);
-  if (r->state != RS_COPY_IN) return luaL_error(L, "not a COPY FROM STDIN");
   while (n > 0) {
     int k = n > 0x40000000 ? 0x40000000 : (int)n;
     if (PQputCopyData(c->pg, data, k) != 1) break;
@@ -811,14 +798,48 @@ static int conn_copy_put(lua_State *L) {
     conn_fail(c, PQerrorMessage(c->pg));
     return copy_req(L, c, t), 0;
   }
-  if (fl == 0) return 0;
+  if (fl && poll_watch(c, UV_READABLE | UV_WRITABLE) != 0) {
+    conn_fail(c, "cannot watch the connection's socket");
+    return copy_req(L, c, t), 0;
+  }
+  return 0;
+}
+
+static int copy_put_k(lua_State *L, int status, lua_KContext ctx) {
+  task_t *t = task_current(L);
+  pgreq_t *r = (pgreq_t *)t->wdata;
+  (void)status; (void)ctx;
+  task_resumed(L, t);
+  return copy_put_now(L, r->c, t, copy_req(L, r->c, t));
+}
+
+/* c:copy_put(data): send COPY IN data. At most one call's data waits in
+** libpq's buffer: while the previous is still being sent, this waits for
+** the socket first (the caller makes its next chunk meanwhile). */
+static int conn_copy_put(lua_State *L) {
+  pgconn_t *c = ((connbox_t *)check_box(L))->c;
+  task_t *t = task_check_current(L, "pg copy_put");
+  pgreq_t *r;
+  int fl;
+  luaL_checkstring(L, 2);
+  if (!c) return err_raise(L, "closed", NULL, "connection is closed");
+  r = copy_req(L, c, t);
+  if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  if (r->state != RS_COPY_IN) return luaL_error(L, "not a COPY FROM STDIN");
+  lua_settop(L, 2);
+  fl = PQflush(c->pg);
+  if (fl < 0) {
+    conn_fail(c, PQerrorMessage(c->pg));
+    return copy_req(L, c, t), 0;
+  }
+  if (fl == 0) return copy_put_now(L, c, t, r);
   if (poll_watch(c, UV_READABLE | UV_WRITABLE) != 0) {
     conn_fail(c, "cannot watch the connection's socket");
     return copy_req(L, c, t), 0;
   }
   r->t = t;
   r->op = OP_COPY_FLUSH;
-  return task_wait(L, t, req_cancel, r, "pg copy_put", 0, copy_wait_k);
+  return task_wait(L, t, req_cancel, r, "pg copy_put", 0, copy_put_k);
 }
 
 static int result_k(lua_State *L, int status, lua_KContext ctx) {
