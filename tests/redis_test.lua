@@ -5,7 +5,7 @@ local loom = require "loom"
 local t = require "loom.test"
 local redis = require "loom.redis"
 
-local server, why = require("helpers.redis").start()
+local server, why = require("helpers.redis").start({ tls = true })
 
 local function test(name, fn, opts)
   if not server then return t.test(name, fn, { skip = why }) end
@@ -223,6 +223,18 @@ test("close while calls are pending", function()
   t.eq(e.kind, "closed")
   t.raises(function() cli:get("x") end, "closed")
   cli:close()
+end)
+
+test("TLS, with the server's certificate checked", function()
+  local cli <close> = redis.connect({ host = "127.0.0.1", port = server.tls_port,
+    tls = { ca = server.ca, server_name = "localhost" } })
+  t.eq(cli:echo("over tls"), "over tls")
+  local big = ("t"):rep(300000)
+  cli:set("tlsbig", big)
+  t.eq(cli:get("tlsbig"), big)
+  cli:del("tlsbig")
+  -- rediss:// checks the certificate against the system's CAs: refused here
+  t.raises(function() redis.connect(("rediss://127.0.0.1:%d"):format(server.tls_port)) end, "tls")
 end)
 
 test("connection failures are kind io", function()

@@ -27,8 +27,11 @@ function Server:stop()
   process.run({ "rm", "-rf", self.dir })
 end
 
--- start() -> Server, or nil and why (no redis-server)
-function H.start()
+-- start({tls = true}) -> Server, or nil and why (no redis-server). With tls,
+-- server.tls_port serves TLS with a self-signed certificate for localhost
+-- (server.ca: its path).
+function H.start(opts)
+  opts = opts or {}
   local f = io.open("/usr/bin/redis-server")
   if not f then return nil, "redis-server not installed (apt install redis-server; scripts/test does)" end
   f:close()
@@ -36,10 +39,23 @@ function H.start()
   self.dir = process.run("mktemp -d /tmp/loom-redis-XXXXXX").stdout:gsub("%s+$", "")
   self.sock = self.dir .. "/redis.sock"
   self.port = free_port()
-  self.proc = process.spawn({ "/usr/bin/redis-server", "--port", tostring(self.port),
+  local argv = { "/usr/bin/redis-server", "--port", tostring(self.port),
     "--bind", "127.0.0.1", "--unixsocket", self.sock, "--save", "", "--appendonly", "no",
-    "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning" },
-    { stdin = "null", stdout = "null", stderr = "null" })
+    "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning" }
+  if opts.tls then
+    local key, crt = self.dir .. "/server.key", self.dir .. "/server.crt"
+    local r = process.run(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 " ..
+      "-nodes -keyout %s -out %s -subj /CN=localhost -addext subjectAltName=DNS:localhost " ..
+      "-days 2"):format(key, crt))
+    if not r.ok then error("openssl: " .. r.stderr) end
+    self.ca = crt
+    self.tls_port = free_port()
+    for _, a in ipairs { "--tls-port", tostring(self.tls_port), "--tls-cert-file", crt,
+      "--tls-key-file", key, "--tls-ca-cert-file", crt, "--tls-auth-clients", "no" } do
+      argv[#argv + 1] = a
+    end
+  end
+  self.proc = process.spawn(argv, { stdin = "null", stdout = "null", stderr = "null" })
   self.url = ("redis://127.0.0.1:%d"):format(self.port)
   self.unix_url = "unix://" .. self.sock
   local deadline = loom.now() + 10
