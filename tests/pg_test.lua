@@ -14,6 +14,18 @@ end
 
 local function connect() return pg.connect(server.url) end
 
+-- Wait until the server runs a statement like pattern (SQL LIKE), as seen
+-- from another connection.
+local function running(pattern)
+  local c <close> = connect()
+  for _ = 1, 500 do
+    if c:first("select 1 as x from pg_stat_activity where state = 'active' and query like $1",
+      pattern) then return end
+    loom.sleep(0.01)
+  end
+  error("never saw " .. pattern .. " running")
+end
+
 test("query, first, execute and the command tag", function()
   local c <close> = connect()
   c:exec("create table t1 (id serial primary key, name text not null)")
@@ -138,6 +150,25 @@ test("transactions commit, roll back and nest with savepoints", function()
   c:exec("drop table tx")
 end)
 
+test("a transaction cancelled in a query is rolled back, the Conn is not left in it", function()
+  local c <close> = connect()
+  local other <close> = connect()
+  c:exec("create table txc (v int)")
+  local task = loom.spawn(function()
+    c:transaction(function(tx)
+      tx:query("insert into txc values (1)")
+      tx:query("select pg_sleep(10) as tx")
+    end)
+  end)
+  running("select pg_sleep(10) as tx")
+  task:cancel()
+  t.raises(function() task:await() end, "cancelled")
+  t.eq(other:first("select count(*) as n from txc").n, 0)
+  c:query("insert into txc values (2)") -- autocommit again: seen at once elsewhere
+  t.eq(other:first("select count(*) as n from txc").n, 1)
+  c:exec("drop table txc")
+end)
+
 test("two tasks on one Conn queue; transactions take turns", function()
   local c <close> = connect()
   local got = loom.gather(
@@ -218,7 +249,7 @@ end, { timeout = 60 })
 test("cancelling a task in pg_sleep returns at once; the Conn goes on", function()
   local c <close> = connect()
   local task = loom.spawn(function() return c:query("select pg_sleep(10)") end)
-  loom.sleep(0.1)
+  running("select pg_sleep(10)")
   local t0 = loom.now()
   task:cancel()
   t.raises(function() task:await() end, "cancelled")
@@ -313,7 +344,7 @@ test("the server restarted under a pool", function()
   local pool <close> = pg.pool(server.url, { size = 3 })
   t.eq(pool:first("select 1 as v").v, 1)
   local sleeper = loom.spawn(function() return pcall(pool.query, pool, "select pg_sleep(30)") end)
-  loom.sleep(0.2)
+  running("select pg_sleep(30)")
   server:restart()
   -- the query was in flight on the connection that died
   local ok, e = sleeper:await()

@@ -173,7 +173,7 @@ function Conn:transaction(fn, ...)
     st.owner, st.depth = nil, 0
     st.lock:release()
   end
-  local ok, err = pcall(self.exec, self, "BEGIN")
+  local ok, err = pcall(self._exec_shielded, self, "BEGIN") -- never left open
   if not ok then done(); error(err, 0) end
   local r = table.pack(pcall(fn, self, ...))
   if r[1] then
