@@ -29,6 +29,8 @@ extern "C" {
 #define LOOM_LIB_SQLITE  0x0040u /* loom.sqlite */
 #define LOOM_LIB_WORKER  0x0080u /* loom.worker */
 #define LOOM_LIB_LPEG    0x0100u /* lpeg, re */
+#define LOOM_LIB_PG      0x0200u /* loom.pg */
+#define LOOM_LIB_REDIS   0x0400u /* loom.redis */
 #define LOOM_LIBS_ALL    0xffffu
 
 typedef struct loom loom_t;

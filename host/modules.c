@@ -27,7 +27,8 @@ static unsigned lib_of(const char *name) {
       {"loom.fs", LOOM_LIB_FS},           {"loom.process", LOOM_LIB_PROCESS},
       {"loom.json", LOOM_LIB_JSON},       {"loom.sqlite", LOOM_LIB_SQLITE},
       {"loom.worker", LOOM_LIB_WORKER},   {"lpeg", LOOM_LIB_LPEG},
-      {"re", LOOM_LIB_LPEG},              {NULL, 0}};
+      {"re", LOOM_LIB_LPEG},              {"loom.pg", LOOM_LIB_PG},
+      {"loom.redis", LOOM_LIB_REDIS},     {NULL, 0}};
   const libbit_t *b;
   for (b = bits; b->prefix; b++) {
     size_t n = strlen(b->prefix);

@@ -143,7 +143,8 @@ for _, file in ipairs(markdown_files()) do
         local cc = process.run({ "cc", "-Wall", "-Werror", "-o", dir .. "/prog",
           dir .. "/prog.c", "-Ihost", "-I/usr/include/lua5.4", build .. "/libloom.a",
           LIBDIR .. "/liblua5.4-lpeg.a", LIBDIR .. "/liblua5.4.a", LIBDIR .. "/libuv_a.a",
-          "-lsqlite3", "-lssl", "-lcrypto", "-lz", "-lpthread", "-lm", "-ldl" })
+          "-lsqlite3", "-lpq", "-lhiredis", "-lssl", "-lcrypto", "-lz", "-lpthread", "-lm",
+          "-ldl" })
         t.eq(cc.code, 0, cc.stderr)
         if b.code:find("int main%(void%)") then
           local r = process.run({ dir .. "/prog" }, { timeout = 10 })

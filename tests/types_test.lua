@@ -13,6 +13,8 @@ local modules = {
   ["loom.tls"] = { file = "types/loom.tls.lua", prefix = "tls" },
   ["loom.sqlite"] = { file = "types/loom.sqlite.lua", prefix = "sqlite" },
   ["loom.worker"] = { file = "types/loom.worker.lua", prefix = "worker" },
+  ["loom.pg"] = { file = "types/loom.pg.lua", prefix = "pg" },
+  ["loom.redis"] = { file = "types/loom.redis.lua", prefix = "redis" },
 }
 
 for name, m in pairs(modules) do
