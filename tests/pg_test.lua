@@ -359,13 +359,16 @@ test("the server restarted under a pool", function()
 end, { timeout = 60 })
 
 -- The examples of the docs that need a server, run against this one.
-local function doc_blocks(path)
-  local f = assert(io.open(path))
-  local text = f:read("a")
-  f:close()
+local doc = require "helpers.docblocks"
+local function doc_blocks(...)
   local out = {}
-  for code in text:gmatch("```lua\n(.-)\n```") do
-    if code:find("PG_URL", 1, true) then out[#out + 1] = code end
+  for _, path in ipairs { ... } do
+    local f = assert(io.open(path))
+    local text = f:read("a")
+    f:close()
+    for code in text:gmatch("```lua\n(.-)\n```") do
+      if doc.needs_server(code) == "PG_URL" then out[#out + 1] = code end
+    end
   end
   return out
 end
@@ -373,7 +376,7 @@ end
 test("the examples of docs/reference/pg.md run", function()
   local process = require "loom.process"
   local LOOM = os.getenv("LOOM_BIN") or "build/loom"
-  local blocks = doc_blocks("docs/reference/pg.md")
+  local blocks = doc_blocks("docs/reference/pg.md", "docs/guide/scaling_out.md")
   t.ok(#blocks >= 3)
   for i, code in ipairs(blocks) do
     local path = os.tmpname()
@@ -383,6 +386,8 @@ test("the examples of docs/reference/pg.md run", function()
     local r = process.run({ LOOM, path }, { env = { PG_URL = server.url }, timeout = 30 })
     os.remove(path)
     t.ok(r.ok and not r.stdout:find("set PG_URL"), ("block %d: %s%s"):format(i, r.stdout, r.stderr))
+    local bad = doc.mismatch(code, r.stdout)
+    t.ok(not bad, ("block %d: %s"):format(i, bad))
   end
 end, { timeout = 60 })
 

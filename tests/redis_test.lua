@@ -245,11 +245,16 @@ end)
 test("the examples of docs/reference/redis.md run", function()
   local process = require "loom.process"
   local LOOM = os.getenv("LOOM_BIN") or "build/loom"
-  local f = assert(io.open("docs/reference/redis.md"))
-  local text = f:read("a")
-  f:close()
+  local doc = require "helpers.docblocks"
+  local text = ""
+  for _, p in ipairs { "docs/reference/redis.md", "docs/guide/scaling_out.md" } do
+    local f = assert(io.open(p))
+    text = text .. f:read("a")
+    f:close()
+  end
   local n = 0
   for code in text:gmatch("```lua\n(.-)\n```") do
+    if doc.needs_server(code) ~= "REDIS_URL" then goto next end
     n = n + 1
     local path = os.tmpname()
     local g = assert(io.open(path, "w"))
@@ -258,6 +263,9 @@ test("the examples of docs/reference/redis.md run", function()
     local r = process.run({ LOOM, path }, { env = { REDIS_URL = server.url }, timeout = 30 })
     os.remove(path)
     t.ok(r.ok and not r.stdout:find("set REDIS_URL"), ("block %d: %s%s"):format(n, r.stdout, r.stderr))
+    local bad = doc.mismatch(code, r.stdout)
+    t.ok(not bad, ("block %d: %s"):format(n, bad))
+    ::next::
   end
   t.ok(n >= 3)
 end, { timeout = 60 })
