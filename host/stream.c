@@ -432,6 +432,14 @@ static void serve_reader(stream_t *s) {
   serve_job j;
   int top = lua_gettop(L);
   if (!t) return;
+  if (s->rmode == READ_MORE && lua_checkstack(t->co, 4)) {
+    /* it pushes a boolean only: nothing to allocate, so nothing to protect
+    ** (the HTTP server's waits for a request: this is its hot path) */
+    if ((j.r = try_read(t->co, s, READ_MORE, s->rarg)) == 0) return;
+    s->reader = NULL;
+    task_wake(s->rt, t, j.r);
+    return;
+  }
   j.s = s;
   j.r = 0;
   if (!lua_checkstack(t->co, 4) || rt_pcall(s->rt, serve_p, &j) != LUA_OK) {
