@@ -149,6 +149,7 @@ int rt_l_handles(lua_State *L); /* handles.c: loom._handles() */
 void rt_exit(lua_State *L, int status);
 extern char rt_exit_tag;
 int rt_pcall(loom_t *rt, lua_CFunction fn, void *ud);
+int rt_headroom(loom_t *rt, size_t n);
 void rt_push_memory_error(lua_State *L);
 int rt_raise(lua_State *L, int status);
 /* the runtime's own growing buffers, counted against memory_limit */

@@ -194,6 +194,16 @@ int rt_raise(lua_State *L, int status) {
 ** the process (lua_atpanic), and one raised on a suspended coroutine would
 ** kill it. A value meant for a suspended task is built here and moved to
 ** its coroutine with lua_xmove, which allocates nothing. */
+/* 1 when a value of about n bytes can be made without reaching
+** memory_limit, so a callback may make it without a protected call (which
+** costs more than the rest of handing a read to a task). The margin covers
+** the string's header and a string-table or stack growth. With no limit
+** only the system can refuse memory, and it overcommits: a refusal there
+** is the one case left unprotected. */
+int rt_headroom(loom_t *rt, size_t n) {
+  return rt->mem_limit == 0 || rt->mem_used + n + 4096 <= rt->mem_limit;
+}
+
 int rt_pcall(loom_t *rt, lua_CFunction fn, void *ud) {
   lua_State *L = rt->L;
   int st, top = lua_gettop(L);

@@ -513,7 +513,12 @@ void stream_deliver(stream_t *s, const char *data, size_t n) {
     sl.data = data;
     sl.n = n < s->rarg ? n : s->rarg;
     s->reader = NULL;
-    if (task_deliver(s->rt, t, push_slice_p, &sl, 0) == 0) { /* else kept */
+    if (rt_headroom(s->rt, sl.n) && lua_checkstack(t->co, 2)) { /* see rt_headroom */
+      lua_pushlstring(t->co, data, sl.n);
+      task_wake(s->rt, t, 1);
+      data += sl.n;
+      n -= sl.n;
+    } else if (task_deliver(s->rt, t, push_slice_p, &sl, 0) == 0) { /* else kept */
       data += sl.n;
       n -= sl.n;
     }
