@@ -149,6 +149,22 @@ void *rt_malloc(loom_t *rt, size_t n);
 void *rt_realloc(loom_t *rt, void *ptr, size_t osize, size_t nsize);
 void rt_free(loom_t *rt, void *ptr, size_t size);
 
+/* handle.c: C classes and the lifetime of boxed objects with handles. */
+typedef struct hlife {
+  int boxed;   /* a Lua box points at the object */
+  int open;    /* holders other than the box: handles not yet closed */
+  int closing; /* hlife_close was called */
+} hlife_t;
+void hlife_close(hlife_t *lf, uv_handle_t *const *hs, int n, uv_close_cb cb);
+int hlife_done(hlife_t *lf);
+int hlife_unbox(hlife_t *lf);
+void **hbox_new(lua_State *L, const char *mt);
+void hbox_set(void **box, void *obj, hlife_t *lf);
+void *hbox_take(lua_State *L, int idx);
+int class_new(lua_State *L, const char *name, const luaL_Reg *methods,
+              lua_CFunction gc);
+void class_add(lua_State *L, const char *name, const luaL_Reg *m);
+
 /* error.c: every runtime failure seen by scripts is one of these. */
 void err_push(lua_State *L, const char *kind, const char *code,
               const char *fmt, ...);
