@@ -297,7 +297,8 @@ struct stream {
   int werr;              /* first write error */
   tlist_t writers;       /* tasks waiting for wqueued to drop */
   tlist_t flushers;      /* tasks waiting for wqueued == 0 */
-  int closed, shut, boxed, handle_closed;
+  int closed, shut;
+  hlife_t life;          /* its box and its handle (see handle.c) */
   int fd;                /* STREAM_FILE: a regular file, read and written directly */
   const char *delim;     /* read_until's delimiter (kept alive by the reader) */
   size_t dlen;
