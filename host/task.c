@@ -1044,9 +1044,7 @@ void task_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"await", t_await}, {"cancel", t_cancel}, {"done", t_done},
       {"status", t_status}, {NULL, NULL}};
-  if (luaL_newmetatable(L, TASK_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
+  if (class_new(L, TASK_MT, methods, NULL)) {
     lua_pushcfunction(L, t_tostring);
     lua_setfield(L, -2, "__tostring");
   }
