@@ -1001,16 +1001,7 @@ static void state_open(lua_State *L) {
 
 static void watch_class(lua_State *L) {
   static const luaL_Reg m[] = {{"close", w_close}, {NULL, NULL}};
-  if (luaL_newmetatable(L, WATCH_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, m, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, w_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushvalue(L, -1);
-    lua_pushcclosure(L, w_close, 1);
-    lua_setfield(L, -2, "__close");
+  if (class_new(L, WATCH_MT, m, w_gc)) { /* __close: w:close */
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, w_tostring, 1);
     lua_setfield(L, -2, "__tostring");
