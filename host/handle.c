@@ -73,17 +73,20 @@ void *hbox_take(lua_State *L, int idx) {
 ** compares self's metatable with it, cheaper than a registry lookup); __gc
 ** is gc (when not NULL); __close is the `close` method when there is one,
 ** the same function a script calls; __name comes from luaL_newmetatable.
-** Returns 1 when the metatable was made now. */
+** A private box with no methods (methods NULL) gets no __index. Returns 1
+** when the metatable was made now. */
 int class_new(lua_State *L, const char *name, const luaL_Reg *methods,
               lua_CFunction gc) {
   if (!luaL_newmetatable(L, name)) return 0;
-  lua_newtable(L);
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, methods, 1);
-  lua_getfield(L, -1, "close");
-  if (!lua_isnil(L, -1)) lua_setfield(L, -3, "__close");
-  else lua_pop(L, 1);
-  lua_setfield(L, -2, "__index");
+  if (methods) {
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, methods, 1);
+    lua_getfield(L, -1, "close");
+    if (!lua_isnil(L, -1)) lua_setfield(L, -3, "__close");
+    else lua_pop(L, 1);
+    lua_setfield(L, -2, "__index");
+  }
   if (gc) {
     lua_pushcfunction(L, gc);
     lua_setfield(L, -2, "__gc");
