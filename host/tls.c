@@ -743,10 +743,7 @@ int luaopen_loom_tls(lua_State *L) {
   static const luaL_Reg fns[] = {{"server_context", l_server_context},
                                  {"server", l_server},
                                  {NULL, NULL}};
-  if (luaL_newmetatable(L, CTX_MT)) {
-    lua_pushcfunction(L, ctx_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  class_new(L, CTX_MT, NULL, ctx_gc);
   lua_pop(L, 1);
   add_stream_methods(L);
   luaL_newlib(L, fns);
