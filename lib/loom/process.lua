@@ -8,7 +8,7 @@ local core = require "loom.process.core"
 local process = {}
 
 local reg = debug.getregistry()
-local methods = reg["loom.Process"].methods
+local methods = reg["loom.Process"].__index
 
 local Process = {}
 Process.__index = Process
