@@ -103,3 +103,40 @@ void class_add(lua_State *L, const char *name, const luaL_Reg *m) {
   luaL_setfuncs(L, m, 1);
   lua_pop(L, 2);
 }
+/* loom._interpose(class, name, fn) -> the previous method (or nil): the one
+** way for Lua modules to add or wrap a method of a C class (as cqueues'
+** interpose). class names a metatable made by class_new ("loom.Udp"). */
+static int l_interpose(lua_State *L) {
+  const char *cname = luaL_checkstring(L, 1);
+  luaL_checkstring(L, 2);
+  if (!lua_isnil(L, 3)) luaL_checktype(L, 3, LUA_TFUNCTION); /* nil: remove */
+  if (luaL_getmetatable(L, cname) != LUA_TTABLE ||
+      lua_getfield(L, -1, "__index") != LUA_TTABLE)
+    return luaL_argerror(L, 1, lua_pushfstring(L, "no class '%s'", cname));
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);  /* the previous method */
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -4);
+  return 1;
+}
+
+/* loom._isa(v, class) -> whether v is an instance of the C class (its
+** metatable is the one registered under the name). */
+static int l_isa(lua_State *L) {
+  const char *cname = luaL_checkstring(L, 2);
+  int ok = lua_getmetatable(L, 1);
+  if (ok) {
+    luaL_getmetatable(L, cname);
+    ok = lua_rawequal(L, -1, -2);
+  }
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+/* Install loom._interpose and loom._isa on the module table at -1. */
+void class_open(lua_State *L) {
+  static const luaL_Reg fns[] = {{"_interpose", l_interpose}, {"_isa", l_isa},
+                                 {NULL, NULL}};
+  luaL_setfuncs(L, fns, 0);
+}

@@ -164,6 +164,7 @@ void *hbox_take(lua_State *L, int idx);
 int class_new(lua_State *L, const char *name, const luaL_Reg *methods,
               lua_CFunction gc);
 void class_add(lua_State *L, const char *name, const luaL_Reg *m);
+void class_open(lua_State *L); /* loom._interpose, loom._isa */
 
 /* error.c: every runtime failure seen by scripts is one of these. */
 void err_push(lua_State *L, const char *kind, const char *code,
@@ -325,6 +326,9 @@ void stream_close(stream_t *s);
 int stream_abort(lua_State *L); /* lua_CFunction: close at once, drop unsent bytes */
 int stream_push_address(lua_State *L, const struct sockaddr *sa);
 void stream_open(lua_State *L);
+/* tls.c: the Stream's TLS methods (nil on a plain stream), part of the
+** class from the start whether or not loom.tls was loaded */
+extern const luaL_Reg tls_stream_methods[];
 
 /* http_parse.c: the HTTP/1.1 syntax and its rules, free of Lua (the fuzz
 ** targets drive it directly); http.c is its binding, loom.http.core. */

@@ -1027,6 +1027,7 @@ void stream_open(lua_State *L) {
       {"set_keepalive", s_set_keepalive}, {"set_limit", s_set_limit},
       {NULL, NULL}};
   if (class_new(L, STREAM_MT, m, s_gc)) {
+    class_add(L, STREAM_MT, tls_stream_methods);
     lua_pushcfunction(L, s_tostring);
     lua_setfield(L, -2, "__tostring");
   }
