@@ -56,7 +56,7 @@ static fsstate_t *fs_state(lua_State *L) {
 }
 
 /* A request for task t (raises when out of memory). */
-fsreq_t *fsreq_new(lua_State *L, task_t *t, fsreq_step step) {
+static fsreq_t *fsreq_new(lua_State *L, task_t *t, fsreq_step step) {
   fsreq_t *r = fsreq_alloc(rt_get(L), fs_state(L), step);
   if (!r) err_raise(L, "io", "ENOMEM", "not enough memory");
   r->task = t;
@@ -81,7 +81,7 @@ void fsreq_cb(uv_fs_t *q) {
 }
 
 /* A request of the chain could not even be submitted: its step sees rc. */
-void fsreq_check(fsreq_t *r, int rc) {
+static void fsreq_check(fsreq_t *r, int rc) {
   if (rc < 0) {
     r->req.result = rc;
     r->step(r);

@@ -613,13 +613,15 @@ static void read_file_chunk(stream_t *s) {
   }
 }
 
+static int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs);
+
 /* The common body of every read form: serve from the buffer or wait. */
 int stream_read(lua_State *L, int mode, size_t arg) {
   return stream_read_deadline(L, mode, arg, 0);
 }
 
 /* The same, the wait (if any) limited to secs seconds when secs > 0. */
-int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs) {
+static int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs) {
   stream_t *s = stream_check(L, 1);
   int r, top = lua_gettop(L);
   if (s->reader)
