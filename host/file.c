@@ -656,17 +656,10 @@ void file_open_class(lua_State *L) {
       {"read", f_read}, {"read_all", f_read_all}, {"lines", f_lines},
       {"write", f_write}, {"seek", f_seek}, {"sync", f_sync},
       {"close", f_close}, {NULL, NULL}};
-  static const luaL_Reg meta[] = {{"__close", f_close}, {"__tostring", f_tostring},
-                                  {NULL, NULL}};
-  if (luaL_newmetatable(L, FILE_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, m, 1);
-    lua_setfield(L, -2, "__index");
+  if (class_new(L, FILE_MT, m, f_gc)) { /* __close: f:close */
     lua_pushvalue(L, -1);
-    luaL_setfuncs(L, meta, 1);
-    lua_pushcfunction(L, f_gc);
-    lua_setfield(L, -2, "__gc");
+    lua_pushcclosure(L, f_tostring, 1);
+    lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
   lua_pushcfunction(L, l_open);

@@ -56,7 +56,7 @@ static fsstate_t *fs_state(lua_State *L) {
 }
 
 /* A request for task t (raises when out of memory). */
-fsreq_t *fsreq_new(lua_State *L, task_t *t, fsreq_step step) {
+static fsreq_t *fsreq_new(lua_State *L, task_t *t, fsreq_step step) {
   fsreq_t *r = fsreq_alloc(rt_get(L), fs_state(L), step);
   if (!r) err_raise(L, "io", "ENOMEM", "not enough memory");
   r->task = t;
@@ -81,7 +81,7 @@ void fsreq_cb(uv_fs_t *q) {
 }
 
 /* A request of the chain could not even be submitted: its step sees rc. */
-void fsreq_check(fsreq_t *r, int rc) {
+static void fsreq_check(fsreq_t *r, int rc) {
   if (rc < 0) {
     r->req.result = rc;
     r->step(r);
@@ -847,9 +847,17 @@ typedef struct watch {
   uv_fs_event_t h;
   loom_t *rt;
   int ref;
+  hlife_t life; /* its box and its handle (see handle.c) */
 } watch_t;
 
-static void watch_free_cb(uv_handle_t *h) { free(h->data); }
+static void watch_free_cb(uv_handle_t *h) {
+  watch_t *w = (watch_t *)h->data;
+  if (hlife_done(&w->life)) free(w);
+}
+
+static void watch_close(watch_t *w) {
+  hlife_close(&w->life, (uv_handle_t *[]){(uv_handle_t *)&w->h}, 1, watch_free_cb);
+}
 
 /* [box] (protected): spawn fn(filename, events) for one event */
 static int watch_spawn(lua_State *L) {
@@ -897,28 +905,27 @@ static watch_t **check_watch(lua_State *L) {
 
 /* w:close(): stop watching (idempotent) */
 static int w_close(lua_State *L) {
-  watch_t **box = check_watch(L), *w = *box;
-  if (!w) return 0;
-  *box = NULL;
+  watch_t *w = *check_watch(L);
+  if (!w || w->life.closing) return 0;
   luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
   w->ref = LUA_NOREF;
-  uv_close((uv_handle_t *)&w->h, watch_free_cb);
+  watch_close(w);
   return 0;
 }
 
-/* A box still pointing to its handle is collected only when the Lua state
-** closes: the runtime's walk may have closed the handle already. */
+/* An open watcher's box (its registry reference holds it) is collected
+** only when the Lua state closes. */
 static int w_gc(lua_State *L) {
-  watch_t **box = (watch_t **)lua_touserdata(L, 1), *w = *box;
+  watch_t *w = (watch_t *)hbox_take(L, 1);
   if (!w) return 0;
-  *box = NULL;
-  if (uv_is_closing((uv_handle_t *)&w->h)) free(w);
-  else uv_close((uv_handle_t *)&w->h, watch_free_cb);
+  watch_close(w);
+  if (hlife_unbox(&w->life)) free(w);
   return 0;
 }
 
 static int w_tostring(lua_State *L) {
-  lua_pushfstring(L, "Watcher (%s)", *check_watch(L) ? "active" : "closed");
+  watch_t *w = *check_watch(L);
+  lua_pushfstring(L, "Watcher (%s)", w && !w->life.closing ? "active" : "closed");
   return 1;
 }
 
@@ -941,11 +948,12 @@ static int l_watch(lua_State *L) {
   w->ref = LUA_NOREF;
   w->h.data = w;
   uv_fs_event_init(w->rt->loop, &w->h);
+  w->life.open = 1;
   if ((rc = uv_fs_event_start(&w->h, watch_cb, path, 0)) < 0) {
-    uv_close((uv_handle_t *)&w->h, watch_free_cb);
+    watch_close(w); /* not boxed: its close callback frees it */
     return fs_raise(L, rc, "watch", path, NULL);
   }
-  *box = w;
+  hbox_set((void **)box, w, &w->life);
   lua_pushvalue(L, 3);
   w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
@@ -1001,16 +1009,7 @@ static void state_open(lua_State *L) {
 
 static void watch_class(lua_State *L) {
   static const luaL_Reg m[] = {{"close", w_close}, {NULL, NULL}};
-  if (luaL_newmetatable(L, WATCH_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, m, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, w_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushvalue(L, -1);
-    lua_pushcclosure(L, w_close, 1);
-    lua_setfield(L, -2, "__close");
+  if (class_new(L, WATCH_MT, m, w_gc)) { /* __close: w:close */
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, w_tostring, 1);
     lua_setfield(L, -2, "__tostring");

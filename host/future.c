@@ -22,16 +22,15 @@ struct loom_future {
   tlist_t waiters;
   int state;
   int ref;     /* once settled: table {n=, values...} or the error value */
-  int boxed;   /* the Lua box is alive */
-  int host;    /* the host still holds the pointer and will settle it */
+  hlife_t life; /* its box, and the host while it holds the pointer and
+                   will settle it (life.open: 1) -- see handle.c */
 };
 
 static loom_future_t *check_future(lua_State *L) {
   return *(loom_future_t **)udata_check(L, 1, FUTURE_MT);
 }
 
-static void future_release(loom_future_t *f) {
-  if (f->boxed || f->host) return;
+static void future_free(loom_future_t *f) {
   if (f->ref != LUA_NOREF && f->rt->L) luaL_unref(f->rt->L, LUA_REGISTRYINDEX, f->ref);
   free(f);
 }
@@ -39,16 +38,13 @@ static void future_release(loom_future_t *f) {
 /* Push a new Future box; host: whether loom_future_resolve/reject will
 ** be called on it. */
 static loom_future_t *future_new(lua_State *L, int host) {
+  void **box = hbox_new(L, FUTURE_MT); /* first: nothing to free if it raises */
   loom_future_t *f = (loom_future_t *)calloc(1, sizeof *f);
-  loom_future_t **box;
   if (!f) luaL_error(L, "not enough memory");
   f->rt = rt_get(L);
   f->ref = LUA_NOREF;
-  f->host = host;
-  box = (loom_future_t **)lua_newuserdatauv(L, sizeof *box, 0);
-  *box = f;
-  f->boxed = 1;
-  luaL_setmetatable(L, FUTURE_MT);
+  f->life.open = host;
+  hbox_set(box, f, &f->life);
   return f;
 }
 
@@ -103,8 +99,7 @@ static void host_settle(loom_future_t *f, int nargs) {
       tlist_wake_all(f->rt, &f->waiters);
     }
   }
-  f->host = 0;
-  future_release(f);
+  if (hlife_done(&f->life)) future_free(f);
 }
 
 /* The host settles its future; one the script settled first (cancelled,
@@ -113,8 +108,7 @@ void loom_future_resolve(loom_future_t *f, int nvalues) {
   lua_State *L = f->rt->L;
   if (f->state != FUT_PENDING) {
     lua_pop(L, nvalues);
-    f->host = 0;
-    future_release(f);
+    if (hlife_done(&f->life)) future_free(f);
     return;
   }
   lua_pushcfunction(L, resolve_p);
@@ -126,8 +120,7 @@ void loom_future_resolve(loom_future_t *f, int nvalues) {
 void loom_future_reject(loom_future_t *f, const char *message) {
   lua_State *L = f->rt->L;
   if (f->state != FUT_PENDING) {
-    f->host = 0;
-    future_release(f);
+    if (hlife_done(&f->life)) future_free(f);
     return;
   }
   lua_pushcfunction(L, reject_p);
@@ -220,10 +213,10 @@ static int f_tostring(lua_State *L) {
 }
 
 static int f_gc(lua_State *L) {
-  loom_future_t *f = *(loom_future_t **)lua_touserdata(L, 1);
-  f->boxed = 0;
-  if (f->rt->closing) f->host = 0; /* the host may not settle it any more */
-  future_release(f);
+  loom_future_t *f = (loom_future_t *)hbox_take(L, 1);
+  if (!f) return 0;
+  if (f->rt->closing) f->life.open = 0; /* the host may not settle it any more */
+  if (hlife_unbox(&f->life)) future_free(f);
   return 0;
 }
 
@@ -238,13 +231,7 @@ void future_open(lua_State *L) {
   static const luaL_Reg m[] = {{"await", f_await}, {"done", f_done},
                                {"set", f_set}, {"fail", f_fail},
                                {"cancel", f_cancel}, {NULL, NULL}};
-  if (luaL_newmetatable(L, FUTURE_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, m, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, f_gc);
-    lua_setfield(L, -2, "__gc");
+  if (class_new(L, FUTURE_MT, m, f_gc)) {
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, f_tostring, 1);
     lua_setfield(L, -2, "__tostring");

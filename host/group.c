@@ -338,12 +338,7 @@ static int g_close(lua_State *L) {
 void group_open(lua_State *L) {
   static const luaL_Reg methods[] = {{"spawn", g_spawn}, {"cancel", g_cancel},
                                      {"close", g_close}, {NULL, NULL}};
-  if (luaL_newmetatable(L, GROUP_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, g_close);
-    lua_setfield(L, -2, "__close");
-  }
+  class_new(L, GROUP_MT, methods, NULL); /* __close: g:close */
   lua_pop(L, 1);
   lua_pushcfunction(L, l_group);
   lua_setfield(L, -2, "group");

@@ -29,7 +29,7 @@
 #include "internal.h"
 
 /* The field names of request tables and the strings they hold, interned
-** once: upvalue 2 of the module's functions, a list indexed by these. */
+** once: upvalue 1 of the module's functions, a list indexed by these. */
 enum {
   K_METHOD = 1, K_TARGET, K_VERSION, K_HEADERS, K_CONTENT_LENGTH, K_CHUNKED, K_TE_CODED,
   K_KEEP_ALIVE, K_EXPECT, K_UPGRADE, K_PATH, K_QS, K_STREAM, K_BODY, K_V10, K_V11,
@@ -39,7 +39,7 @@ static const char *const key_names[] = {
   "method", "target", "version", "headers", "content_length", "chunked", "te_coded",
   "keep_alive", "expect_continue", "upgrade", "path", "_qs", "_stream", "_body", "1.0", "1.1",
   "_upgraded", NULL};
-#define KEYS lua_upvalueindex(2)
+#define KEYS lua_upvalueindex(1)
 
 static void push_key(lua_State *L, int key) { lua_rawgeti(L, KEYS, key); }
 
@@ -860,9 +860,8 @@ int luaopen_loom_http_core(lua_State *L) {
   http_init();
   stream_open(L);
   luaL_newlibtable(L, fns);
-  luaL_getmetatable(L, "loom.Stream"); /* upvalue 1 (kept so KEYS stays 2) */
-  push_keys(L);                        /* upvalue 2: KEYS */
-  luaL_setfuncs(L, fns, 2);
+  push_keys(L); /* upvalue 1: KEYS */
+  luaL_setfuncs(L, fns, 1);
   http_body_open(L);
   return 1;
 }

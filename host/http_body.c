@@ -429,10 +429,7 @@ void http_body_open(lua_State *L) {
       {"body", l_body},           {"body_read", l_body_read},
       {"body_status", l_body_status}, {"body_continue", l_body_continue},
       {"body_fail", l_body_fail}, {NULL, NULL}};
-  if (luaL_newmetatable(L, BODY_MT)) {
-    lua_pushcfunction(L, body_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  class_new(L, BODY_MT, NULL, body_gc);
   lua_pop(L, 1);
   luaL_setfuncs(L, fns, 0);
 }

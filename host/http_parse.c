@@ -24,7 +24,6 @@ void http_init(void) {
 }
 
 static inline int lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
-int http_lower(int c) { return lower(c); }
 
 /* Case-insensitive compare of [p, p+n) with a lower-case literal. */
 int http_ieq(const char *p, size_t n, const char *lit) {
@@ -43,7 +42,7 @@ const char *const http_methods[] = {
     "MKCALENDAR", "QUERY", "SOURCE", NULL};
 
 /* The index of the method in methods, or -1. */
-int http_method_index(const char *p, size_t n) {
+static int http_method_index(const char *p, size_t n) {
   int i;
   for (i = 0; http_methods[i]; i++)
     if (strncmp(http_methods[i], p, n) == 0 && http_methods[i][n] == '\0') return i;
@@ -52,7 +51,7 @@ int http_method_index(const char *p, size_t n) {
 
 /* ---- targets and queries ---- */
 
-int http_hexval(int c) {
+static int http_hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
   c = lower(c);
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -85,7 +84,7 @@ static inline long host_end(const char *t, size_t n) {
 
 /* An authority-form target (RFC 9112 3.2.3), the only form CONNECT takes:
 ** uri-host ":" port, the host not empty. */
-int http_authority_form(const char *t, size_t n) {
+static int http_authority_form(const char *t, size_t n) {
   long h = host_end(t, n);
   size_t i, port;
   if (h <= 0 || (size_t)h == n) return 0;
@@ -106,8 +105,6 @@ static inline int valid_host(const char *v, size_t n) {
     if ((unsigned)(v[i] - '0') > 9) return 0;
   return 1;
 }
-
-int http_valid_host(const char *v, size_t n) { return valid_host(v, n); }
 
 /* Percent-decode [s, s+n) into out (room for n bytes), '+' as a space when
 ** plus. Returns the decoded length, or -1 on a bad escape or a decoded NUL
@@ -208,7 +205,7 @@ int http_no_body_status(long status) {
 
 /* Whether a connection stays open after a message of HTTP/1.minor with
 ** these Connection options (RFC 9112 9.3). */
-int http_keep_alive(int minor, int conn_close, int conn_keep) {
+static int http_keep_alive(int minor, int conn_close, int conn_keep) {
   return minor >= 1 ? !conn_close : (conn_keep && !conn_close);
 }
 

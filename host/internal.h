@@ -25,10 +25,13 @@ typedef struct tlist {
 typedef struct tentry {
   uint64_t due;  /* uv_hrtime() nanoseconds */
   uint32_t idx;  /* 1-based position in the heap; 0 when not armed */
-  uint8_t kind;  /* TE_SLEEP, TE_SCOPE */
+  uint8_t kind;  /* what it is the deadline of (below) */
   uint8_t weak;  /* does not keep the loop alive (loom test's own timeout) */
 } tentry_t;
 
+/* TE_SLEEP: a task's loom.sleep (the tentry is task.w.tm); TE_SCOPE: a
+** timeout scope (scope_t starts with its tentry); TE_DEADLINE: the deadline
+** of one wait (task.w.tm too, with TF_DEADLINE; see task_set_deadline). */
 enum { TE_SLEEP = 1, TE_SCOPE, TE_DEADLINE };
 
 /* Task states, as task:status() reports them (T_NEW, T_READY, T_WAIT are
@@ -42,6 +45,8 @@ enum { T_NEW, T_READY, T_WAIT, T_RUNNING, T_DONE, T_FAILED, T_CANCELLED };
 #define TF_MAIN 0x04      /* the main task */
 #define TF_SHIELD 0x08    /* the current wait is not interrupted */
 #define TF_WAITED 0x10    /* someone awaited the result */
+#define TF_QUEUED 0x20    /* sits in the ready queue (keeps its reference) */
+#define TF_UNDO 0x40      /* woken with something an undo function gives back */
 #define TF_QUIET 0x80     /* its failure is raised by loom.run, not reported */
 #define TF_DEADLINE 0x100 /* the current wait has a deadline in w.tm */
 #define TF_INSHIELD 0x200 /* inside loom.shield: a SCOPE_SHIELD is in scopes */
@@ -157,6 +162,23 @@ void *rt_malloc(loom_t *rt, size_t n);
 void *rt_realloc(loom_t *rt, void *ptr, size_t osize, size_t nsize);
 void rt_free(loom_t *rt, void *ptr, size_t size);
 
+/* handle.c: C classes and the lifetime of boxed objects with handles. */
+typedef struct hlife {
+  int boxed;   /* a Lua box points at the object */
+  int open;    /* holders other than the box: handles not yet closed */
+  int closing; /* hlife_close was called */
+} hlife_t;
+void hlife_close(hlife_t *lf, uv_handle_t *const *hs, int n, uv_close_cb cb);
+int hlife_done(hlife_t *lf);
+int hlife_unbox(hlife_t *lf);
+void **hbox_new(lua_State *L, const char *mt);
+void hbox_set(void **box, void *obj, hlife_t *lf);
+void *hbox_take(lua_State *L, int idx);
+int class_new(lua_State *L, const char *name, const luaL_Reg *methods,
+              lua_CFunction gc);
+void class_add(lua_State *L, const char *name, const luaL_Reg *m);
+void class_open(lua_State *L); /* loom._interpose, loom._isa */
+
 /* error.c: every runtime failure seen by scripts is one of these. */
 void err_push(lua_State *L, const char *kind, const char *code,
               const char *fmt, ...);
@@ -176,8 +198,6 @@ extern char task_tag; /* the light userdata a host yield carries */
 task_t *task_current(lua_State *L);
 task_t *task_check_current(lua_State *L, const char *what);
 task_t *task_spawn(lua_State *L, int nargs); /* fn+args -> Task on stack */
-task_t *task_check(lua_State *L, int idx);
-task_t *task_test(lua_State *L, int idx);
 int task_wait(lua_State *L, task_t *t, wait_cancel_fn cancel, void *wdata,
               const char *what, lua_KContext ctx, lua_KFunction k);
 void task_set_deadline(loom_t *rt, task_t *t, double secs);
@@ -197,7 +217,6 @@ void task_check_callable(lua_State *L, int idx);
 void *udata_check(lua_State *L, int idx, const char *tname);
 void task_abort(loom_t *rt, task_t *t);
 int task_cancel(loom_t *rt, task_t *t);
-void task_make_ready(loom_t *rt, task_t *t);
 int task_interrupted(task_t *t);
 int task_raise_interrupt(lua_State *L, task_t *t);
 int task_push_interrupt(lua_State *L, task_t *t);
@@ -210,7 +229,6 @@ void task_open(lua_State *L);
 int task_push_results(lua_State *L, task_t *t);
 
 void tlist_push(tlist_t *l, task_t *t);
-void tlist_remove(task_t *t);
 task_t *tlist_pop(tlist_t *l);
 void tlist_cancel(task_t *t); /* a wait_cancel_fn for list waits */
 void tlist_wake_all(loom_t *rt, tlist_t *l);
@@ -218,7 +236,6 @@ void tlist_wake_all(loom_t *rt, tlist_t *l);
 /* timer.c */
 void heap_push(loom_t *rt, tentry_t *e);
 void heap_remove(loom_t *rt, tentry_t *e);
-void timer_cb(uv_timer_t *h);
 uint64_t timer_due(double secs);
 void scope_push(lua_State *L, task_t *t, scope_t *sc);
 void scope_pop(loom_t *rt, scope_t *sc);
@@ -260,7 +277,6 @@ void stream_consume(stream_t *s, size_t n);
 int stream_idle(stream_t *s);
 int stream_end_error(lua_State *L, stream_t *s, const char *what);
 int stream_read(lua_State *L, int mode, size_t arg);
-int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs);
 int stream_try_read(lua_State *L, stream_t *s, int mode, size_t arg);
 int stream_wait_read(lua_State *L, stream_t *s, int mode, size_t arg, double secs,
                      lua_KContext ctx, lua_KFunction k);
@@ -290,7 +306,8 @@ struct stream {
   int werr;              /* first write error */
   tlist_t writers;       /* tasks waiting for wqueued to drop */
   tlist_t flushers;      /* tasks waiting for wqueued == 0 */
-  int closed, shut, boxed, handle_closed;
+  int closed, shut;
+  hlife_t life;          /* its box and its handle (see handle.c) */
   int fd;                /* STREAM_FILE: a regular file, read and written directly */
   const char *delim;     /* read_until's delimiter (kept alive by the reader) */
   size_t dlen;
@@ -317,6 +334,9 @@ void stream_close(stream_t *s);
 int stream_abort(lua_State *L); /* lua_CFunction: close at once, drop unsent bytes */
 int stream_push_address(lua_State *L, const struct sockaddr *sa);
 void stream_open(lua_State *L);
+/* tls.c: the Stream's TLS methods (nil on a plain stream), part of the
+** class from the start whether or not loom.tls was loaded */
+extern const luaL_Reg tls_stream_methods[];
 
 /* http_parse.c: the HTTP/1.1 syntax and its rules, free of Lua (the fuzz
 ** targets drive it directly); http.c is its binding, loom.http.core. */
@@ -324,12 +344,7 @@ extern unsigned char http_tchar[256]; /* token characters (RFC 9110 5.6.2) */
 extern const char *const http_methods[];
 #define HTTP_DEFAULT_TYPE "text/plain; charset=utf-8" /* of the responses we make */
 void http_init(void); /* fills the tables; idempotent */
-int http_lower(int c);
 int http_ieq(const char *p, size_t n, const char *lit);
-int http_method_index(const char *p, size_t n);
-int http_hexval(int c);
-int http_authority_form(const char *t, size_t n);
-int http_valid_host(const char *v, size_t n);
 long http_unescape(char *out, const char *s, size_t n, int plus);
 int http_split_target(const char *t, size_t n, int connect, const char **path, size_t *plen,
                       const char **q, size_t *qlen);
@@ -337,7 +352,6 @@ int http_query_next(const char *s, size_t n, size_t *pos, const char **k, size_t
                     const char **v, size_t *vl);
 const char *http_reason(int status);
 int http_no_body_status(long status);
-int http_keep_alive(int minor, int conn_close, int conn_keep);
 int http_valid_name(const char *p, size_t n);
 int http_valid_value(const char *p, size_t n);
 enum { HEAD_FOUND, HEAD_MORE, HEAD_LONG };
@@ -455,9 +469,7 @@ struct fsreq {
 };
 
 fsreq_t *fsreq_alloc(loom_t *rt, fsstate_t *st, fsreq_step step);
-fsreq_t *fsreq_new(lua_State *L, task_t *t, fsreq_step step);
 void fsreq_cb(uv_fs_t *q);
-void fsreq_check(fsreq_t *r, int rc);
 void fsreq_opened_fstat(fsreq_t *r, fsreq_step next);
 void fsreq_end(fsreq_t *r);
 void fsreq_finish(fsreq_t *r);
@@ -476,10 +488,14 @@ int fs_raise(lua_State *L, int err, const char *what, const char *path,
 void file_req_gone(fsreq_t *r);
 void file_open_class(lua_State *L); /* the File class and fs.open */
 
-/* modules.c: bundled Lua modules (generated) and preload registration. */
+/* modules.c: bundled Lua modules (generated into modules_gen.c), preload
+** registration, and the opener of `require "loom"` (the C core, then
+** lib/loom.lua and lib/loom/extra.lua). */
 void modules_preload(lua_State *L, unsigned libs);
 int modules_load(lua_State *L, const char *name);
 int loom_open_core(lua_State *L);
+/* runtime.c: a runtime around a Lua state it does not own (module/luaopen.c,
+** the loom.so of a stock lua5.4) */
 loom_t *rt_attach(lua_State *L);
 void rt_detach(loom_t *rt);
 

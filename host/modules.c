@@ -99,6 +99,7 @@ int loom_open_core(lua_State *L) {
   future_open(L);
   rt_open(L);
   workers_open(L);
+  class_open(L);
   lua_pushstring(L, LOOM_VERSION);
   lua_setfield(L, -2, "version");
   if (modules_load(L, "loom")) {

@@ -217,7 +217,8 @@ typedef struct listener {
   uv_poll_t poll; /* readable: a connection waits (initialised once listening) */
   uv_timer_t retry; /* the pause after EMFILE */
   loom_t *rt;
-  int kind, fd, closed, boxed, open, paused;
+  int kind, fd, closed, paused;
+  hlife_t life;    /* its box and its three handles */
   uint64_t delay;  /* the next pause, ms */
   struct listener *next_paused; /* in rt->paused while paused */
   task_t *waiter;
@@ -228,7 +229,7 @@ enum { RETRY_MIN_MS = 50, RETRY_MAX_MS = 1000 };
 
 static void listener_close_cb(uv_handle_t *h) {
   listener_t *l = (listener_t *)h->data;
-  if (--l->open == 0 && !l->boxed) free(l);
+  if (hlife_done(&l->life)) free(l);
 }
 
 /* Take l off the runtime's list of paused listeners. */
@@ -262,11 +263,10 @@ void net_fd_freed(loom_t *rt) {
 }
 
 static void listener_close_handles(listener_t *l) {
+  /* the poll first: it watches the fd the socket closes */
   uv_handle_t *hs[] = {(uv_handle_t *)&l->poll, (uv_handle_t *)&l->retry, &l->h.handle};
-  int i;
   unlink_paused(l);
-  for (i = 0; i < 3; i++) /* the poll first: it watches the fd the socket closes */
-    if (hs[i]->loop && !uv_is_closing(hs[i])) uv_close(hs[i], listener_close_cb);
+  hlife_close(&l->life, hs, 3, listener_close_cb);
 }
 
 static void listener_close(listener_t *l) {
@@ -478,35 +478,25 @@ static int li_address(lua_State *L) {
 }
 
 static int li_gc(lua_State *L) {
-  listener_t **box = (listener_t **)lua_touserdata(L, 1);
-  listener_t *l = *box;
+  listener_t *l = (listener_t *)hbox_take(L, 1);
   if (!l) return 0;
-  *box = NULL;
-  l->boxed = 0;
   if (!l->closed) {
     l->closed = 1;
     l->waiter = NULL;
-    if (!uv_is_closing(&l->h.handle)) {
-      listener_close_handles(l);
-      return 0;
-    }
-    unlink_paused(l);
-    l->open = 0; /* closed by loom_free's walk, which ran the loop since */
+    listener_close_handles(l);
   }
-  if (l->open == 0) free(l);
+  if (hlife_unbox(&l->life)) free(l);
   return 0;
 }
 
 /* A listener box on the stack with an initialised socket handle of kind
 ** and its retry timer; the poll comes with listen(2). */
 static listener_t *new_listener(lua_State *L, int kind, const char *what) {
-  listener_t **box = (listener_t **)lua_newuserdatauv(L, sizeof *box, 0);
+  listener_t **box = (listener_t **)hbox_new(L, LISTENER_MT);
   listener_t *l = (listener_t *)calloc(1, sizeof *l);
   uv_loop_t *loop = rt_get(L)->loop;
   int rc;
-  *box = NULL;
   if (!l) err_raise(L, "io", "ENOMEM", "%s: not enough memory", what);
-  luaL_setmetatable(L, LISTENER_MT);
   l->rt = rt_get(L);
   l->kind = kind;
   l->fd = -1;
@@ -517,9 +507,8 @@ static listener_t *new_listener(lua_State *L, int kind, const char *what) {
   }
   uv_timer_init(loop, &l->retry); /* cannot fail */
   l->h.handle.data = l->retry.data = l;
-  l->open = 2;
-  *box = l;
-  l->boxed = 1;
+  l->life.open = 2;
+  hbox_set((void **)box, l, &l->life);
   return l;
 }
 
@@ -538,7 +527,7 @@ static int start_listening(lua_State *L, listener_t *l, int backlog, const char 
     return listen_failed(L, l, rc, what);
   l->poll.data = l;
   uv_unref((uv_handle_t *)&l->poll); /* referenced while a task accepts */
-  l->open++;
+  l->life.open++;
   l->fd = fd;
   return 1;
 }
@@ -600,7 +589,8 @@ typedef struct udp {
   uv_udp_t h;
   loom_t *rt;
   task_t *waiter;
-  int closed, boxed, handle_closed;
+  int closed;
+  hlife_t life;
 } udp_t;
 
 typedef struct {
@@ -610,8 +600,7 @@ typedef struct {
 
 static void udp_close_cb(uv_handle_t *h) {
   udp_t *u = (udp_t *)h;
-  u->handle_closed = 1;
-  if (!u->boxed) free(u);
+  if (hlife_done(&u->life)) free(u);
 }
 
 static void udp_close(udp_t *u) {
@@ -622,7 +611,7 @@ static void udp_close(udp_t *u) {
     u->waiter = NULL;
     task_wake_err(u->rt, t, "closed", NULL, "socket is closed");
   }
-  uv_close((uv_handle_t *)&u->h, udp_close_cb);
+  hlife_close(&u->life, (uv_handle_t *[]){(uv_handle_t *)&u->h}, 1, udp_close_cb);
 }
 
 static udp_t *check_udp(lua_State *L) {
@@ -738,21 +727,11 @@ static int u_close(lua_State *L) {
 }
 
 static int u_gc(lua_State *L) {
-  udp_t **box = (udp_t **)lua_touserdata(L, 1);
-  udp_t *u = *box;
+  udp_t *u = (udp_t *)hbox_take(L, 1);
   if (!u) return 0;
-  *box = NULL;
-  u->boxed = 0;
-  if (!u->closed) {
-    u->closed = 1;
-    u->waiter = NULL;
-    if (!uv_is_closing((uv_handle_t *)&u->h)) {
-      uv_close((uv_handle_t *)&u->h, udp_close_cb);
-      return 0;
-    }
-    u->handle_closed = 1; /* closed by loom_free's walk, which ran the loop since */
-  }
-  if (u->handle_closed) free(u);
+  u->waiter = NULL; /* a waiter holds the box: none is left */
+  udp_close(u);
+  if (hlife_unbox(&u->life)) free(u);
   return 0;
 }
 
@@ -763,19 +742,17 @@ static int l_udp(lua_State *L) {
   udp_t **box, *u;
   if (bind) check_addr(L, 1, &ss); /* before the userdata takes slot 1 */
   lua_settop(L, 0);
-  box = (udp_t **)lua_newuserdatauv(L, sizeof *box, 0);
+  box = (udp_t **)hbox_new(L, UDP_MT);
   u = (udp_t *)calloc(1, sizeof *u);
-  *box = NULL;
   if (!u) return luaL_error(L, "not enough memory");
-  luaL_setmetatable(L, UDP_MT);
   if ((rc = uv_udp_init(rt_get(L)->loop, &u->h)) < 0) {
     free(u);
     return err_uv(L, rc, "io", "udp");
   }
   u->rt = rt_get(L);
   u->h.data = u;
-  u->boxed = 1;
-  *box = u;
+  u->life.open = 1;
+  hbox_set((void **)box, u, &u->life);
   if (bind && (rc = uv_udp_bind(&u->h, (struct sockaddr *)&ss, 0)) < 0) {
     udp_close(u);
     return err_uv(L, rc, "io", "bind");
@@ -784,23 +761,6 @@ static int l_udp(lua_State *L) {
 }
 
 /* ---- module ---- */
-
-static void new_class(lua_State *L, const char *name, const luaL_Reg *m,
-                      lua_CFunction gc) {
-  if (luaL_newmetatable(L, name)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, m, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_getfield(L, -1, "__index");
-    lua_getfield(L, -1, "close");
-    lua_setfield(L, -3, "__close");
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-}
 
 int luaopen_loom_net_core(lua_State *L) {
   static const luaL_Reg lm[] = {{"accept", li_accept}, {"close", li_close},
@@ -813,8 +773,9 @@ int luaopen_loom_net_core(lua_State *L) {
       {"connect_unix", l_connect_unix}, {"listen", l_listen},
       {"listen_unix", l_listen_unix}, {"udp", l_udp}, {NULL, NULL}};
   stream_open(L);
-  new_class(L, LISTENER_MT, lm, li_gc);
-  new_class(L, UDP_MT, um, u_gc);
+  class_new(L, LISTENER_MT, lm, li_gc);
+  class_new(L, UDP_MT, um, u_gc);
+  lua_pop(L, 2);
   luaL_newlib(L, fns);
   return 1;
 }

@@ -34,7 +34,8 @@ typedef struct proc {
   tlist_t waiters;
   int pid, pidfd; /* pidfd -1: a uv_process_t; -2: a closed pidfd */
   int group; /* the child leads its own process group (and session) */
-  int exited, code, signal, boxed, handle_closed;
+  int exited, code, signal;
+  hlife_t life; /* its box and its handle (see handle.c) */
 } proc_t;
 
 /* What a child's stdio slot gets: a descriptor of ours, or one of these. */
@@ -86,8 +87,7 @@ static int check_signal(lua_State *L, int idx, int def) {
 
 static void proc_close_cb(uv_handle_t *h) {
   proc_t *p = (proc_t *)h;
-  p->handle_closed = 1;
-  if (!p->boxed) free(p);
+  if (hlife_done(&p->life)) free(p);
 }
 
 static void proc_close(proc_t *p);
@@ -98,7 +98,7 @@ static void exit_cb(uv_process_t *h, int64_t status, int term_signal) {
   p->code = (int)status;
   p->signal = term_signal;
   tlist_wake_all(p->rt, &p->waiters);
-  uv_close((uv_handle_t *)h, proc_close_cb);
+  hlife_close(&p->life, (uv_handle_t *[]){(uv_handle_t *)h}, 1, proc_close_cb);
 }
 
 static proc_t *check_proc(lua_State *L) {
@@ -158,14 +158,10 @@ static int p_kill(lua_State *L) {
 }
 
 static int p_gc(lua_State *L) {
-  proc_t **box = (proc_t **)lua_touserdata(L, 1);
-  proc_t *p = *box;
+  proc_t *p = (proc_t *)hbox_take(L, 1);
   if (!p) return 0;
-  *box = NULL;
-  p->boxed = 0;
-  if (p->handle_closed) free(p);
-  else if (p->rt->closing && !uv_is_closing((uv_handle_t *)&p->h))
-    proc_close(p);
+  if (p->rt->closing) proc_close(p); /* else the handle closes when the child exits */
+  if (hlife_unbox(&p->life)) free(p);
   return 0;
 }
 
@@ -375,7 +371,7 @@ static int pidfds_work(void) {
 /* Close p's handle; a pidfd is closed at once: uv_close has taken it out
 ** of epoll already, and it must not outlive the child by a loop turn. */
 static void proc_close(proc_t *p) {
-  uv_close((uv_handle_t *)&p->h, proc_close_cb);
+  hlife_close(&p->life, (uv_handle_t *[]){(uv_handle_t *)&p->h}, 1, proc_close_cb);
   if (p->pidfd >= 0) close(p->pidfd);
   p->pidfd = -2; /* (still not -1: p was not started by uv_spawn) */
 }
@@ -522,8 +518,8 @@ static int l_spawn(lua_State *L) {
     close_pipe_streams(L, &sp);
     return err_raise(L, "io", uv_err_name(r), "spawn %s: %s", sp.file, uv_strerror(r));
   }
-  *box = p;
-  p->boxed = 1;
+  p->life.open = 1;
+  hbox_set((void **)box, p, &p->life);
   p->group = sp.setsid;
   lua_createtable(L, 0, 4); /* the Process's fields live in its uservalue */
   lua_pushinteger(L, p->pid);
@@ -567,13 +563,13 @@ static int fd_close(lua_State *L) {
 typedef struct sig {
   uv_signal_t h;
   loom_t *rt;
-  int fn_ref, closed, boxed, handle_closed;
+  int fn_ref, closed;
+  hlife_t life;
 } sig_t_;
 
 static void sig_close_cb(uv_handle_t *h) {
   sig_t_ *s = (sig_t_ *)h;
-  s->handle_closed = 1;
-  if (!s->boxed) free(s);
+  if (hlife_done(&s->life)) free(s);
 }
 
 /* [handler] (protected): spawn the handler with the signal's name. */
@@ -600,7 +596,7 @@ static void sig_close(sig_t_ *s) {
   s->closed = 1;
   luaL_unref(s->rt->L, LUA_REGISTRYINDEX, s->fn_ref);
   s->fn_ref = LUA_NOREF;
-  uv_close((uv_handle_t *)&s->h, sig_close_cb);
+  hlife_close(&s->life, (uv_handle_t *[]){(uv_handle_t *)&s->h}, 1, sig_close_cb);
   if (signum == SIGINT) rt_sigint_restore(s->rt);
 }
 
@@ -610,15 +606,10 @@ static int sig_close_l(lua_State *L) {
 }
 
 static int sig_gc(lua_State *L) {
-  sig_t_ **box = (sig_t_ **)lua_touserdata(L, 1);
-  sig_t_ *s = *box;
+  sig_t_ *s = (sig_t_ *)hbox_take(L, 1);
   if (!s) return 0;
-  *box = NULL;
-  s->boxed = 0;
-  if (!s->closed) {
-    s->closed = 1;
-    uv_close((uv_handle_t *)&s->h, sig_close_cb);
-  } else if (s->handle_closed) free(s);
+  sig_close(s);
+  if (hlife_unbox(&s->life)) free(s);
   return 0;
 }
 
@@ -627,15 +618,13 @@ static int l_on_signal(lua_State *L) {
   int signum = check_signal(L, 1, 0), r;
   sig_t_ **box, *s;
   task_check_callable(L, 2);
-  box = (sig_t_ **)lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
-  luaL_setmetatable(L, SIGNAL_MT);
+  box = (sig_t_ **)hbox_new(L, SIGNAL_MT);
   if (!(s = (sig_t_ *)calloc(1, sizeof *s))) return luaL_error(L, "not enough memory");
   s->rt = rt_get(L);
   uv_signal_init(s->rt->loop, &s->h);
   s->h.data = s;
-  *box = s;
-  s->boxed = 1;
+  s->life.open = 1;
+  hbox_set((void **)box, s, &s->life);
   lua_pushvalue(L, 2);
   s->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if ((r = uv_signal_start(&s->h, signal_cb, signum)) < 0) {
@@ -698,18 +687,6 @@ static int l_stdio(lua_State *L) {
   return 1;
 }
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *m, lua_CFunction gc) {
-  if (luaL_newmetatable(L, name)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, m, 1);
-    lua_setfield(L, -2, "methods");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-}
-
 /* isatty(fd) -> whether the descriptor is a terminal (progress bars, colour) */
 static int l_isatty(lua_State *L) {
   lua_Integer fd = luaL_checkinteger(L, 1);
@@ -728,23 +705,10 @@ int luaopen_loom_process_core(lua_State *L) {
       {"isatty", l_isatty}, {"os_pipe", l_os_pipe}, {NULL, NULL}};
   static const luaL_Reg fdm[] = {{"close", fd_close}, {NULL, NULL}};
   stream_open(L);
-  new_class(L, PROCESS_MT, pm, p_gc);
-  new_class(L, SIGNAL_MT, sm, sig_gc);
-  if (luaL_newmetatable(L, FD_MT)) {
-    luaL_newlib(L, fdm);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, fd_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, fd_close);
-    lua_setfield(L, -2, "__close");
-  }
+  class_new(L, PROCESS_MT, pm, p_gc);
+  class_new(L, SIGNAL_MT, sm, sig_gc);
+  class_new(L, FD_MT, fdm, fd_close);
   lua_pop(L, 1);
-  luaL_getmetatable(L, SIGNAL_MT);
-  lua_getfield(L, -1, "methods");
-  lua_setfield(L, -2, "__index");
-  lua_getfield(L, -1, "__index");
-  lua_getfield(L, -1, "close");
-  lua_setfield(L, -3, "__close");
   lua_pop(L, 2);
   luaL_newlib(L, fns);
   lua_pushinteger(L, (lua_Integer)uv_os_getpid());

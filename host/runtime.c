@@ -238,29 +238,39 @@ static int rt_init_lua(lua_State *L) {
   return 0;
 }
 
-static void init_handle(loom_t *rt, uv_handle_t *h, int ref) {
-  h->data = rt;
-  if (!ref) uv_unref(h);
+/* The runtime's own handles, listed once: init_handles makes them,
+** loom_free closes them, loom._stats leaves them out. prepare/check drain
+** the ready queue, idle keeps poll from blocking while tasks are ready, one
+** timer serves the deadline heap, step_timer bounds loom_step's poll, async
+** carries wakeups and interrupts. NULL past the last. */
+static uv_handle_t *own_handle(loom_t *rt, int i) {
+  switch (i) {
+  case 0: return (uv_handle_t *)&rt->idle;
+  case 1: return (uv_handle_t *)&rt->prepare;
+  case 2: return (uv_handle_t *)&rt->check;
+  case 3: return (uv_handle_t *)&rt->timer;
+  case 4: return (uv_handle_t *)&rt->step_timer;
+  case 5: return (uv_handle_t *)&rt->async;
+  default: return NULL;
+  }
 }
 
-/* The runtime's own handles: prepare/check drain the ready queue, idle
-** keeps poll from blocking while tasks are ready, one timer serves the
-** deadline heap, async carries wakeups and interrupts. */
 static void init_handles(loom_t *rt) {
+  uv_handle_t *h;
+  int i;
   uv_idle_init(rt->loop, &rt->idle);
-  init_handle(rt, (uv_handle_t *)&rt->idle, 1);
   uv_prepare_init(rt->loop, &rt->prepare);
-  init_handle(rt, (uv_handle_t *)&rt->prepare, 0);
   uv_prepare_start(&rt->prepare, drain_prepare_cb);
   uv_check_init(rt->loop, &rt->check);
-  init_handle(rt, (uv_handle_t *)&rt->check, 0);
   uv_check_start(&rt->check, drain_check_cb);
   uv_timer_init(rt->loop, &rt->timer);
-  init_handle(rt, (uv_handle_t *)&rt->timer, 1);
   uv_timer_init(rt->loop, &rt->step_timer);
-  init_handle(rt, (uv_handle_t *)&rt->step_timer, 1);
   uv_async_init(rt->loop, &rt->async, async_cb);
-  init_handle(rt, (uv_handle_t *)&rt->async, 0);
+  for (i = 0; (h = own_handle(rt, i)) != NULL; i++) h->data = rt;
+  /* these never keep the loop alive by themselves */
+  uv_unref((uv_handle_t *)&rt->prepare);
+  uv_unref((uv_handle_t *)&rt->check);
+  uv_unref((uv_handle_t *)&rt->async);
 }
 
 /* A write to a socket whose peer has gone raises SIGPIPE, which kills the
@@ -581,14 +591,11 @@ void loom_free(loom_t *rt) {
     rt->L = NULL;
   }
   {
-    uv_handle_t *mine[] = {(uv_handle_t *)&rt->idle, (uv_handle_t *)&rt->prepare,
-                           (uv_handle_t *)&rt->check, (uv_handle_t *)&rt->timer,
-                           (uv_handle_t *)&rt->step_timer,
-                           (uv_handle_t *)&rt->async};
-    for (i = 0; i < 6; i++)
-      if (mine[i]->loop && !uv_is_closing(mine[i])) {
+    uv_handle_t *h;
+    for (i = 0; (h = own_handle(rt, i)) != NULL; i++)
+      if (h->loop && !uv_is_closing(h)) {
         rt->own_closing++;
-        uv_close(mine[i], own_closed_cb);
+        uv_close(h, own_closed_cb);
       }
   }
   while (rt->own_closing > 0) uv_run(rt->loop, UV_RUN_NOWAIT);
@@ -671,11 +678,10 @@ typedef struct {
 /* Count the live handles that are not the runtime's own. */
 static void count_handle_cb(uv_handle_t *h, void *arg) {
   handle_count *c = (handle_count *)arg;
-  loom_t *rt = c->rt;
-  if (h == (uv_handle_t *)&rt->idle || h == (uv_handle_t *)&rt->prepare ||
-      h == (uv_handle_t *)&rt->check || h == (uv_handle_t *)&rt->timer ||
-      h == (uv_handle_t *)&rt->step_timer || h == (uv_handle_t *)&rt->async)
-    return;
+  uv_handle_t *own;
+  int i;
+  for (i = 0; (own = own_handle(c->rt, i)) != NULL; i++)
+    if (h == own) return;
   if (!uv_is_closing(h)) c->n++;
 }
 

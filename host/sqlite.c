@@ -51,8 +51,7 @@ struct sdb {
   int inflight;    /* jobs submitted and not reaped: the handle is ref'd */
   int closed;      /* no new jobs */
   int joined;      /* the thread is gone; the handle is closing */
-  int boxed;       /* the Lua userdata still points here */
-  int handle_closed;
+  hlife_t life;    /* its box and its async handle (see handle.c) */
   tlist_t closers; /* tasks waiting in db:close() */
   task_t *tx_owner;   /* the task whose transaction is open */
   int tx_depth;       /* nesting of its transaction() calls */
@@ -193,8 +192,12 @@ static void sdb_free(sdb_t *s) {
 
 static void close_cb(uv_handle_t *h) {
   sdb_t *s = (sdb_t *)h->data;
-  s->handle_closed = 1;
-  if (!s->boxed) sdb_free(s);
+  if (hlife_done(&s->life)) sdb_free(s);
+}
+
+/* Close the async handle (once); close_cb frees s if its box is gone. */
+static void close_async(sdb_t *s) {
+  hlife_close(&s->life, (uv_handle_t *[]){(uv_handle_t *)&s->async}, 1, close_cb);
 }
 
 /* Take the done list; with `wake`, hand each job to its waiting task. */
@@ -217,7 +220,7 @@ static void finish(sdb_t *s) {
   uv_thread_join(&s->thread);
   s->joined = 1;
   tlist_wake_all(s->rt, &s->closers);
-  uv_close((uv_handle_t *)&s->async, close_cb);
+  close_async(s);
 }
 
 static void async_cb(uv_async_t *h) {
@@ -272,8 +275,7 @@ static void shutdown_now(sdb_t *s) {
     uv_thread_join(&s->thread);
     s->joined = 1;
     reap(s, 0);
-    if (uv_is_closing((uv_handle_t *)&s->async)) s->handle_closed = 1;
-    else uv_close((uv_handle_t *)&s->async, close_cb);
+    close_async(s);
   }
 }
 
@@ -293,14 +295,11 @@ static sdb_t *check_db(lua_State *L) {
 
 /* __gc: close without waiting (or, when the runtime is going, at once). */
 static int db_gc(lua_State *L) {
-  dbbox_t *b = (dbbox_t *)lua_touserdata(L, 1);
-  sdb_t *s = b->s;
+  sdb_t *s = (sdb_t *)hbox_take(L, 1);
   if (!s) return 0;
-  b->s = NULL;
-  s->boxed = 0;
   if (s->rt->closing) shutdown_now(s);
   else shutdown_db(s, 0);
-  if (s->handle_closed) sdb_free(s);
+  if (hlife_unbox(&s->life)) sdb_free(s);
   return 0;
 }
 
@@ -684,10 +683,8 @@ static int db_transaction(lua_State *L) {
 /* Push a new Db with its connection record, thread and async handle. */
 static sdb_t *db_new(lua_State *L, const char *path) {
   loom_t *rt = rt_get(L);
-  dbbox_t *b = (dbbox_t *)lua_newuserdatauv(L, sizeof *b, 0);
+  dbbox_t *b = (dbbox_t *)hbox_new(L, DB_MT);
   sdb_t *s;
-  b->s = NULL;
-  luaL_setmetatable(L, DB_MT);
   if (!(s = (sdb_t *)calloc(1, sizeof *s))) luaL_error(L, "not enough memory");
   s->rt = rt;
   if (!(s->path = strdup(path)) || uv_mutex_init(&s->mu) != 0) {
@@ -703,11 +700,11 @@ static sdb_t *db_new(lua_State *L, const char *path) {
   }
   s->async.data = s;
   uv_unref((uv_handle_t *)&s->async);
-  b->s = s;
-  s->boxed = 1;
+  s->life.open = 1;
+  hbox_set((void **)&b->s, s, &s->life);
   if (uv_thread_create(&s->thread, thread_main, s) != 0) {
     s->closed = s->joined = 1;
-    uv_close((uv_handle_t *)&s->async, close_cb);
+    close_async(s);
     err_raise(L, "sqlite", NULL, "sqlite.open: cannot start a thread");
   }
   return s;
@@ -794,16 +791,11 @@ int luaopen_loom_sqlite(lua_State *L) {
       {"exec", db_exec}, {"query", db_query}, {"first", db_first},
       {"execute", db_execute}, {"transaction", db_transaction},
       {"close", db_close}, {NULL, NULL}};
-  static const luaL_Reg meta[] = {{"__gc", db_gc}, {"__close", db_close},
-                                  {"__tostring", db_tostring}, {NULL, NULL}};
   static const luaL_Reg fns[] = {{"open", l_open}, {"blob", l_blob}, {NULL, NULL}};
-  if (luaL_newmetatable(L, DB_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, methods, 1); /* methods check self against upvalue 1 */
-    lua_setfield(L, -2, "__index");
+  if (class_new(L, DB_MT, methods, db_gc)) {
     lua_pushvalue(L, -1);
-    luaL_setfuncs(L, meta, 1);
+    lua_pushcclosure(L, db_tostring, 1);
+    lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
   luaL_newmetatable(L, BLOB_MT);

@@ -64,9 +64,8 @@ static void stream_free(stream_t *s) {
 
 static void close_cb(uv_handle_t *h) {
   stream_t *s = (stream_t *)h;
-  s->handle_closed = 1;
   if (s->rt->paused) net_fd_freed(s->rt);
-  if (!s->boxed) stream_free(s);
+  if (hlife_done(&s->life)) stream_free(s);
 }
 
 /* The box of the Stream at idx, or raise. A light userdata has length 0
@@ -104,7 +103,8 @@ static stream_t *stream_alloc(lua_State *L, int kind) {
   s->rt = rt_get(L);
   s->kind = kind;
   s->limit = 64 * 1024;
-  s->boxed = 1;
+  s->life.boxed = 1;
+  s->life.open = kind != STREAM_FILE; /* a file has no handle */
   return s;
 }
 
@@ -232,10 +232,9 @@ void stream_close(stream_t *s) {
   s->filter = NULL;
   if (s->kind == STREAM_FILE) {
     close(s->fd);
-    s->handle_closed = 1;
     return; /* s is freed by __gc */
   }
-  uv_close(&s->h.handle, close_cb);
+  hlife_close(&s->life, (uv_handle_t *[]){&s->h.handle}, 1, close_cb);
 }
 
 /* stream_abort(s): the Lua C function that closes the Stream at 1 now,
@@ -627,13 +626,15 @@ static void read_file_chunk(stream_t *s) {
   }
 }
 
+static int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs);
+
 /* The common body of every read form: serve from the buffer or wait. */
 int stream_read(lua_State *L, int mode, size_t arg) {
   return stream_read_deadline(L, mode, arg, 0);
 }
 
 /* The same, the wait (if any) limited to secs seconds when secs > 0. */
-int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs) {
+static int stream_read_deadline(lua_State *L, int mode, size_t arg, double secs) {
   stream_t *s = stream_check(L, 1);
   int r, top = lua_gettop(L);
   if (s->reader)
@@ -942,29 +943,17 @@ static int s_close(lua_State *L) {
 }
 
 static int s_gc(lua_State *L) {
-  stream_t **box = (stream_t **)lua_touserdata(L, 1);
-  stream_t *s = *box;
+  stream_t *s = (stream_t *)hbox_take(L, 1);
   if (!s) return 0;
-  *box = NULL;
-  s->boxed = 0;
-  if (s->kind == STREAM_FILE) {
-    if (!s->closed) close(s->fd);
-    stream_free(s);
-    return 0;
-  }
   if (!s->closed && s->rt->closing) { /* the runtime is going: no waiters */
     s->closed = 1;
     if (s->filter && s->filter->free) s->filter->free(s);
-    if (!uv_is_closing(&s->h.handle)) {
-      uv_close(&s->h.handle, close_cb);
-      return 0;
-    }
-    s->handle_closed = 1; /* closed by loom_free's walk, which ran the loop since */
+    if (s->kind == STREAM_FILE) close(s->fd);
+    else hlife_close(&s->life, (uv_handle_t *[]){&s->h.handle}, 1, close_cb);
   } else if (!s->closed) {
     stream_close(s);
-    return 0;
   }
-  if (s->handle_closed) stream_free(s);
+  if (hlife_unbox(&s->life)) stream_free(s);
   return 0;
 }
 
@@ -1052,16 +1041,8 @@ void stream_open(lua_State *L) {
       {"local_address", s_local}, {"set_nodelay", s_set_nodelay},
       {"set_keepalive", s_set_keepalive}, {"set_limit", s_set_limit},
       {NULL, NULL}};
-  if (luaL_newmetatable(L, STREAM_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, m, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushvalue(L, -1);
-    lua_pushcclosure(L, s_close, 1);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, s_gc);
-    lua_setfield(L, -2, "__gc");
+  if (class_new(L, STREAM_MT, m, s_gc)) {
+    class_add(L, STREAM_MT, tls_stream_methods);
     lua_pushcfunction(L, s_tostring);
     lua_setfield(L, -2, "__tostring");
   }

@@ -434,17 +434,6 @@ static int l_semaphore(lua_State *L) {
   return new_sem(L, n, SEM_MT);
 }
 
-/* A metatable whose methods have it as upvalue 1 (see udata_check). */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *m) {
-  if (luaL_newmetatable(L, name)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, m, 1);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
-}
-
 /* Module table at -1. */
 void sync_open(lua_State *L) {
   static const luaL_Reg qm[] = {
@@ -463,13 +452,10 @@ void sync_open(lua_State *L) {
   static const luaL_Reg fns[] = {{"queue", l_queue}, {"event", l_event},
                                  {"lock", l_lock}, {"semaphore", l_semaphore},
                                  {NULL, NULL}};
-  new_class(L, QUEUE_MT, qm);
-  luaL_getmetatable(L, QUEUE_MT);
-  lua_pushcfunction(L, q_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  new_class(L, EVENT_MT, em);
-  new_class(L, LOCK_MT, lm);
-  new_class(L, SEM_MT, sm);
+  class_new(L, QUEUE_MT, qm, q_gc);
+  class_new(L, EVENT_MT, em, NULL);
+  class_new(L, LOCK_MT, lm, NULL);
+  class_new(L, SEM_MT, sm, NULL);
+  lua_pop(L, 4);
   luaL_setfuncs(L, fns, 0);
 }

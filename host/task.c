@@ -18,9 +18,6 @@
 char task_tag;
 static const char *TASK_MT = "loom.Task";
 
-#define TF_QUEUED 0x20 /* sits in the ready queue (keeps its reference) */
-#define TF_UNDO 0x40   /* woken with something an undo function gives back */
-
 /* ---- intrusive wait lists ---- */
 
 void tlist_push(tlist_t *l, task_t *t) {
@@ -32,7 +29,7 @@ void tlist_push(tlist_t *l, task_t *t) {
   l->tail = t;
 }
 
-void tlist_remove(task_t *t) {
+static void tlist_remove(task_t *t) {
   tlist_t *l = t->w.l.list;
   if (!l) return;
   if (t->w.l.prev) t->w.l.prev->w.l.next = t->w.l.next;
@@ -58,7 +55,7 @@ void tlist_wake_all(loom_t *rt, tlist_t *l) {
 
 /* ---- the ready queue ---- */
 
-void task_make_ready(loom_t *rt, task_t *t) {
+static void task_make_ready(loom_t *rt, task_t *t) {
   if (t->status != T_NEW) t->status = T_READY;
   t->flags |= TF_QUEUED;
   t->rnext = NULL;
@@ -193,11 +190,7 @@ task_t *task_check_current(lua_State *L, const char *what) {
   return t;
 }
 
-task_t *task_test(lua_State *L, int idx) {
-  return (task_t *)luaL_testudata(L, idx, TASK_MT);
-}
-
-task_t *task_check(lua_State *L, int idx) {
+static task_t *task_check(lua_State *L, int idx) {
   return (task_t *)luaL_checkudata(L, idx, TASK_MT);
 }
 
@@ -1044,9 +1037,7 @@ void task_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"await", t_await}, {"cancel", t_cancel}, {"done", t_done},
       {"status", t_status}, {NULL, NULL}};
-  if (luaL_newmetatable(L, TASK_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
+  if (class_new(L, TASK_MT, methods, NULL)) {
     lua_pushcfunction(L, t_tostring);
     lua_setfield(L, -2, "__tostring");
   }

@@ -42,6 +42,8 @@ static void sift_down(loom_t *rt, size_t i) {
   heap_set(rt, i, e);
 }
 
+static void timer_cb(uv_timer_t *h);
+
 /* Arm the uv timer for the earliest deadline (or stop it). */
 static void rearm(loom_t *rt) {
   uint64_t now, ms;
@@ -113,7 +115,7 @@ uint64_t timer_due(double secs) {
 }
 
 /* The uv timer fired: complete every deadline that has passed. */
-void timer_cb(uv_timer_t *h) {
+static void timer_cb(uv_timer_t *h) {
   loom_t *rt = (loom_t *)h->data;
   uint64_t now = uv_hrtime();
   rt->armed = 0;

@@ -24,7 +24,6 @@
 #include "internal.h"
 
 static const char *CTX_MT = "loom.TlsContext";
-static const char *STREAM_MT = "loom.Stream";
 
 #define WCHUNK (64 * 1024) /* plaintext per SSL_write, then sent */
 #define ALPN_MAX 512       /* wire-format ALPN list */
@@ -724,31 +723,20 @@ static int s_peer_certificate(lua_State *L) {
   return 1;
 }
 
-/* Add the TLS methods to the Stream class (they answer nil on a plain
-** stream); like its own methods they have its metatable as upvalue 1. */
-static void add_stream_methods(lua_State *L) {
-  static const luaL_Reg m[] = {{"alpn", s_alpn},
-                               {"tls_version", s_tls_version},
-                               {"peer_certificate", s_peer_certificate},
-                               {NULL, NULL}};
-  stream_open(L);
-  luaL_getmetatable(L, STREAM_MT);
-  lua_getfield(L, -1, "__index");
-  lua_pushvalue(L, -2);
-  luaL_setfuncs(L, m, 1);
-  lua_pop(L, 2);
-}
+/* The TLS methods of every Stream (they answer nil on a plain stream):
+** stream_open puts them in the class with its own. */
+const luaL_Reg tls_stream_methods[] = {{"alpn", s_alpn},
+                                       {"tls_version", s_tls_version},
+                                       {"peer_certificate", s_peer_certificate},
+                                       {NULL, NULL}};
 
 int luaopen_loom_tls(lua_State *L) {
   static const luaL_Reg fns[] = {{"server_context", l_server_context},
                                  {"server", l_server},
                                  {NULL, NULL}};
-  if (luaL_newmetatable(L, CTX_MT)) {
-    lua_pushcfunction(L, ctx_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  class_new(L, CTX_MT, NULL, ctx_gc);
   lua_pop(L, 1);
-  add_stream_methods(L);
+  stream_open(L);
   luaL_newlib(L, fns);
   lua_newtable(L); /* client contexts by options */
   lua_pushcclosure(L, l_client, 1);

@@ -460,10 +460,7 @@ int luaopen_loom_websocket_core(lua_State *L) {
       {"random", l_random},   {"utf8_valid", l_utf8_valid},
       {"valid_close_code", l_valid_close_code}, {NULL, NULL}};
   stream_open(L);
-  if (luaL_newmetatable(L, DECODER_MT)) {
-    lua_pushcfunction(L, decoder_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  class_new(L, DECODER_MT, NULL, decoder_gc);
   lua_pop(L, 1);
   luaL_newlib(L, fns);
   return 1;

@@ -716,10 +716,7 @@ static int l_stats(lua_State *L) {
 static void push_pool(lua_State *L) {
   wpool_t **box = (wpool_t **)lua_newuserdatauv(L, sizeof *box, 0);
   *box = NULL;
-  if (luaL_newmetatable(L, POOL_MT)) {
-    lua_pushcfunction(L, pool_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  class_new(L, POOL_MT, NULL, pool_gc);
   lua_setmetatable(L, -2);
   uv_once(&pool_once, pool_init);
   if ((*box = (wpool_t *)calloc(1, sizeof **box)) == NULL)

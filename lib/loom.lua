@@ -2,12 +2,11 @@
 -- C core (tasks, groups, waits). Called with the module table.
 local loom = ...
 
-local reg = debug.getregistry()
-local TaskMT = reg["loom.Task"]
+local isa, interpose = loom._isa, loom._interpose
 local pack, unpack, select, type = table.pack, table.unpack, select, type
 local spawn, group = loom.spawn, loom.group
 
-local function is_task(v) return getmetatable(v) == TaskMT end
+local function is_task(v) return isa(v, "loom.Task") end
 
 local function check_args(fname, n, args)
   for i = 1, n do
@@ -92,8 +91,23 @@ local function with(self, fn, ...)
   if not r[1] then error(r[2], 0) end
   return unpack(r, 2, r.n)
 end
-reg["loom.Lock"].__index.with = with
-reg["loom.Semaphore"].__index.with = with
+interpose("loom.Lock", "with", with)
+interpose("loom.Semaphore", "with", with)
+
+-- An error as text for a log line; the message handler of the handlers of
+-- servers (loom.net, loom.http), which adds the traceback to any error but
+-- a cancellation.
+function loom._error_text(e)
+  if type(e) == "string" then return e end
+  local mt = getmetatable(e)
+  if mt and mt.__tostring then return tostring(e) end
+  return ("(error object is a %s value)"):format(type(e))
+end
+
+function loom._handler_traceback(e)
+  if type(e) == "table" and e.kind == "cancelled" then return e end
+  return debug.traceback(loom._error_text(e), 2)
+end
 
 -- require, yieldable: a module whose top level waits (opens a database,
 -- reads a file) loads inside a task. Lua 5.4's ll_require calls the loader
@@ -104,7 +118,7 @@ reg["loom.Semaphore"].__index.with = with
 -- (in the same task) raises instead of recursing.
 do
   local package, current, event = package, loom.current, loom.event
-  local LOADED = reg._LOADED
+  local LOADED = package.loaded
   local concat, rawget = table.concat, rawget
   local loading = {}   -- name -> the load in progress
   local inner = setmetatable({}, { __mode = "k" }) -- task -> its innermost load
@@ -146,7 +160,7 @@ do
   -- An error of the loading task's own (cancelled, timed out), not of the
   -- module: a task that waited for the load loads it itself.
   local function interrupted(e)
-    return getmetatable(e) == reg["loom.Error"] and
+    return isa(e, "loom.Error") and
       (e.kind == "cancelled" or e.kind == "timeout")
   end
 

@@ -5,10 +5,10 @@
 local loom = ...
 if type(loom) ~= "table" then return require "loom" end
 
-local TaskMT = debug.getregistry()["loom.Task"]
+local isa = loom._isa
 local pack, unpack, select, type = table.pack, table.unpack, select, type
 
-local function is_task(v) return getmetatable(v) == TaskMT end
+local function is_task(v) return isa(v, "loom.Task") end
 local function is_cancel(e) return type(e) == "table" and e.kind == "cancelled" end
 
 local function argerror(n, fname, msg)

@@ -22,9 +22,10 @@ local DEFAULTS = {
 
 -- ---- requests ----
 
--- _refused_errors: the errors of refused WebSocket handshakes (weak keys),
--- which the handler's error handling passes through untouched
-local Request = { _refused_errors = setmetatable({}, { __mode = "k" }) }
+local Request = {}
+-- the errors of refused WebSocket handshakes (weak keys), which the
+-- handler's error handling passes through untouched
+local refused = setmetatable({}, { __mode = "k" })
 local request_fields = {}
 
 function request_fields.query(req)
@@ -104,7 +105,7 @@ local function send_error(stream, status, text)
 end
 
 -- an error as text for the log; the message handler that adds the traceback
-local error_text, traceback = net._error_text, net._handler_traceback
+local error_text, traceback = loom._error_text, loom._handler_traceback
 
 local function is_cancel(e)
   return type(e) == "table" and e.kind == "cancelled"
@@ -201,7 +202,6 @@ local function send_answer(stream, req, status, body, headers, keep)
   return how
 end
 
-local refused = Request._refused_errors
 
 local function handler_msgh(e)
   if is_cancel(e) or refused[e] then return e end
@@ -491,6 +491,12 @@ function Router:__call(req)
 end
 
 require("loom.http_client")(http)
-require("loom.websocket")(http, Request)
+-- What loom.websocket may do to a request it takes over (req._upgraded is
+-- read by the C core too: no response is sent for such a request).
+require("loom.websocket")(http, Request, {
+  take_over = function(req) req._upgraded = true end,
+  answered = function(req) return rawget(req, "_upgraded") ~= nil end,
+  refused = function(err) refused[err] = true end,
+})
 require("loom.http_static")(http)
 return http

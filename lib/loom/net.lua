@@ -106,20 +106,8 @@ Server.__index = Server
 local servers = setmetatable({}, { __mode = "k" })
 debug.getregistry()["loom.servers"] = servers
 
-local function error_text(e)
-  if type(e) == "string" then return e end
-  local mt = getmetatable(e)
-  if mt and mt.__tostring then return tostring(e) end
-  return ("(error object is a %s value)"):format(type(e))
-end
-
-local function handler_traceback(e)
-  if type(e) == "table" and e.kind == "cancelled" then return e end
-  return debug.traceback(error_text(e), 2)
-end
-
--- For loom.http's handlers, which are reported the same way.
-net._error_text, net._handler_traceback = error_text, handler_traceback
+-- (shared with loom.http's handlers, which are reported the same way)
+local error_text, handler_traceback = loom._error_text, loom._handler_traceback
 
 -- One connection: the TLS handshake if any, then the handler; close the
 -- stream, log a failure (a failed handshake is logged as such, as Go does:
@@ -273,13 +261,14 @@ end
 
 -- ---- UDP ----
 
-local U = debug.getregistry()["loom.Udp"].__index
-local raw_send = U.send
-function U.send(u, data, host, port)
+-- u:send(data, host, port) takes a name too: resolved here, the C method
+-- sends to an address.
+local raw_send
+raw_send = loom._interpose("loom.Udp", "send", function(u, data, host, port)
   check_name(host, 3, "send")
   if not is_ip(host) then host = net.resolve(host)[1] end
   return raw_send(u, data, host, port)
-end
+end)
 
 -- net.udp([host, port]) -> Udp
 function net.udp(host, port)

@@ -7,13 +7,11 @@ local core = require "loom.process.core"
 
 local process = {}
 
-local reg = debug.getregistry()
-local methods = reg["loom.Process"].methods
-
+-- A Process is a Lua table around the C handle _h (see docs/dev/internals.md)
 local Process = {}
 Process.__index = Process
-function Process:wait() return methods.wait(self._h) end
-function Process:kill(sig) return methods.kill(self._h, sig) end
+function Process:wait() return self._h:wait() end
+function Process:kill(sig) return self._h:kill(sig) end
 function Process:__tostring() return ("Process %d"):format(self.pid) end
 
 local function argv_of(cmd, fname)

@@ -2,8 +2,9 @@
 -- is C (loom.websocket.core); this file is the policy: the opening
 -- handshakes of both sides, the close handshake, answering pings, and what
 -- a script sees when things go wrong. Attached to loom.http by
--- require("loom.websocket")(http, Request), which adds Request:websocket()
--- and http.websocket().
+-- require("loom.websocket")(http, Request, hooks), which adds
+-- Request:websocket() and http.websocket(); hooks are the HTTP server's
+-- functions for a request a WebSocket takes over.
 local loom = require "loom"
 local net = require "loom.net"
 local core = require "loom.websocket.core"
@@ -320,7 +321,7 @@ local function header_lines(lines, headers)
   end
 end
 
-local refused_errors -- http.lua's: errors its handler wrapper passes through
+local server -- http.lua's hooks: take_over(req), answered(req), refused(err)
 
 -- Answer a request that is not a handshake, and raise kind "http": the
 -- HTTP server sends nothing more on that connection and closes it.
@@ -328,20 +329,20 @@ local function refuse(req, why, status)
   local body = why .. "\n"
   local headers = status == 426
     and { ["Sec-WebSocket-Version"] = "13", Upgrade = "websocket" } or nil
-  req._upgraded = true -- no other response: this one is ours
+  server.take_over(req) -- no other response: this one is ours
   local ok, werr = pcall(req._stream.write, req._stream,
     hcore.head(status, headers, #body, "close"), body)
   if not ok and is_kind(werr, "cancelled", "timeout") then error(werr, 0) end
   local err = loom.error("http", "websocket handshake refused: " .. why)
   err.status = status
-  refused_errors[err] = true
+  server.refused(err) -- its handler wrapper passes it through
   error(err, 0)
 end
 
 -- req:websocket([opts]) -> WebSocket
 local function upgrade(req, opts)
   opts = check_opts(opts or {}, "websocket")
-  if req._upgraded then error("websocket(): the request was already answered", 2) end
+  if server.answered(req) then error("websocket(): the request was already answered", 2) end
   local why, status = check_request(req)
   if why then refuse(req, why, status) end
   local protocol = choose_protocol(req.headers["sec-websocket-protocol"], opts.protocols)
@@ -351,7 +352,7 @@ local function upgrade(req, opts)
   if protocol then lines[#lines + 1] = "Sec-WebSocket-Protocol: " .. protocol end
   header_lines(lines, opts.headers)
   local ws = new_ws(req._stream, false, opts, protocol)
-  req._upgraded = true -- the HTTP server leaves the connection to us now
+  server.take_over(req) -- the HTTP server leaves the connection to us now
   req._websocket = ws
   req._stream:write(table.concat(lines, "\r\n"), "\r\n\r\n")
   return ws
@@ -468,8 +469,8 @@ local function connect(url, opts)
   return new_ws(stream, true, opts, res)
 end
 
-return function(http, Request)
-  refused_errors = Request._refused_errors
+return function(http, Request, hooks)
+  server = hooks
   Request.websocket = upgrade
   http.websocket = connect
 end
