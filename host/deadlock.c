@@ -174,13 +174,26 @@ void task_report_waits(loom_t *rt) {
   while (t && t->lnext) t = t->lnext;
   for (; t; t = t->lprev)
     if (push_entry(L, t)) lua_rawseti(L, -2, ++n);
-  fprintf(stderr, "loom: deadlock: %d task%s waiting and nothing can wake "
-                  "them:\n", n, n == 1 ? " is" : "s are");
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
-    fputs(lua_tostring(L, -1), stderr);
-    lua_pop(L, 1);
+  {
+    luaL_Buffer b;
+    size_t len;
+    const char *text;
+    luaL_buffinit(L, &b);
+    lua_pushfstring(L, "deadlock: %d task%s waiting and nothing can wake "
+                       "them:\n", n, n == 1 ? " is" : "s are");
+    luaL_addvalue(&b);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, -2, i);
+      luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    text = lua_tolstring(L, -1, &len);
+    if (len && text[len - 1] == '\n') {
+      lua_pushlstring(L, text, len - 1);
+      lua_remove(L, -2);
+    }
+    rt_report(rt, "deadlock", lua_tostring(L, -1));
+    lua_pop(L, 2);
   }
-  lua_pop(L, 1);
   rt_set_error(rt, "deadlock: tasks are waiting and nothing can wake them");
 }

@@ -128,7 +128,24 @@ struct loom {
   size_t kept;          /* bytes waiting there */
   int own_closing;      /* the runtime's own handles not yet closed */
   void *paused;         /* listeners paused for want of descriptors (net.c) */
+  unsigned budget_ms;   /* cpu_budget_ms; 0 none (sandbox.c) */
+  uint64_t budget_ns, run_start; /* the budget, when the task was resumed */
+  int budget_state;     /* 0 within, 1 warned, 2 ended for good */
+  char *module_dir;     /* loom_options.module_dir, copied */
+  loom_report_fn report_fn;
+  void *report_ud;
+  char *warnbuf;        /* a warning being assembled (lua_warn pieces) */
+  int err_ref;          /* the last error value (loom_push_error) */
 };
+
+/* sandbox.c */
+void rt_report(loom_t *rt, const char *kind, const char *text);
+void rt_keep_error(loom_t *rt, int idx); /* runtime.c */
+void sandbox_prepare(lua_State *L);
+void sandbox_apply(lua_State *L, loom_t *rt);
+void sandbox_budget_init(loom_t *rt, unsigned ms);
+/* Is the standard library cut to the capability bits? */
+#define rt_sandboxed(rt) (((rt)->libs & LOOM_LIBS_STD) != LOOM_LIBS_STD)
 
 /* net.c: a descriptor was closed; paused listeners may accept again. */
 void net_fd_freed(loom_t *rt);

@@ -449,9 +449,10 @@ static void report_failure(loom_t *rt, task_t *t, const char *what) {
     else
       lua_pushfstring(L, "%s:\n%s", all, msg);
   }
-  fprintf(stderr, "loom: %s\n", lua_tostring(L, -1));
-  fflush(stderr);
+  rt_report(rt, strcmp(what, "error") == 0 ? "error" : "unhandled",
+            lua_tostring(L, -1));
   rt_set_error(rt, lua_tostring(L, -1));
+  rt_keep_error(rt, top + 1);
   lua_settop(L, top);
 }
 
@@ -549,6 +550,10 @@ static void task_run(loom_t *rt, task_t *t) {
   t->wcancel = NULL;
   rt->current = t;
   rt->noyield = 0; /* t's own coroutines count (loom.run inside a coroutine) */
+  if (rt->budget_ns) { /* cpu_budget_ms: per resume (sandbox.c) */
+    rt->run_start = uv_hrtime();
+    rt->budget_state = 0;
+  }
   st = lua_resume(co, rt->L, t->nvals, &nres);
   rt->noyield = noyield;
   rt->current = NULL;
