@@ -416,6 +416,7 @@ typedef struct vbuf {
   char *p;
   size_t len, cap;
   int oom; /* a write failed for lack of memory; the buffer is incomplete */
+  size_t max; /* bytes it may grow to (a capped runtime's memory_limit); 0 any */
 } vbuf_t;
 enum { VT_NIL, VT_FALSE, VT_TRUE, VT_INT, VT_FLT, VT_STR, VT_BLOB, VT_TAB, VT_END };
 typedef struct vval {
@@ -451,6 +452,7 @@ typedef struct sqlreq {
   size_t sqllen;
   vbuf_t params; /* count, then key/value pairs (key: position or name) */
   int busy_ms, cache_max; /* SQ_OPEN */
+  size_t mem_limit;       /* the runtime's memory_limit; 0 none */
   atomic_int cancel;      /* set by another thread: stop running it */
   /* results */
   int rc;        /* SQLITE_OK or an extended result code */

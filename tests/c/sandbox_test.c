@@ -196,6 +196,83 @@ static void test_escapes(void) {
   }
 }
 
+/* SQLite and worker bombs of a runtime capped at 16 MiB: each is refused
+** inside the script, and the runtime goes on. */
+static const struct {
+  const char *name, *code, *expect;
+} bombs[] = {
+    {"sqlite :memory: database",
+     "local db = sqlite.open(':memory:')\n"
+     "db:exec('create table t(x)')\n"
+     "db:exec([[with recursive c(i) as (select 1 union all select i + 1 from c\n"
+     "  limit 10000000) insert into t select randomblob(100) from c]])",
+     "full"},
+    {"sqlite huge blob",
+     "local db = sqlite.open(':memory:')\n"
+     "return db:first('select length(zeroblob(500000000))')",
+     "too big"},
+    {"sqlite raising its limit",
+     "local db = sqlite.open(':memory:')\n"
+     "db:exec('pragma max_page_count = 1000000000')", "not authorized"},
+    {"sqlite attach",
+     "local db = sqlite.open(':memory:')\n"
+     "db:exec([[attach ':memory:' as more]])", "not authorized"},
+    {"sqlite many connections",
+     "local dbs = {}\n"
+     "local ok, e = pcall(function()\n"
+     "  for i = 1, 100 do dbs[i] = sqlite.open(':memory:') end end)\n"
+     "for _, db in ipairs(dbs) do db:close() end\n"
+     "error(e)", "memory"},
+    {"sqlite rows bigger than the cap",
+     "local db = sqlite.open(':memory:')\n"
+     "return db:query([[with recursive c(i) as (select 1 union all select i + 1\n"
+     "  from c limit 1000000) select i, 'some text to make rows big' from c]])",
+     "memory"},
+    {"worker state", "return worker.run(function()\n"
+     "  local t = {} for i = 1, 1e8 do t[i] = i end end)", "memory"},
+    {"worker results",
+     "return worker.run(function()\n"
+     "  local s, t = ('x'):rep(1e6), {}\n"
+     "  for i = 1, 300 do t[i] = s end\n"
+     "  return t end)", "memory_limit"},
+    {NULL, NULL, NULL}};
+
+static void test_memory_bombs(void) {
+  int i;
+  for (i = 0; bombs[i].name; i++) {
+    loom_options o = {0};
+    loom_t *rt;
+    char code[1024];
+    const char *got;
+    o.libs = LOOM_LIBS_SANDBOX | LOOM_LIB_SQLITE | LOOM_LIB_WORKER;
+    o.memory_limit = 16u << 20;
+    rt = loom_new(&o);
+    CHECK(rt != NULL);
+    snprintf(code, sizeof code,
+             "local sqlite, worker = require 'loom.sqlite', require 'loom.worker'\n"
+             "local ok, e = pcall(function() %s end)\n"
+             "outcome = ok and 'escaped' or tostring(e)\n"
+             "collectgarbage()\n"
+             "local db = sqlite.open(':memory:')\n"
+             "health = db:first('select 42 as v').v + worker.run(function() return 1 end)\n"
+             "db:close()\n",
+             bombs[i].code);
+    CHECK(loom_dostring(rt, code, "=bomb") == 0);
+    CHECK(loom_run(rt) == 0);
+    got = global_string(rt, "outcome");
+    if (!got || !strstr(got, bombs[i].expect)) {
+      failed++;
+      fprintf(stderr, "bomb '%s': got %s, want an error with '%s'\n",
+              bombs[i].name, got ? got : "(nothing)", bombs[i].expect);
+    } else {
+      passed++;
+    }
+    got = global_string(rt, "health");
+    CHECK(got && strcmp(got, "43") == 0);
+    loom_free(rt);
+  }
+}
+
 static long peak_rss_mb(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -378,6 +455,7 @@ int main(void) {
   write_file(module_dir, "evil.so", "\177ELF not really\n");
   rss = peak_rss_mb();
   test_escapes();
+  test_memory_bombs();
   test_rss(rss);
   test_runaways();
   test_yielding_mod();
