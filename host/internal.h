@@ -131,6 +131,7 @@ struct loom {
   unsigned budget_ms;   /* cpu_budget_ms; 0 none (sandbox.c) */
   uint64_t budget_ns, run_start; /* the budget, when the task was resumed */
   int budget_state;     /* 0 within, 1 warned, 2 ended for good */
+  uint64_t step_start;  /* when the loom_step running began; 0 outside one */
   char *module_dir;     /* loom_options.module_dir, copied */
   loom_report_fn report_fn;
   void *report_ud;

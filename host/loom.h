@@ -65,7 +65,8 @@ typedef struct loom_options {
   /* Milliseconds a task may run between two waits (0 = no limit). Past it
   ** the task gets an error of kind "timeout" raised where it runs; still
   ** running without a wait after a second budget, it is ended for good and
-  ** reported. Checked every 1000 Lua instructions, not inside a C call. */
+  ** reported. Checked every 1000 Lua instructions, not inside a C call. A
+  ** loom_step that has used it starts no more tasks. */
   unsigned cpu_budget_ms;
   /* Directory whose Lua files require may load when the mask lacks
   ** LOOM_LIB_PATH ("name.sub" -> dir/name/sub.lua, dir/name/sub/init.lua).

@@ -362,6 +362,7 @@ static void step_timer_cb(uv_timer_t *h) { (void)h; }
 
 int loom_step(loom_t *rt, int timeout_ms) {
   if (rt->exiting) return 0;
+  if (rt->budget_ns) rt->step_start = uv_hrtime(); /* task_drain's bound */
   if (timeout_ms == 0 || rt->rhead) uv_run(rt->loop, UV_RUN_NOWAIT);
   else {
     if (timeout_ms > 0) uv_timer_start(&rt->step_timer, step_timer_cb,
@@ -369,6 +370,7 @@ int loom_step(loom_t *rt, int timeout_ms) {
     uv_run(rt->loop, UV_RUN_ONCE);
     uv_timer_stop(&rt->step_timer);
   }
+  rt->step_start = 0;
   if (rt->exiting) return 0;
   return rt->rhead != NULL || rt->nlive > 0 || uv_loop_alive(rt->loop);
 }

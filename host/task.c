@@ -582,11 +582,16 @@ static void task_run(loom_t *rt, task_t *t) {
 }
 
 /* Run the tasks that are ready, in FIFO order, tasks made ready meanwhile
-** included; a budget lets I/O be polled between long runs. */
+** included; a budget lets I/O be polled between long runs. Inside a
+** loom_step of a runtime with cpu_budget_ms, no task starts once the step
+** has used the budget: the rest wait for the next step, so many tasks that
+** each stay under the budget cannot hold a frame either. */
 void task_drain(loom_t *rt) {
   int budget = 4096;
   task_t *t;
   while ((t = rt->rhead) != NULL && budget-- > 0 && !rt->exiting) {
+    if (rt->step_start && uv_hrtime() - rt->step_start >= rt->budget_ns)
+      break;
     rt->rhead = t->rnext;
     if (!rt->rhead) rt->rtail = NULL;
     t->flags &= ~TF_QUEUED;
