@@ -132,6 +132,7 @@ struct loom {
   uint64_t budget_ns, run_start; /* the budget, when the task was resumed */
   int budget_state;     /* 0 within, 1 warned, 2 ended for good */
   uint64_t step_start;  /* when the loom_step running began; 0 outside one */
+  int host_call;        /* a script's metamethod called by loom, outside tasks */
   char *module_dir;     /* loom_options.module_dir, copied */
   loom_report_fn report_fn;
   void *report_ud;
@@ -145,6 +146,7 @@ void rt_keep_error(loom_t *rt, int idx); /* runtime.c */
 void sandbox_prepare(lua_State *L);
 void sandbox_apply(lua_State *L, loom_t *rt);
 void sandbox_budget_init(loom_t *rt, unsigned ms);
+int rt_tostring_meta(lua_State *L, int idx);
 /* Is the standard library cut to the capability bits? */
 #define rt_sandboxed(rt) (((rt)->libs & LOOM_LIBS_STD) != LOOM_LIBS_STD)
 

@@ -325,19 +325,24 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   task_t *t = rt->current;
   uint64_t spent;
   (void)ar;
-  if (!t) return;
+  if (!t && !rt->host_call) return;
   spent = uv_hrtime() - rt->run_start;
   if (rt->budget_state < 2 && spent >= 2 * rt->budget_ns) {
     char text[160];
     rt->budget_state = 2;
-    snprintf(text, sizeof text,
-             "task %d ran %u ms without a wait (cpu_budget_ms %u): ended",
-             (int)t->id, (unsigned)(spent / 1000000), rt->budget_ms);
+    if (t)
+      snprintf(text, sizeof text,
+               "task %d ran %u ms without a wait (cpu_budget_ms %u): ended",
+               (int)t->id, (unsigned)(spent / 1000000), rt->budget_ms);
+    else
+      snprintf(text, sizeof text,
+               "a __tostring metamethod ran %u ms (cpu_budget_ms %u): ended",
+               (unsigned)(spent / 1000000), rt->budget_ms);
     rt_report(rt, "killed", text);
   }
   if (rt->budget_state == 2) {
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-    if (t->co != L) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, 1);
+    if (t && t->co != L) lua_sethook(t->co, budget_hook, LUA_MASKCOUNT, 1);
     err_raise(L, "timeout", "ETIMEDOUT",
               "task ended: it ran past twice its CPU budget (%d ms) without "
               "a wait", (int)rt->budget_ms);
@@ -350,6 +355,31 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
               "the task ran past its CPU budget (%d ms) without a wait",
               (int)rt->budget_ms);
   }
+}
+
+/* luaL_callmeta(L, idx, "__tostring") for loom's reports, which run
+** outside any task: protected, and bounded by the budget as a task is (a
+** script's error object may have a __tostring that never returns). 1 with
+** the result pushed, or 0 with nothing pushed. */
+int rt_tostring_meta(lua_State *L, int idx) {
+  loom_t *rt = rt_get(L);
+  uint64_t start = rt->run_start;
+  int st, state = rt->budget_state;
+  idx = lua_absindex(L, idx);
+  if (luaL_getmetafield(L, idx, "__tostring") == LUA_TNIL) return 0;
+  lua_pushvalue(L, idx);
+  rt->host_call++;
+  rt->run_start = uv_hrtime();
+  rt->budget_state = 0;
+  st = lua_pcall(L, 1, 1, 0);
+  rt->host_call--;
+  rt->run_start = start;
+  rt->budget_state = state;
+  if (st != LUA_OK) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
 }
 
 /* Arm the budget on the main thread: threads made later inherit the hook. */

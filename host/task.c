@@ -410,7 +410,7 @@ task_t *task_spawn(lua_State *L, int nargs) {
 /* Push a printable message for the error value at top of L (not removed). */
 static const char *error_text(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
-  if (luaL_callmeta(L, idx, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+  if (rt_tostring_meta(L, idx) && lua_type(L, -1) == LUA_TSTRING)
     return lua_tostring(L, -1);
   if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER) {
     lua_pushvalue(L, idx);

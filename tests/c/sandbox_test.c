@@ -331,6 +331,9 @@ static const struct {
      "  xpcall(function() while true do end end, function(e) while true do end end)\n"
      "  coroutine.resume(coroutine.create(function() while true do end end))\n"
      "end", 1},
+    {"an error whose __tostring loops",
+     "error(setmetatable({}, {__tostring = function() while true do end end}))",
+     0},
     {"xpcall with a message handler that loops",
      "while true do\n"
      "  xpcall(function() while true do end end, function() while true do end end)\n"
