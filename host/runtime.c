@@ -147,7 +147,8 @@ static void rt_warn(void *ud, const char *msg, int tocont) {
     rt->warnbuf = p;
   }
   if (tocont) return;
-  rt_report(rt, "warning", rt->warnbuf ? rt->warnbuf : msg);
+  if (rt->warnbuf && rt->warnbuf[0] != '@') /* "@on", "@off": controls */
+    rt_report(rt, "warning", rt->warnbuf);
   free(rt->warnbuf);
   rt->warnbuf = NULL;
 }

@@ -24,13 +24,14 @@ void loom_set_report(loom_t *rt, loom_report_fn fn, void *ud) {
   rt->report_ud = ud;
 }
 
-/* A report for the host: its callback, or "loom: text" on stderr. */
+/* A report for the host: its callback, or "loom: text" on stderr (a
+** warning as it is, as Lua's warn gave it). */
 void rt_report(loom_t *rt, const char *kind, const char *text) {
   if (rt->report_fn) {
     rt->report_fn(rt->report_ud, kind, text);
     return;
   }
-  fprintf(stderr, "loom: %s\n", text);
+  fprintf(stderr, "%s%s\n", strcmp(kind, "warning") == 0 ? "" : "loom: ", text);
   fflush(stderr);
 }
 
