@@ -173,31 +173,47 @@ static int collect_p(lua_State *L) {
   while (t && t->lnext) t = t->lnext;
   for (; t; t = t->lprev)
     if (push_entry(L, t)) lua_rawseti(L, -2, ++n);
+  {
+    luaL_Buffer b; /* [array] -> [array, the whole report] */
+    size_t len;
+    int i, arr = lua_gettop(L);
+    luaL_buffinit(L, &b);
+    lua_pushfstring(L, "deadlock: %d task%s waiting and nothing can wake "
+                       "them:\n", n, n == 1 ? " is" : "s are");
+    luaL_addvalue(&b);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, arr, i);
+      luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    lua_tolstring(L, -1, &len);
+    if (len) { /* without its last newline */
+      lua_pushlstring(L, lua_tostring(L, -1), len - 1);
+      lua_remove(L, -2);
+    }
+  }
   return 1;
 }
 
-/* Print every waiting task of the script, oldest first, with what it waits
-** on and where. Run from the loop: when memory is too short to build the
-** report, each task is named by its id and wait only. */
+/* Report every waiting task of the script, oldest first, with what it
+** waits on and where (rt_report: the host's hook, or stderr). Run from the
+** loop: when memory is too short to build the report, each task is named
+** by its id and wait only. */
 void task_report_waits(loom_t *rt) {
   lua_State *L = rt->L;
-  int n, i;
   if (rt_pcall(rt, collect_p, rt) != LUA_OK) {
+    char line[200];
     task_t *t;
-    fprintf(stderr, "loom: deadlock: %d tasks are waiting and nothing can wake "
-                    "them (no memory left to describe them):\n", (int)rt->nlive);
-    for (t = rt->live; t; t = t->lnext)
-      fprintf(stderr, "  task %d waits on %s\n", (int)t->id,
-              t->wwhat ? t->wwhat : "nothing");
-  } else {
-    n = (int)lua_rawlen(L, -1);
-    fprintf(stderr, "loom: deadlock: %d task%s waiting and nothing can wake "
-                    "them:\n", n, n == 1 ? " is" : "s are");
-    for (i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
-      fputs(lua_tostring(L, -1), stderr);
-      lua_pop(L, 1);
+    snprintf(line, sizeof line, "deadlock: %d tasks are waiting and nothing can "
+             "wake them (no memory left to describe them)", (int)rt->nlive);
+    rt_report(rt, "deadlock", line);
+    for (t = rt->live; t; t = t->lnext) {
+      snprintf(line, sizeof line, "  task %d waits on %s", (int)t->id,
+               t->wwhat ? t->wwhat : "nothing");
+      rt_report(rt, "deadlock", line);
     }
+  } else {
+    rt_report(rt, "deadlock", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
   rt_set_error(rt, "deadlock: tasks are waiting and nothing can wake them");

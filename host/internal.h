@@ -135,7 +135,27 @@ struct loom {
   size_t kept;          /* bytes waiting there */
   int own_closing;      /* the runtime's own handles not yet closed */
   void *paused;         /* listeners paused for want of descriptors (net.c) */
+  unsigned budget_ms;   /* cpu_budget_ms; 0 none (sandbox.c) */
+  uint64_t budget_ns, run_start; /* the budget, when the task was resumed */
+  int budget_state;     /* 0 within, 1 warned, 2 ended for good */
+  uint64_t step_start;  /* when the loom_step running began; 0 outside one */
+  int host_call;        /* a script's metamethod called by loom, outside tasks */
+  char *module_dir;     /* loom_options.module_dir, copied */
+  loom_report_fn report_fn;
+  void *report_ud;
+  char *warnbuf;        /* a warning being assembled (lua_warn pieces) */
+  int err_ref;          /* the last error value (loom_push_error) */
 };
+
+/* sandbox.c */
+void rt_report(loom_t *rt, const char *kind, const char *text);
+void rt_keep_error(loom_t *rt, int idx); /* runtime.c */
+void sandbox_prepare(lua_State *L);
+void sandbox_apply(lua_State *L, loom_t *rt);
+void sandbox_budget_init(loom_t *rt, unsigned ms);
+int rt_tostring_meta(lua_State *L, int idx);
+/* Is the standard library cut to the capability bits? */
+#define rt_sandboxed(rt) (((rt)->libs & LOOM_LIBS_STD) != LOOM_LIBS_STD)
 
 /* net.c: a descriptor was closed; paused listeners may accept again. */
 void net_fd_freed(loom_t *rt);
@@ -504,6 +524,7 @@ typedef struct vbuf {
   char *p;
   size_t len, cap;
   int oom; /* a write failed for lack of memory; the buffer is incomplete */
+  size_t max; /* bytes it may grow to (a capped runtime's memory_limit); 0 any */
 } vbuf_t;
 enum { VT_NIL, VT_FALSE, VT_TRUE, VT_INT, VT_FLT, VT_STR, VT_BLOB, VT_TAB, VT_END };
 typedef struct vval {
@@ -539,6 +560,7 @@ typedef struct sqlreq {
   size_t sqllen;
   vbuf_t params; /* count, then key/value pairs (key: position or name) */
   int busy_ms, cache_max; /* SQ_OPEN */
+  size_t mem_limit;       /* the runtime's memory_limit; 0 none */
   atomic_int cancel;      /* set by another thread: stop running it */
   /* results */
   int rc;        /* SQLITE_OK or an extended result code */

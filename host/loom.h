@@ -31,7 +31,30 @@ extern "C" {
 #define LOOM_LIB_LPEG    0x0100u /* lpeg, re */
 #define LOOM_LIB_PG      0x0200u /* loom.pg */
 #define LOOM_LIB_REDIS   0x0400u /* loom.redis */
-#define LOOM_LIBS_ALL    0xffffu
+/* Capabilities of the standard library. A mask with none of these bits
+** keeps the whole standard library (as before they existed); a mask with
+** LOOM_LIB_BASE gives only what its bits grant. */
+#define LOOM_LIB_BASE    0x0800u /* the safe core: base functions (load of text
+                                 ** only), string (no dump), table, math, utf8,
+                                 ** coroutine, os.time/clock/date/difftime,
+                                 ** debug.traceback, collectgarbage("count",
+                                 ** "step", "collect", "isrunning") */
+#define LOOM_LIB_IO      0x1000u /* io, dofile, loadfile */
+#define LOOM_LIB_OS      0x2000u /* all of os (execute, exit, getenv, remove...) */
+#define LOOM_LIB_OS_IO   (LOOM_LIB_IO | LOOM_LIB_OS)
+#define LOOM_LIB_DEBUG   0x4000u /* all of debug; all of collectgarbage */
+#define LOOM_LIB_NATIVE  0x8000u /* package.loadlib, the C searchers (cpath),
+                                 ** load of binary chunks, string.dump */
+#define LOOM_LIB_PATH    0x10000u /* require searches package.path; without it
+                                 ** only preloaded modules and module_dir */
+#define LOOM_LIBS_STD    (LOOM_LIB_BASE | LOOM_LIB_OS_IO | LOOM_LIB_DEBUG | \
+                          LOOM_LIB_NATIVE | LOOM_LIB_PATH)
+#define LOOM_LIBS_ALL    0xffffffffu
+/* For scripts the host did not write (mods, plugins): loom's tasks, timers
+** and sync, loom.json, lpeg; no io, no os but its clocks, no debug but
+** traceback, no native code, require limited to preload and module_dir. */
+#define LOOM_LIBS_SANDBOX (LOOM_LIB_CORE | LOOM_LIB_BASE | LOOM_LIB_JSON | \
+                           LOOM_LIB_LPEG)
 
 typedef struct loom loom_t;
 
@@ -41,6 +64,16 @@ typedef struct loom_options {
   char **argv;
   unsigned libs;       /* LOOM_LIBS_ALL, or a mask of LOOM_LIB_* (0 = all) */
   size_t memory_limit; /* bytes the Lua state may hold; 0 = no limit */
+  /* Milliseconds a task may run between two waits (0 = no limit). Past it
+  ** the task gets an error of kind "timeout" raised where it runs; still
+  ** running without a wait after a second budget, it is ended for good and
+  ** reported. Checked every 1000 Lua instructions, not inside a C call. A
+  ** loom_step that has used it starts no more tasks. */
+  unsigned cpu_budget_ms;
+  /* Directory whose Lua files require may load when the mask lacks
+  ** LOOM_LIB_PATH ("name.sub" -> dir/name/sub.lua, dir/name/sub/init.lua).
+  ** NULL: none. Copied. */
+  const char *module_dir;
 } loom_options;
 
 /* Create a runtime. NULL opts: own loop, all libraries, no memory limit.
@@ -74,6 +107,19 @@ void loom_wakeup(loom_t *rt);
 
 /* The last error message with its traceback, or NULL. */
 const char *loom_error(loom_t *rt);
+
+/* Push the last error value itself (a loom error object keeps its kind,
+** code and fields) on loom_state()'s stack, nil when there is none;
+** returns its Lua type. */
+int loom_push_error(loom_t *rt);
+
+/* Where reports go instead of stderr. kind: "error" (the main task
+** failed), "unhandled" (a task failed and nobody awaited it), "killed" (a
+** task ran past twice its cpu_budget_ms and was ended), "deadlock" (tasks
+** wait for what nothing can bring), "warning" (Lua's warn). text has no
+** trailing newline. fn NULL: stderr again. */
+typedef void (*loom_report_fn)(void *ud, const char *kind, const char *text);
+void loom_set_report(loom_t *rt, loom_report_fn fn, void *ud);
 
 /* For programs like the loom command: Ctrl-C stops the runtime with exit
 ** status 130 (unless a script installs its own SIGINT handler). NULL restores

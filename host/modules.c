@@ -51,6 +51,13 @@ int modules_load(lua_State *L, const char *name) {
   if (!m) return 0;
   if (luaL_loadbufferx(L, (const char *)m->code, m->size, name, "b") != LUA_OK)
     lua_error(L);
+  /* a runtime whose scripts get a cut library runs loom's own modules in
+  ** the host env, with all of it (sandbox.c) */
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "loom.hostenv") == LUA_TTABLE) {
+    if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+  }
   return 1;
 }
 

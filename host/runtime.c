@@ -223,18 +223,30 @@ static int rt_panic(lua_State *L) {
   return 0;
 }
 
+/* Lua's warn: the pieces of one warning are put together, then reported. */
 static void rt_warn(void *ud, const char *msg, int tocont) {
-  (void)ud;
-  fputs(msg, stderr);
-  if (!tocont) fputs("\n", stderr);
+  loom_t *rt = (loom_t *)ud;
+  size_t have = rt->warnbuf ? strlen(rt->warnbuf) : 0, n = strlen(msg);
+  char *p = (char *)realloc(rt->warnbuf, have + n + 1);
+  if (p) {
+    memcpy(p + have, msg, n + 1);
+    rt->warnbuf = p;
+  }
+  if (tocont) return;
+  if (rt->warnbuf && rt->warnbuf[0] != '@') /* "@on", "@off": controls */
+    rt_report(rt, "warning", rt->warnbuf);
+  free(rt->warnbuf);
+  rt->warnbuf = NULL;
 }
 
 /* Open the standard libraries and the bundled modules, protected. */
 static int rt_init_lua(lua_State *L) {
   loom_t *rt = (loom_t *)lua_touserdata(L, 1);
   luaL_openlibs(L);
+  if (rt_sandboxed(rt)) sandbox_prepare(L);
   modules_preload(L, rt->libs);
   luaL_requiref(L, "loom", loom_open_core, 1);
+  if (rt_sandboxed(rt)) sandbox_apply(L, rt);
   return 0;
 }
 
@@ -287,11 +299,18 @@ loom_t *loom_new(const loom_options *opts) {
   if (!rt) return NULL;
   ignore_sigpipe();
   rt->libs = (opts && opts->libs) ? (opts->libs | LOOM_LIB_CORE) : LOOM_LIBS_ALL;
+  if (!(rt->libs & LOOM_LIBS_STD)) rt->libs |= LOOM_LIBS_STD; /* a mask of before */
   rt->mem_limit = opts ? opts->memory_limit : 0;
   rt->main_ref = LUA_NOREF;
+  rt->err_ref = LUA_NOREF;
+  if (opts && opts->module_dir && !(rt->module_dir = strdup(opts->module_dir))) {
+    free(rt);
+    return NULL;
+  }
   if (opts && opts->loop) rt->loop = opts->loop;
   else {
     if (uv_loop_init(&rt->own_loop) != 0) {
+      free(rt->module_dir);
       free(rt);
       return NULL;
     }
@@ -312,6 +331,7 @@ loom_t *loom_new(const loom_options *opts) {
   *(loom_t **)lua_getextraspace(rt->L) = rt;
   lua_atpanic(rt->L, rt_panic);
   lua_setwarnf(rt->L, rt_warn, rt);
+  sandbox_budget_init(rt, opts ? opts->cpu_budget_ms : 0);
   lua_pushcfunction(rt->L, rt_init_lua);
   lua_pushlightuserdata(rt->L, rt);
   if (lua_pcall(rt->L, 1, 0, 0) != LUA_OK) {
@@ -325,6 +345,21 @@ loom_t *loom_new(const loom_options *opts) {
 lua_State *loom_state(loom_t *rt) { return rt->L; }
 uv_loop_t *loom_loop(loom_t *rt) { return rt->loop; }
 const char *loom_error(loom_t *rt) { return rt->errmsg; }
+
+int loom_push_error(loom_t *rt) {
+  if (rt->err_ref == LUA_NOREF) {
+    lua_pushnil(rt->L);
+    return LUA_TNIL;
+  }
+  return lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->err_ref);
+}
+
+/* Keep the error value at idx of rt->L for loom_push_error. */
+void rt_keep_error(loom_t *rt, int idx) {
+  lua_pushvalue(rt->L, idx);
+  if (rt->err_ref == LUA_NOREF) rt->err_ref = luaL_ref(rt->L, LUA_REGISTRYINDEX);
+  else lua_rawseti(rt->L, LUA_REGISTRYINDEX, rt->err_ref);
+}
 
 /* Set the global `arg` as lua.c does: arg[0] the script, arg[1..] args. */
 static void set_arg(loom_t *rt, const char *script) {
@@ -428,6 +463,7 @@ int loom_dofile(loom_t *rt, const char *path) {
   }
   if (luaL_loadfile(L, path) != LUA_OK) {
     rt_set_error(rt, lua_tostring(L, -1));
+    rt_keep_error(rt, -1);
     lua_pop(L, 1);
     return 1;
   }
@@ -445,6 +481,7 @@ int loom_dostring(loom_t *rt, const char *code, const char *chunkname) {
   if (luaL_loadbuffer(L, code, strlen(code), chunkname ? chunkname : "=(loom)")
       != LUA_OK) {
     rt_set_error(rt, lua_tostring(L, -1));
+    rt_keep_error(rt, -1);
     lua_pop(L, 1);
     return 1;
   }
@@ -504,6 +541,7 @@ static void step_timer_cb(uv_timer_t *h) { (void)h; }
 
 int loom_step(loom_t *rt, int timeout_ms) {
   if (rt->exiting) return 0;
+  if (rt->budget_ns) rt->step_start = uv_hrtime(); /* task_drain's bound */
   if (timeout_ms == 0 || rt->rhead) uv_run(rt->loop, UV_RUN_NOWAIT);
   else {
     if (timeout_ms > 0) uv_timer_start(&rt->step_timer, step_timer_cb,
@@ -511,6 +549,7 @@ int loom_step(loom_t *rt, int timeout_ms) {
     uv_run(rt->loop, UV_RUN_ONCE);
     uv_timer_stop(&rt->step_timer);
   }
+  rt->step_start = 0;
   if (rt->exiting) return 0;
   return rt->rhead != NULL || rt->nlive > 0 || uv_loop_alive(rt->loop);
 }
@@ -613,6 +652,8 @@ void loom_free(loom_t *rt) {
   free(rt->heap);
   free(rt->rdbuf);
   free(rt->errmsg);
+  free(rt->warnbuf);
+  free(rt->module_dir);
   free(rt);
 }
 
@@ -635,6 +676,7 @@ loom_t *rt_attach(lua_State *L) {
   rt->borrowed = 1;
   rt->libs = LOOM_LIBS_ALL;
   rt->main_ref = LUA_NOREF;
+  rt->err_ref = LUA_NOREF;
   rt->L = main;
   init_handles(rt);
   *(loom_t **)lua_getextraspace(main) = rt;

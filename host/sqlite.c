@@ -35,6 +35,7 @@ typedef struct sjob {
 
 struct sdb {
   uv_async_t async; /* the thread's "jobs done" signal */
+  size_t reserved;  /* of a capped runtime's memory_limit, for SQLite's own */
   uv_thread_t thread;
   uv_mutex_t mu;
   uv_cond_t cv;
@@ -112,6 +113,8 @@ static sjob_t *job_new(sdb_t *s, int op, const char *sql, size_t len) {
   j->s = s;
   j->r.op = op;
   j->r.sqllen = len;
+  /* a capped runtime's rows come no bigger than it may hold */
+  j->r.mem_limit = j->r.out.max = s->rt->mem_limit;
   if (!(j->r.sql = (char *)malloc(len + 1))) {
     free(j);
     return NULL;
@@ -192,6 +195,8 @@ static void sdb_free(sdb_t *s) {
 
 static void close_cb(uv_handle_t *h) {
   sdb_t *s = (sdb_t *)h->data;
+  s->rt->mem_used -= s->reserved; /* if finish did not */
+  s->reserved = 0;
   if (hlife_done(&s->life)) sdb_free(s);
 }
 
@@ -219,6 +224,8 @@ static void reap(sdb_t *s, int wake) {
 static void finish(sdb_t *s) {
   uv_thread_join(&s->thread);
   s->joined = 1;
+  s->rt->mem_used -= s->reserved; /* the connection is gone with its thread */
+  s->reserved = 0;
   tlist_wake_all(s->rt, &s->closers);
   close_async(s);
 }
@@ -756,12 +763,23 @@ static int l_open(lua_State *L) {
   task_t *t;
   sdb_t *s;
   sjob_t *j;
+  loom_t *rt = rt_get(L);
+  size_t reserve;
   memset(&opts, 0, sizeof opts);
   open_opts(L, &opts);
   t = task_check_current(L, "sqlite.open");
   task_check_wait(L, "sqlite.open"); /* before its thread is started */
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  /* a runtime with a memory_limit gives each connection a quarter of it,
+  ** counted as used while it is open: SQLite's memory holds too */
+  reserve = rt->mem_limit / 4;
+  if (reserve && rt->mem_used + reserve > rt->mem_limit)
+    return err_raise(L, "memory", NULL,
+                     "sqlite.open: no room under the runtime's memory_limit "
+                     "for another connection (each takes a quarter of it)");
   s = db_new(L, path);
+  s->reserved = reserve;
+  rt->mem_used += reserve;
   lua_replace(L, 1);
   lua_settop(L, 1);
   if (!(j = job_new(s, SQ_OPEN, s->path, strlen(s->path)))) {
@@ -771,6 +789,7 @@ static int l_open(lua_State *L) {
   j->r.flags = opts.flags;
   j->r.busy_ms = opts.busy_ms;
   j->r.cache_max = opts.cache_max;
+  j->r.mem_limit = reserve;
   j->t = t;
   submit(s, j);
   return task_wait(L, t, job_cancel, j, "sqlite.open", 0, open_k);

@@ -110,6 +110,49 @@ static int busy_cb(void *arg, int count) {
 /* Every 1000 VM steps: has the running request been cancelled? */
 static int progress_cb(void *arg) { return cancelled((sqlconn_t *)arg); }
 
+/* Authorizer of a capped runtime's connections: the limits set at open
+** stay (no PRAGMA that raises them or the process-wide heap limits, no
+** ATTACH of another database with limits of its own). */
+static int capped_auth(void *ud, int action, const char *a, const char *b,
+                       const char *c, const char *d) {
+  static const char *const fixed[] = {"max_page_count", "page_size", "cache_size",
+                                      "cache_spill", "mmap_size", "temp_store",
+                                      "soft_heap_limit", "hard_heap_limit",
+                                      "threads", NULL};
+  int i;
+  (void)ud; (void)c; (void)d;
+  if (action == SQLITE_ATTACH) return SQLITE_DENY;
+  if (action != SQLITE_PRAGMA || !b || !a) return SQLITE_OK;
+  for (i = 0; fixed[i]; i++)
+    if (sqlite3_stricmp(a, fixed[i]) == 0) return SQLITE_DENY;
+  return SQLITE_OK;
+}
+
+/* A connection of a runtime with a memory_limit gets `limit` bytes (a
+** quarter of it): no string or blob longer, a database in memory no bigger
+** (PRAGMA max_page_count), a page cache no bigger, and the authorizer that
+** keeps it so. */
+static int cap_conn(sqlconn_t *c, size_t limit, const char *file) {
+  sqlite3_stmt *st;
+  int64_t page = 4096;
+  char sql[64];
+  snprintf(sql, sizeof sql, "PRAGMA cache_size=-%lld",
+           (long long)(limit / 1024 < 2000 ? (limit / 1024 ? limit / 1024 : 1) : 2000));
+  if (sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK) return -1;
+  if (limit < (size_t)sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, -1))
+    sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, (int)(limit > 1 ? limit : 1));
+  if (!file || !*file) {
+    if (sqlite3_prepare_v2(c->db, "PRAGMA page_size", -1, &st, NULL) == SQLITE_OK) {
+      if (sqlite3_step(st) == SQLITE_ROW) page = sqlite3_column_int64(st, 0);
+      sqlite3_finalize(st);
+    }
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count=%lld",
+             (long long)(limit / (size_t)(page > 0 ? page : 4096) + 1));
+    if (sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK) return -1;
+  }
+  return sqlite3_set_authorizer(c->db, capped_auth, NULL) == SQLITE_OK ? 0 : -1;
+}
+
 static void open_conn(sqlconn_t **cp, sqlreq_t *r) {
   sqlconn_t *c = (sqlconn_t *)calloc(1, sizeof *c);
   int flags = SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
@@ -136,6 +179,11 @@ static void open_conn(sqlconn_t **cp, sqlreq_t *r) {
   ** other, and commits are cheaper. Memory and temporary databases have
   ** no file name and keep their own journal. */
   file = sqlite3_db_filename(c->db, "main");
+  if (r->mem_limit && cap_conn(c, r->mem_limit, file) != 0) {
+    db_error(c, r);
+    sqlx_close(c);
+    return;
+  }
   c->cur = r; /* the switch may wait for a lock: let a cancel stop it */
   if (!(r->flags & (SQ_NOWAL | SQ_READONLY)) && file && *file &&
       sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {

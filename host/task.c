@@ -502,7 +502,7 @@ task_t *task_spawn(lua_State *L, int nargs) {
 /* Push a printable message for the error value at top of L (not removed). */
 static const char *error_text(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
-  if (luaL_callmeta(L, idx, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+  if (rt_tostring_meta(L, idx) && lua_type(L, -1) == LUA_TSTRING)
     return lua_tostring(L, -1);
   if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER) {
     lua_pushvalue(L, idx);
@@ -546,9 +546,10 @@ static int report_p(lua_State *L) {
     else
       lua_pushfstring(L, "%s:\n%s", all, msg);
   }
-  fprintf(stderr, "loom: %s\n", lua_tostring(L, -1));
-  fflush(stderr);
+  rt_report(rt_get(L), strcmp(j->what, "error") == 0 ? "error" : "unhandled",
+            lua_tostring(L, -1));
   rt_set_error(rt_get(L), lua_tostring(L, -1));
+  rt_keep_error(rt_get(L), 2); /* the error value itself, for loom_push_error */
   return 0;
 }
 
@@ -556,12 +557,13 @@ static int report_p(lua_State *L) {
 ** fixed line says so (no Lua), and the process goes on. */
 static void report_failure(loom_t *rt, task_t *t, const char *what) {
   report_job j;
+  char line[160];
   j.t = t;
   j.what = what;
   if (rt_pcall(rt, report_p, &j) == LUA_OK) return;
-  fprintf(stderr, "loom: %s in task %d: not enough memory (the runtime's "
-          "memory_limit was reached; no memory left to report it)\n", what, (int)t->id);
-  fflush(stderr);
+  snprintf(line, sizeof line, "%s in task %d: not enough memory (the runtime's "
+           "memory_limit was reached; no memory left to report it)", what, (int)t->id);
+  rt_report(rt, strcmp(what, "error") == 0 ? "error" : "unhandled", line);
   rt_set_error(rt, "not enough memory (no memory left to report the error)");
 }
 
@@ -670,6 +672,10 @@ static void task_run(loom_t *rt, task_t *t) {
   t->wcancel = NULL;
   rt->current = t;
   rt->noyield = 0; /* t's own coroutines count (loom.run inside a coroutine) */
+  if (rt->budget_ns) { /* cpu_budget_ms: per resume (sandbox.c) */
+    rt->run_start = uv_hrtime();
+    rt->budget_state = 0;
+  }
   st = lua_resume(co, rt->L, t->nvals, &nres);
   rt->noyield = noyield;
   rt->current = NULL;
@@ -697,11 +703,16 @@ static void task_run(loom_t *rt, task_t *t) {
 }
 
 /* Run the tasks that are ready, in FIFO order, tasks made ready meanwhile
-** included; a budget lets I/O be polled between long runs. */
+** included; a budget lets I/O be polled between long runs. Inside a
+** loom_step of a runtime with cpu_budget_ms, no task starts once the step
+** has used the budget: the rest wait for the next step, so many tasks that
+** each stay under the budget cannot hold a frame either. */
 void task_drain(loom_t *rt) {
   int budget = 4096;
   task_t *t;
   while ((t = rt->rhead) != NULL && budget-- > 0 && !rt->exiting) {
+    if (rt->step_start && uv_hrtime() - rt->step_start >= rt->budget_ns)
+      break;
     rt->rhead = t->rnext;
     if (!rt->rhead) rt->rtail = NULL;
     t->flags &= ~TF_QUEUED;

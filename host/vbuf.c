@@ -29,6 +29,10 @@ static int vbuf_room(vbuf_t *b, size_t n) {
   char *p;
   if (b->oom) return 0;
   if (b->len + n <= b->cap) return 1;
+  if (b->max && (n > b->max || b->len > b->max - n)) {
+    b->oom = 1; /* as much as the runtime it is for may hold */
+    return 0;
+  }
   cap = b->cap ? b->cap : 64;
   while (cap < b->len + n) cap *= 2;
   p = (char *)realloc(b->p, cap);

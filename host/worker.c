@@ -42,6 +42,7 @@ typedef struct wpool {
   int nidle;
   int refs;   /* the runtime's, plus one per job not yet freed */
   int closed; /* the runtime is gone: states handed back are closed */
+  size_t limit; /* the runtime's memory_limit: each state's, and results' */
 } wpool_t;
 
 typedef struct wjob {
@@ -171,13 +172,58 @@ static int state_init(lua_State *W) {
   return 0;
 }
 
-static lua_State *state_new(void) {
-  lua_State *W = luaL_newstate();
-  if (!W) return NULL;
+/* The allocator of a capped runtime's worker states: at most cap->limit
+** bytes, as the runtime itself. */
+typedef struct {
+  size_t used, limit;
+} wcap_t;
+
+static void *cap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  wcap_t *cap = (wcap_t *)ud;
+  size_t old = ptr ? osize : 0;
+  void *p;
+  if (nsize == 0) {
+    cap->used -= old;
+    free(ptr);
+    return NULL;
+  }
+  if (nsize > old && cap->used + (nsize - old) > cap->limit) return NULL;
+  if ((p = realloc(ptr, nsize)) != NULL) cap->used = cap->used - old + nsize;
+  return p;
+}
+
+static int cap_panic(lua_State *W) {
+  (void)W;
+  return 0; /* the unprotected parts are pcall'd: not reached */
+}
+
+/* Close a worker state and what its allocator kept. */
+static void state_close(lua_State *W) {
+  void *ud;
+  lua_Alloc f = lua_getallocf(W, &ud);
+  lua_close(W);
+  if (f == cap_alloc) free(ud);
+}
+
+static lua_State *state_new(size_t limit) {
+  lua_State *W;
+  if (limit) {
+    wcap_t *cap = (wcap_t *)malloc(sizeof *cap);
+    if (!cap) return NULL;
+    cap->used = 0;
+    cap->limit = limit;
+    if ((W = lua_newstate(cap_alloc, cap)) == NULL) {
+      free(cap);
+      return NULL;
+    }
+    lua_atpanic(W, cap_panic);
+  } else if ((W = luaL_newstate()) == NULL) {
+    return NULL;
+  }
   *(loom_t **)lua_getextraspace(W) = NULL; /* not a runtime's state */
   lua_pushcfunction(W, state_init);
   if (lua_pcall(W, 0, 0, 0) != LUA_OK) {
-    lua_close(W);
+    state_close(W);
     return NULL;
   }
   return W;
@@ -193,7 +239,7 @@ static lua_State *state_get(wpool_t *p) {
   }
   pool_running++;
   uv_mutex_unlock(&pool_mu);
-  if (!W && (W = state_new()) != NULL) {
+  if (!W && (W = state_new(p->limit)) != NULL) {
     uv_mutex_lock(&pool_mu);
     pool_states++;
     uv_mutex_unlock(&pool_mu);
@@ -368,7 +414,7 @@ static void state_put(wpool_t *p, lua_State *W) {
     pool_states--;
   }
   uv_mutex_unlock(&pool_mu);
-  if (W) lua_close(W);
+  if (W) state_close(W);
 }
 
 /* Drop a reference to p; the last one frees it. */
@@ -397,7 +443,7 @@ static int pool_gc(lua_State *L) {
   pool_nidle -= n;
   pool_states -= n;
   uv_mutex_unlock(&pool_mu);
-  for (i = 0; i < n; i++) lua_close(idle[i]);
+  for (i = 0; i < n; i++) state_close(idle[i]);
   pool_unref(p);
   return 0;
 }
@@ -488,7 +534,9 @@ static void work_cb(uv_work_t *req) {
       return;
     }
     msg = lua_type(W, -1) == LUA_TSTRING ? lua_tostring(W, -1)
-                                         : "worker.run: not enough memory";
+          : j->out.oom && j->out.max ? "worker.run: not enough memory (the "
+                                       "results pass the runtime's memory_limit)"
+                                     : "worker.run: not enough memory";
   }
   j->status = WJ_FAIL;
   vbuf_free(&j->out);
@@ -588,7 +636,7 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
 /* Check the function at 1 (a worker function may have no upvalue but _ENV,
 ** which becomes the worker's globals) and push its bytecode. */
 static void push_dump(lua_State *L) {
-  vbuf_t b = {NULL, 0, 0, 0};
+  vbuf_t b = {NULL, 0, 0, 0, 0};
   const char *name;
   int i;
   for (i = 1; (name = lua_getupvalue(L, 1, i)) != NULL; i++) {
@@ -638,6 +686,7 @@ static wjob_t *job_new(lua_State *L) {
   j->req.data = j;
   j->rt = rt_get(L);
   j->pool = p;
+  j->out.max = p->limit; /* results no bigger than the runtime may hold */
   uv_mutex_lock(&pool_mu);
   pool_jobs++;
   p->refs++;
@@ -722,6 +771,7 @@ static void push_pool(lua_State *L) {
   if ((*box = (wpool_t *)calloc(1, sizeof **box)) == NULL)
     luaL_error(L, "not enough memory");
   (*box)->refs = 1;
+  (*box)->limit = rt_get(L)->mem_limit;
 }
 
 int luaopen_loom_worker(lua_State *L) {

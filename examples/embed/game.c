@@ -3,11 +3,14 @@
 ** runtime without blocking (loom_step(rt, 0)), scripts call a host function
 ** that returns a future, and the host settles it frames later, as a real
 ** engine would after loading an asset. A script error is reported and the
-** game goes on.
+** game goes on. A mod the game did not write runs in a sandboxed runtime
+** of its own (LOOM_LIBS_SANDBOX, a memory cap, a CPU budget): it never
+** yields, is stopped, and the frames keep their rate.
 **   game [frames]
 */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <loom.h>
 #include <lauxlib.h>
 
@@ -18,6 +21,9 @@ typedef struct {
   char name[64];
   int ready_at; /* frame at which the "asset" is loaded */
 } pending_load;
+
+#define MOD_BUDGET_MS 20
+#define FRAME_MS (1000 / 60)
 
 static pending_load pending[MAX_PENDING];
 static int npending, frame;
@@ -68,23 +74,65 @@ static const char *script =
     "end)\n"
     "loom.spawn(function() error('a broken mod') end)\n";
 
+/* A mod that thinks forever, and catches the error that stops it. */
+static const char *runaway_mod =
+    "loom.spawn(function()\n"
+    "  print('mod: thinking forever')\n"
+    "  while true do pcall(function() while true do end end) end\n"
+    "end)\n";
+
+/* Reports of the mod's runtime: its first line, on the game's console. */
+static void mod_report(void *ud, const char *kind, const char *text) {
+  (void)ud;
+  printf("game: mod %s: %.*s\n", kind, (int)strcspn(text, "\n"), text);
+}
+
+/* The mod's runtime: no io, os, debug or native code, 16 MiB, 20 ms. */
+static loom_t *load_mod(void) {
+  loom_options o = {0};
+  loom_t *mod;
+  o.libs = LOOM_LIBS_SANDBOX;
+  o.memory_limit = 16u << 20;
+  o.cpu_budget_ms = MOD_BUDGET_MS;
+  mod = loom_new(&o);
+  if (!mod) return NULL;
+  loom_set_report(mod, mod_report, NULL);
+  if (loom_dostring(mod, runaway_mod, "=mod") != 0) {
+    fprintf(stderr, "game: %s\n", loom_error(mod));
+    loom_free(mod);
+    return NULL;
+  }
+  return mod;
+}
+
 int main(int argc, char **argv) {
-  int frames = argc > 1 ? atoi(argv[1]) : 30, busy = 1;
-  loom_t *rt = loom_new(NULL);
-  if (!rt) return 1;
+  int frames = argc > 1 ? atoi(argv[1]) : 30, busy = 1, worst = 0;
+  uint64_t last;
+  loom_t *rt = loom_new(NULL), *mod = load_mod();
+  if (!rt || !mod) return 1;
   lua_pushcfunction(loom_state(rt), load_asset);
   lua_setglobal(loom_state(rt), "load_asset");
   if (loom_dostring(rt, script, "=game") != 0) {
     fprintf(stderr, "game: %s\n", loom_error(rt));
     return 1;
   }
+  last = uv_hrtime();
   for (frame = 0; frame < frames; frame++) {
+    uint64_t start = uv_hrtime();
+    if ((int)((start - last) / 1000000) > worst) worst = (int)((start - last) / 1000000);
+    last = start;
     busy = loom_step(rt, 0); /* never blocks the frame */
+    loom_step(mod, 0);       /* at most twice the mod's budget */
     finish_loads(rt);
-    uv_sleep(1000 / 60);     /* render, present... */
+    uv_sleep(FRAME_MS);      /* render, present... */
   }
   printf("game: %d frames, script %s, last error: %s\n", frames,
          busy ? "still busy" : "finished", loom_error(rt) ? "reported" : "none");
+  /* the longest frame: the runaway mod cost at most twice its budget
+  ** (with room for a loaded machine) */
+  printf("game: longest frame %d ms, mod budget %d ms: frame rate %s\n", worst,
+         MOD_BUDGET_MS, worst <= 2 * MOD_BUDGET_MS + FRAME_MS + 300 ? "held" : "lost");
+  loom_free(mod);
   loom_free(rt);
   return 0;
 }
