@@ -765,18 +765,38 @@ done:
   return ok;
 }
 
-/* Gzip the string body when the response may be compressed (gzmin: the
-** least size, -1 when the server compresses nothing): the compressed
-** string is pushed and *body, *blen point into it; 1. 0: left as it is. */
+/* The server's compression settings from its connection table at idx
+** (gzmin: the least body size, -1 when it compresses nothing; gzlevel).
+** Returns gzmin; *level is set. */
+static lua_Integer gzip_conf(lua_State *L, int idx, int *level) {
+  lua_Integer min = -1;
+  *level = 1;
+  if (!lua_istable(L, idx)) return -1;
+  if (lua_getfield(L, idx, "gzmin") == LUA_TNUMBER) min = lua_tointeger(L, -1);
+  if (lua_getfield(L, idx, "gzlevel") == LUA_TNUMBER) *level = (int)lua_tointeger(L, -1);
+  lua_pop(L, 2);
+  return min;
+}
+
+#define GZIP_FLOOR 64 /* no body shorter than this is worth compressing */
+
+/* Gzip the string body when the response may be compressed (conn: the
+** index of the connection's table with the settings): the compressed
+** string is pushed and *body, *blen point into it; 1. 0: left as it is.
+** A short body costs one comparison. */
 static int gzip_body(lua_State *L, int req, int hidx, lua_Integer status, const char **body,
-                     size_t *blen, lua_Integer gzmin, int level) {
+                     size_t *blen, int conn) {
+  int level;
+  lua_Integer gzmin;
+  if (*blen < GZIP_FLOOR) return 0;
+  gzmin = gzip_conf(L, conn, &level);
   if (gzmin < 0 || (lua_Integer)*blen < gzmin || !want_gzip(L, req, hidx, status)) return 0;
   if (http_gzip_push(L, *body, *blen, level)) return 0;
   *body = lua_tolstring(L, -1, blen);
   return 1;
 }
 
-/* finish(stream, req, open, status, body, headers, gzmin, level) -> keep, or nil
+/* finish(stream, req, open, status, body, headers, conn) -> keep, or nil
 ** The common end of a request, in one call: the handler returned a string
 ** body (and a headers table or nil) for a request without a body that no
 ** WebSocket took over. Sends the response and returns whether the
@@ -787,9 +807,8 @@ static int l_finish(lua_State *L) {
   size_t blen;
   const char *body;
   int isint, keep, http10, head_only, gz;
-  lua_Integer status, gzmin = lua_isinteger(L, 7) ? lua_tointeger(L, 7) : -1;
-  int level = (int)lua_tointeger(L, 8);
-  lua_settop(L, 6);
+  lua_Integer status;
+  lua_settop(L, 7);
   if (!lua_istable(L, 2) || lua_type(L, 5) != LUA_TSTRING || !(lua_isnil(L, 6) || lua_istable(L, 6)))
     goto general;
   push_key(L, K_UPGRADED);
@@ -806,8 +825,8 @@ static int l_finish(lua_State *L) {
   body = lua_tolstring(L, 5, &blen);
   lua_pushboolean(L, keep);
   lua_replace(L, 1); /* what send_string returns; the stream stays referenced by req */
-  lua_settop(L, 6);
-  gz = gzip_body(L, 2, lua_istable(L, 6) ? 6 : 0, status, &body, &blen, gzmin, level);
+  lua_settop(L, 7);
+  gz = gzip_body(L, 2, lua_istable(L, 6) ? 6 : 0, status, &body, &blen, 7);
   if (send_string(L, s, status, body, blen, lua_istable(L, 6) ? 6 : 0, keep, http10,
                   head_only, gz) < 0)
     goto general;
@@ -817,7 +836,7 @@ general:
   return 1;
 }
 
-/* respond(stream, req, status, body, headers, keep, gzmin, level) -> how: the general
+/* respond(stream, req, status, body, headers, keep, conn) -> how: the general
 ** way a handler's answer leaves (status not an integer: 200).
 ** body a string: the response is sent; how is keep.
 ** body anything else (a function or callable table, streamed): the head is
@@ -825,20 +844,20 @@ general:
 ** send the bytes, then close) or "none" (no body may follow: HEAD, 1xx,
 ** 204, 304; then keep).
 ** "gzip": as "chunked", the chunks going through gzip_stream(level)
-** (gzmin: the least size of a string body to gzip, -1 or nil for none).
+** (conn: the connection's table: gzmin, the least size of a string body
+** to gzip, nil for none; gzlevel).
 ** nil, message: a bad status or header; nothing was sent. */
 static int l_respond(lua_State *L) {
   stream_t *s = stream_check(L, 1);
-  int isint, keep, http10, head_only, nobody, hidx, gz = 0;
-  lua_Integer status, gzmin = lua_isinteger(L, 7) ? lua_tointeger(L, 7) : -1;
-  int level = (int)lua_tointeger(L, 8);
+  int isint, keep, http10, head_only, nobody, hidx, gz = 0, level;
+  lua_Integer status;
   hbuf h;
   const char *how;
   uv_buf_t buf;
   luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 6);
+  lua_settop(L, 7);
   request_kind(L, 2, &http10, &head_only);
-  lua_settop(L, 6);
+  lua_settop(L, 7);
   status = lua_tointegerx(L, 3, &isint);
   if (!isint) status = 200;
   keep = lua_toboolean(L, 6);
@@ -848,14 +867,14 @@ static int l_respond(lua_State *L) {
     const char *body = lua_tolstring(L, 4, &blen);
     lua_pushboolean(L, keep);
     lua_replace(L, 1); /* what send_string returns; req holds the stream */
-    gz = gzip_body(L, 2, hidx, status, &body, &blen, gzmin, level);
+    gz = gzip_body(L, 2, hidx, status, &body, &blen, 7);
     if (send_string(L, s, status, body, blen, hidx, keep, http10, head_only, gz) < 0) goto bad;
     return 1;
   }
   nobody = head_only || http_no_body_status((long)status);
   if (http10 && !nobody) keep = 0; /* no chunked coding: the close ends the body */
   how = nobody ? "none" : http10 ? "raw" : "chunked";
-  if (!nobody && !http10 && gzmin >= 0 && want_gzip(L, 2, hidx, status)) {
+  if (!nobody && !http10 && gzip_conf(L, 7, &level) >= 0 && want_gzip(L, 2, hidx, status)) {
     how = "gzip";
     gz = 1;
   }

@@ -18,14 +18,17 @@ end
 local DEFAULTS = {
   max_header_bytes = 16384, max_headers = 100, max_body_bytes = 8 * 1024 * 1024,
   header_timeout = 10, idle_timeout = 60, accept_transfer_codings = false,
-  compress = true, compress_min = 1024, compress_level = 6,
+  compress = true, compress_min = 1024, compress_level = 1,
 }
 
 -- ---- requests ----
 
 -- _refused_errors: the errors of refused WebSocket handshakes (weak keys),
 -- which the handler's error handling passes through untouched
-local Request = { _refused_errors = setmetatable({}, { __mode = "k" }) }
+-- _temps: req -> the temporary files of its req:form(), removed when its
+-- handler returns
+local Request = { _refused_errors = setmetatable({}, { __mode = "k" }),
+  _temps = setmetatable({}, { __mode = "k" }) }
 local request_fields = {}
 
 function request_fields.query(req)
@@ -209,8 +212,7 @@ end
 -- Connection field); returns whether the connection is kept, or nil, why
 -- for a bad status or header (nothing was sent then).
 local function send_answer(stream, req, status, body, headers, keep, conn)
-  local how, why = respond_core(stream, req, status, body, headers, keep, conn.gzmin,
-    conn.gzlevel)
+  local how, why = respond_core(stream, req, status, body, headers, keep, conn)
   if how == nil then return nil, why end
   if how == "none" then return keep end -- a streamed answer without a body (HEAD, 304)
   if how == "gzip" then
@@ -223,7 +225,7 @@ local function send_answer(stream, req, status, body, headers, keep, conn)
   return how
 end
 
-local refused = Request._refused_errors
+local refused, temps = Request._refused_errors, Request._temps
 
 local function handler_msgh(e)
   if is_cancel(e) or refused[e] then return e end
@@ -259,10 +261,10 @@ end
 -- may carry another request, and whether a WebSocket took it over.
 local function respond(stream, req, handler, conn)
   local ok, status, body, headers = xpcall(handler, handler_msgh, req)
-  local temp = rawget(req, "_temp") -- req:form()'s files: gone with the handler
-  if temp then temp:remove() end
+  local temp = temps[req] -- req:form()'s files: gone with the handler
+  if temp then temps[req] = nil; temp:remove() end
   if ok then -- the common case in one C call; nil when it is not that
-    local keep = finish(stream, req, conn.open, status, body, headers, conn.gzmin, conn.gzlevel)
+    local keep = finish(stream, req, conn.open, status, body, headers, conn)
     if keep ~= nil then return keep end
   end
   -- whatever happens below, a body that holds a resource lets it go

@@ -71,19 +71,14 @@ end
 
 local dispatch = Router.__call
 
--- r:use(fn): fn(req, next) runs before the routes, in the order added; it
--- returns what next(req) returned (maybe changed) or answers itself.
-function Router:use(fn)
-  assert(type(fn) == "function" or (getmetatable(fn) or {}).__call, "middleware must be callable")
-  local mw = rawget(self, "_mw") or {}
-  mw[#mw + 1] = fn
-  self._mw = mw
-  return self
-end
+-- A router with middleware gets a metatable of its own kind, so routers
+-- without any keep the plain dispatch (nothing added to their requests).
+local WithMiddleware = {}
+for k, v in pairs(Router) do WithMiddleware[k] = v end
+WithMiddleware.__index = WithMiddleware
 
-function Router:__call(req)
-  local mw = rawget(self, "_mw")
-  if not mw then return dispatch(self, req) end
+function WithMiddleware:__call(req)
+  local mw = self._mw
   local function step(i, r)
     local f = mw[i]
     if not f then return dispatch(self, r) end
@@ -91,6 +86,18 @@ function Router:__call(req)
   end
   return step(1, req)
 end
+
+-- r:use(fn): fn(req, next) runs before the routes, in the order added; it
+-- returns what next(req) returned (maybe changed) or answers itself.
+function Router:use(fn)
+  assert(type(fn) == "function" or (getmetatable(fn) or {}).__call, "middleware must be callable")
+  local mw = rawget(self, "_mw") or {}
+  mw[#mw + 1] = fn
+  self._mw = mw
+  setmetatable(self, WithMiddleware)
+  return self
+end
+WithMiddleware.use = Router.use
 
 -- ---- forms ----
 
@@ -125,11 +132,13 @@ function Temp:remove()
   self.paths = {}
 end
 
+local temps = Request._temps
+
 local function temp_of(req, opts)
-  local t = rawget(req, "_temp")
+  local t = temps[req]
   if not t then
     t = setmetatable({ paths = {} }, Temp)
-    rawset(req, "_temp", t)
+    temps[req] = t
   end
   if not t.dir then
     local fs = require "loom.fs"
