@@ -389,3 +389,40 @@ t.test("access log: common, combined, json, a function; off by default", functio
   t.ok(not all:find("/quiet", 1, true), all)
 end)
 
+
+t.test("sse client: events as they come, reconnect with Last-Event-ID, 204 ends", function()
+  local seen_ids = {}
+  local more = loom.event()
+  with_server(function(req)
+    if req.path == "/nope" then return 404, "" end
+    seen_ids[#seen_ids + 1] = req.headers["last-event-id"] or "none"
+    local from = tonumber(req.headers["last-event-id"] or "0")
+    if from >= 4 then return 204, "" end
+    return 200, http.sse(function(send)
+      send({ retry = 0.01, id = from + 1, event = "n", data = "a\nb" })
+      more:wait() -- the client got the first event before the second is sent
+      send({ id = from + 2, data = "x" })
+      send({ comment = "no event" })
+    end)
+  end, function(srv)
+    local got = {}
+    for ev in http.sse("http://127.0.0.1:" .. srv.port .. "/", { retry = 5 }) do
+      got[#got + 1] = ("%s|%s|%s"):format(ev.event, ev.data, ev.id)
+      more:set()
+      more = loom.event()
+      loom.spawn(function() loom.sleep(0) more:set() end)
+    end
+    t.eq(got, { "n|a\nb|1", "message|x|2", "n|a\nb|3", "message|x|4" })
+    t.eq(seen_ids, { "none", "2", "4" })
+    t.raises(function()
+      for _ in http.sse("http://127.0.0.1:" .. srv.port .. "/nope", { reconnects = 0,
+        headers = { ["last-event-id"] = "x" } }) do end
+    end)
+  end)
+  -- a plain (not event-stream) answer raises kind http
+  with_server(function() return 200, "hi" end, function(srv)
+    local ok, e = pcall(function() for _ in http.sse("http://127.0.0.1:" .. srv.port .. "/") do end end)
+    t.eq({ ok, e.kind }, { false, "http" })
+  end)
+  http.close_idle() -- the streams that ended went back to the pool
+end)

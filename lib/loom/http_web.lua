@@ -367,6 +367,96 @@ function SSE:__close()
   if self.task then self.task:cancel() end
 end
 
+-- ---- Server-Sent Events: the client ----
+
+-- An event stream parser (the EventSource standard: lines end in CRLF, LF
+-- or CR; "data" lines joined with LF; an event without data is not
+-- dispatched): feed(bytes) puts the complete events into q. st: last_id,
+-- retry (the reconnection delay, seconds).
+local function sse_parser(st, q)
+  local buf, data, event, id = "", nil, nil, nil
+  return function(d)
+    buf = buf .. d
+    while true do
+      local s, e = buf:find("[\r\n]")
+      if not s then break end
+      if buf:sub(s, s) == "\r" then
+        if s == #buf then break end -- a CRLF may be split across reads
+        if buf:sub(s + 1, s + 1) == "\n" then e = s + 1 end
+      end
+      local line = buf:sub(1, s - 1)
+      buf = buf:sub(e + 1)
+      if line == "" then
+        if id then st.last_id = id end
+        if data then q[#q + 1] = { event = event or "message", data = data, id = st.last_id } end
+        data, event, id = nil, nil, nil
+      elseif line:sub(1, 1) ~= ":" then
+        local field, value = line:match("^([^:]*):? ?(.*)$")
+        if field == "data" then data = data and (data .. "\n" .. value) or value
+        elseif field == "event" then event = value
+        elseif field == "id" then if not value:find("%z") then id = value end
+        elseif field == "retry" and value:match("^%d+$") then st.retry = tonumber(value) / 1000 end
+      end
+    end
+  end
+end
+
+-- http.sse(url [, opts]) -> an iterator of events {event=, data=, id=}:
+-- for ev in http.sse(url) do ... end. Reconnects when the stream ends or
+-- breaks, after the server's retry (opts.retry, default 3 s), sending the
+-- last id as Last-Event-ID; opts.reconnects bounds how many times (default
+-- unlimited). A 204 ends the iteration; another status than 200, or
+-- another type than text/event-stream, raises kind http. opts.headers are
+-- sent too. Leaving the loop closes the connection.
+local function sse_client(url, opts)
+  opts = opts or {}
+  local st = { retry = opts.retry or 3, last_id = opts.last_event_id }
+  local q, res, feed, conns, over = {}, nil, nil, 0, false
+  local function drop()
+    if res then res:close(); res = nil end
+  end
+  local closer = setmetatable({}, { __close = drop })
+  local function connect()
+    local h = {}
+    for k, v in pairs(opts.headers or {}) do h[k] = v end
+    h.accept, h["cache-control"] = "text/event-stream", "no-cache"
+    if st.last_id then h["last-event-id"] = st.last_id end
+    res = http.request({ url = url, headers = h, stream = true, timeout = opts.timeout })
+    local status = res.status
+    local ctype = (res.headers["content-type"] or ""):match("^%s*([^;%s]*)"):lower()
+    if status == 204 then over = true; drop(); return end
+    if status ~= 200 or ctype ~= "text/event-stream" then
+      drop()
+      error(loom.error("http", ("event stream %s: status %d, type %s"):format(url, status,
+        ctype)), 0)
+    end
+    feed = sse_parser(st, q)
+  end
+  local function iter()
+    while true do
+      if #q > 0 then return table.remove(q, 1) end
+      if over then return nil end
+      if res then
+        local ok, d = pcall(res.read, res)
+        if not ok and type(d) == "table" and d.kind == "cancelled" then error(d, 0) end
+        if ok and d then feed(d) else drop() end -- ended or broke: reconnect
+      else
+        if conns > 0 then
+          if opts.reconnects and conns > opts.reconnects then return nil end
+          loom.sleep(st.retry)
+        end
+        conns = conns + 1
+        local ok, e = pcall(connect)
+        if not ok and (conns == 1 or type(e) ~= "table"
+            or (e.kind ~= "io" and e.kind ~= "timeout")) then
+          error(e, 0)
+        end
+      end
+    end
+  end
+  return iter, nil, nil, closer
+end
+
 -- http.sse(fn [, opts]) -> body, headers: return 200, http.sse(fn) from a
 -- handler. fn(send) runs in a task of its own; send(ev) sends an event
 -- (ev: a string, or {data=, event=, id=, retry= (seconds), comment=}) and
@@ -374,6 +464,7 @@ end
 -- cancelled when the client goes away. A comment line goes out every
 -- opts.heartbeat seconds (default 15) without events.
 function http.sse(fn, opts)
+  if type(fn) == "string" then return sse_client(fn, opts) end
   opts = opts or {}
   local body = setmetatable({ fn = fn, q = loom.queue(opts.buffer or 16),
     heartbeat = opts.heartbeat or 15 }, SSE)
