@@ -634,7 +634,8 @@ local function new_request(opts)
       fields[#fields + 1] = { "content-type", "Content-Type", ctype }
       has["content-type"] = true
     end
-  elseif type(body) == "function" or (type(body) == "table" and (getmetatable(body) or {}).__call) then
+  elseif type(body) == "function"
+      or (type(body) == "table" and (getmetatable(body) or {}).__call) then
     body_fn, body = body, nil
   elseif type(body) == "userdata" and (getmetatable(body) or {}).__name == "loom.File" then
     body_fn, body_len = file_body(body)
