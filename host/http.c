@@ -575,13 +575,15 @@ static void hb_str(lua_State *L, hbuf *h, const char *str) { hb_add(L, h, str, s
 #define HB_LIT(L, h, lit) hb_add(L, h, "" lit, sizeof(lit) - 1)
 
 /* Add one "name: value" line; -1 with the message pushed when the name
-** or the value is bad (field_problem). */
-static int add_field(lua_State *L, hbuf *h, const char *name, size_t nl, int vidx) {
+** or the value is bad (field_problem). weak: a strong entity tag becomes
+** weak (the body is gzipped: another representation, RFC 9110 8.8.3). */
+static int add_field(lua_State *L, hbuf *h, const char *name, size_t nl, int vidx, int weak) {
   size_t vl;
   const char *v = luaL_tolstring(L, vidx, &vl);
   if (field_problem(L, name, nl, v, vl)) return -1;
   hb_add(L, h, name, nl);
   hb_add(L, h, ": ", 2);
+  if (weak && vl > 0 && v[0] == '"') hb_add(L, h, "W/", 2);
   hb_add(L, h, v, vl);
   hb_add(L, h, "\r\n", 2);
   lua_pop(L, 1);
@@ -590,9 +592,10 @@ static int add_field(lua_State *L, hbuf *h, const char *name, size_t nl, int vid
 
 /* Add the user's headers (values may be lists); framing fields are ours
 ** and are skipped. Returns 1 when one of them is Content-Type, 0 when
-** not, -1 with the message pushed when one is bad. */
-static int add_user_fields(lua_State *L, hbuf *h, int idx) {
-  int has_type = 0;
+** not, -1 with the message pushed when one is bad. gzip: an ETag is made
+** weak. */
+static int add_user_fields(lua_State *L, hbuf *h, int idx, int gzip) {
+  int has_type = 0, weak;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nl;
@@ -608,14 +611,15 @@ static int add_user_fields(lua_State *L, hbuf *h, int idx) {
       continue;
     }
     if (http_ieq(name, nl, "content-type")) has_type = 1;
+    weak = gzip && http_ieq(name, nl, "etag");
     if (lua_type(L, -1) == LUA_TTABLE) {
       lua_Integer i, n = luaL_len(L, -1);
       for (i = 1; i <= n; i++) {
         lua_geti(L, -1, i);
-        if (add_field(L, h, name, nl, lua_gettop(L))) return -1;
+        if (add_field(L, h, name, nl, lua_gettop(L), weak)) return -1;
         lua_pop(L, 1);
       }
-    } else if (add_field(L, h, name, nl, lua_gettop(L))) return -1;
+    } else if (add_field(L, h, name, nl, lua_gettop(L), weak)) return -1;
     lua_pop(L, 1);
   }
   return has_type;
@@ -645,7 +649,7 @@ static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_I
   }
   hb_str(L, h, http_reason((int)status));
   HB_LIT(L, h, "\r\n");
-  if (hidx && (has_type = add_user_fields(L, h, hidx)) < 0) return -1;
+  if (hidx && (has_type = add_user_fields(L, h, hidx, gzip)) < 0) return -1;
   if (!has_type) HB_LIT(L, h, "Content-Type: " HTTP_DEFAULT_TYPE "\r\n");
   if (gzip) HB_LIT(L, h, "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n");
   if (length >= 0) {

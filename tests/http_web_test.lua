@@ -314,6 +314,22 @@ t.test("gzip: negotiated, big compressible bodies only, streamed too", function(
   end)
 end)
 
+t.test("gzip: a static file's ETag is made weak when gzipped; 304 still works", function()
+  local dir = fs.mkdtemp()
+  fs.write_file(dir .. "/index.html", ("<p>hello</p>\n"):rep(200))
+  with_server(http.static(dir), function(srv)
+    local plain = ask(srv.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    local tag = plain.headers.etag
+    t.ok(tag and tag:sub(1, 1) == '"', tostring(tag))
+    local gz = ask(srv.port, "GET / HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+    t.eq({ gz.headers["content-encoding"], gz.headers.etag }, { "gzip", "W/" .. tag })
+    local again = ask(srv.port, ("GET / HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n"
+      .. "If-None-Match: W/%s\r\n\r\n"):format(tag))
+    t.eq(again.status, 304)
+  end)
+  fs.remove(dir, { recursive = true })
+end)
+
 -- ---- Server-Sent Events ----
 
 t.test("sse: events, heartbeats, Last-Event-ID, client gone cancels the producer", function()
