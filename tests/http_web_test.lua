@@ -220,6 +220,8 @@ t.test("form: hostile multipart bodies are 400/413, temp files removed", functio
       t.eq(res and res.status, c[3], c[1])
     end
     t.ok(#paths == 0) -- the handler never got a form
+    local empty = ask(srv.port, multipart_request("B", ""))
+    t.eq({ empty.status, empty.body }, { 200, "[]" }) -- no body: no fields
     local ok = ask(srv.port, multipart_request("B", part("a", "1", "x\0/../y") .. "--B--\r\n"))
     t.eq(ok.status, 200)
     t.eq(json.decode(ok.body).a.filename, "x\0/../y")

@@ -298,7 +298,10 @@ function Request:form(opts)
   local mt = ctype:match("^%s*([^;%s]+)") or ""
   mt = mt:lower()
   local form
-  if mt == "application/x-www-form-urlencoded" then
+  if not rawget(self, "_body") and (mt == "multipart/form-data"
+      or mt == "application/x-www-form-urlencoded") then
+    form = {} -- no body: no fields
+  elseif mt == "application/x-www-form-urlencoded" then
     local body = self:body()
     form = core.parse_query(body)
   elseif mt == "multipart/form-data" then
