@@ -575,13 +575,15 @@ static void hb_str(lua_State *L, hbuf *h, const char *str) { hb_add(L, h, str, s
 #define HB_LIT(L, h, lit) hb_add(L, h, "" lit, sizeof(lit) - 1)
 
 /* Add one "name: value" line; -1 with the message pushed when the name
-** or the value is bad (field_problem). */
-static int add_field(lua_State *L, hbuf *h, const char *name, size_t nl, int vidx) {
+** or the value is bad (field_problem). weak: a strong entity tag becomes
+** weak (the body is gzipped: another representation, RFC 9110 8.8.3). */
+static int add_field(lua_State *L, hbuf *h, const char *name, size_t nl, int vidx, int weak) {
   size_t vl;
   const char *v = luaL_tolstring(L, vidx, &vl);
   if (field_problem(L, name, nl, v, vl)) return -1;
   hb_add(L, h, name, nl);
   hb_add(L, h, ": ", 2);
+  if (weak && vl > 0 && v[0] == '"') hb_add(L, h, "W/", 2);
   hb_add(L, h, v, vl);
   hb_add(L, h, "\r\n", 2);
   lua_pop(L, 1);
@@ -590,9 +592,10 @@ static int add_field(lua_State *L, hbuf *h, const char *name, size_t nl, int vid
 
 /* Add the user's headers (values may be lists); framing fields are ours
 ** and are skipped. Returns 1 when one of them is Content-Type, 0 when
-** not, -1 with the message pushed when one is bad. */
-static int add_user_fields(lua_State *L, hbuf *h, int idx) {
-  int has_type = 0;
+** not, -1 with the message pushed when one is bad. gzip: an ETag is made
+** weak. */
+static int add_user_fields(lua_State *L, hbuf *h, int idx, int gzip) {
+  int has_type = 0, weak;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t nl;
@@ -608,14 +611,15 @@ static int add_user_fields(lua_State *L, hbuf *h, int idx) {
       continue;
     }
     if (http_ieq(name, nl, "content-type")) has_type = 1;
+    weak = gzip && http_ieq(name, nl, "etag");
     if (lua_type(L, -1) == LUA_TTABLE) {
       lua_Integer i, n = luaL_len(L, -1);
       for (i = 1; i <= n; i++) {
         lua_geti(L, -1, i);
-        if (add_field(L, h, name, nl, lua_gettop(L))) return -1;
+        if (add_field(L, h, name, nl, lua_gettop(L), weak)) return -1;
         lua_pop(L, 1);
       }
-    } else if (add_field(L, h, name, nl, lua_gettop(L))) return -1;
+    } else if (add_field(L, h, name, nl, lua_gettop(L), weak)) return -1;
     lua_pop(L, 1);
   }
   return has_type;
@@ -624,10 +628,11 @@ static int add_user_fields(lua_State *L, hbuf *h, int idx) {
 /* Build the head of a response into h: every response head is made here.
 ** length: the Content-Length, -1 for chunked, -2 for neither; conn: the
 ** Connection value or NULL; the default Content-Type unless the user's
-** headers (a table at hidx, or 0) have one. 0, or -1 with the message
+** headers (a table at hidx, or 0) have one; gzip: the body is gzipped
+** (Content-Encoding and Vary are added). 0, or -1 with the message
 ** pushed. */
 static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_Integer length,
-                      const char *conn) {
+                      const char *conn, int gzip) {
   char num[24], *e = num + sizeof num, *d = e;
   int has_type = 0;
   if (status < 100 || status > 999) {
@@ -644,8 +649,9 @@ static int build_head(lua_State *L, hbuf *h, lua_Integer status, int hidx, lua_I
   }
   hb_str(L, h, http_reason((int)status));
   HB_LIT(L, h, "\r\n");
-  if (hidx && (has_type = add_user_fields(L, h, hidx)) < 0) return -1;
+  if (hidx && (has_type = add_user_fields(L, h, hidx, gzip)) < 0) return -1;
   if (!has_type) HB_LIT(L, h, "Content-Type: " HTTP_DEFAULT_TYPE "\r\n");
+  if (gzip) HB_LIT(L, h, "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n");
   if (length >= 0) {
     uint64_t n = (uint64_t)length;
     *--d = '\n';
@@ -679,7 +685,7 @@ static int l_head(lua_State *L) {
   hb_init(L, &h);
   if (build_head(L, &h, status, lua_istable(L, 2) ? 2 : 0,
                  lua_isinteger(L, 3) ? lua_tointeger(L, 3) : -2,
-                 lua_isstring(L, 4) ? lua_tostring(L, 4) : NULL))
+                 lua_isstring(L, 4) ? lua_tostring(L, 4) : NULL, 0))
     return lua_error(L);
   lua_pushlstring(L, h.p, h.n);
   return 1;
@@ -697,13 +703,13 @@ static const char *connection(int keep, int http10) {
 ** value at index 1 is returned. -1 with the message pushed (nothing sent)
 ** when the status or a header is bad. */
 static int send_string(lua_State *L, stream_t *s, lua_Integer status, const char *body,
-                       size_t blen, int hidx, int keep, int http10, int head_only) {
+                       size_t blen, int hidx, int keep, int http10, int head_only, int gzip) {
   uv_buf_t bufs[2];
   hbuf h;
   int nobody = http_no_body_status((long)status);
   hb_init(L, &h);
   if (build_head(L, &h, status, hidx, nobody ? -2 : (lua_Integer)blen,
-                 connection(keep, http10)))
+                 connection(keep, http10), gzip))
     return -1;
   if (head_only || nobody) blen = 0;
   if (blen > 0 && h.n + blen <= h.cap) { /* a small body: one buffer, one write() */
@@ -728,7 +734,73 @@ static void request_kind(lua_State *L, int idx, int *http10, int *head_only) {
   *head_only = lua_rawequal(L, -1, -2);
 }
 
-/* finish(stream, req, open, status, body, headers) -> keep, or nil
+/* Whether the response may be gzipped: the request (at req) accepts gzip,
+** the status has a body and is not a range, the handler's headers (at
+** hidx, or 0) set no Content-Encoding, and the type (theirs or ours) is
+** compressible. The stack is left as it was. */
+static int want_gzip(lua_State *L, int req, int hidx, lua_Integer status) {
+  int top = lua_gettop(L), ok = 0;
+  size_t n;
+  const char *v, *type = HTTP_DEFAULT_TYPE;
+  if (http_no_body_status((long)status) || status == 206) return 0;
+  push_key(L, K_HEADERS);
+  if (lua_rawget(L, req) != LUA_TTABLE) goto done;
+  lua_pushliteral(L, "accept-encoding");
+  if (lua_rawget(L, -2) != LUA_TSTRING) goto done;
+  v = lua_tolstring(L, -1, &n);
+  if (!http_accepts_gzip(v, n)) goto done;
+  if (hidx) {
+    lua_pushnil(L);
+    while (lua_next(L, hidx)) {
+      const char *name;
+      size_t nl;
+      if (lua_type(L, -2) == LUA_TSTRING) {
+        name = lua_tolstring(L, -2, &nl);
+        if (http_ieq(name, nl, "content-encoding")) goto done;
+        if (http_ieq(name, nl, "content-type") && lua_type(L, -1) == LUA_TSTRING)
+          type = lua_tostring(L, -1); /* stays alive: the table holds it */
+      }
+      lua_pop(L, 1);
+    }
+  }
+  ok = http_compressible_type(type, strlen(type));
+done:
+  lua_settop(L, top);
+  return ok;
+}
+
+/* The server's compression settings from its connection table at idx
+** (gzmin: the least body size, -1 when it compresses nothing; gzlevel).
+** Returns gzmin; *level is set. */
+static lua_Integer gzip_conf(lua_State *L, int idx, int *level) {
+  lua_Integer min = -1;
+  *level = 1;
+  if (!lua_istable(L, idx)) return -1;
+  if (lua_getfield(L, idx, "gzmin") == LUA_TNUMBER) min = lua_tointeger(L, -1);
+  if (lua_getfield(L, idx, "gzlevel") == LUA_TNUMBER) *level = (int)lua_tointeger(L, -1);
+  lua_pop(L, 2);
+  return min;
+}
+
+#define GZIP_FLOOR 64 /* no body shorter than this is worth compressing */
+
+/* Gzip the string body when the response may be compressed (conn: the
+** index of the connection's table with the settings): the compressed
+** string is pushed and *body, *blen point into it; 1. 0: left as it is.
+** A short body costs one comparison. */
+static int gzip_body(lua_State *L, int req, int hidx, lua_Integer status, const char **body,
+                     size_t *blen, int conn) {
+  int level;
+  lua_Integer gzmin;
+  if (*blen < GZIP_FLOOR) return 0;
+  gzmin = gzip_conf(L, conn, &level);
+  if (gzmin < 0 || (lua_Integer)*blen < gzmin || !want_gzip(L, req, hidx, status)) return 0;
+  if (http_gzip_push(L, *body, *blen, level)) return 0;
+  *body = lua_tolstring(L, -1, blen);
+  return 1;
+}
+
+/* finish(stream, req, open, status, body, headers, conn) -> keep, or nil
 ** The common end of a request, in one call: the handler returned a string
 ** body (and a headers table or nil) for a request without a body that no
 ** WebSocket took over. Sends the response and returns whether the
@@ -738,9 +810,9 @@ static int l_finish(lua_State *L) {
   stream_t *s = stream_check(L, 1);
   size_t blen;
   const char *body;
-  int isint, keep, http10, head_only;
+  int isint, keep, http10, head_only, gz;
   lua_Integer status;
-  lua_settop(L, 6);
+  lua_settop(L, 7);
   if (!lua_istable(L, 2) || lua_type(L, 5) != LUA_TSTRING || !(lua_isnil(L, 6) || lua_istable(L, 6)))
     goto general;
   push_key(L, K_UPGRADED);
@@ -757,9 +829,10 @@ static int l_finish(lua_State *L) {
   body = lua_tolstring(L, 5, &blen);
   lua_pushboolean(L, keep);
   lua_replace(L, 1); /* what send_string returns; the stream stays referenced by req */
-  lua_settop(L, 6);
+  lua_settop(L, 7);
+  gz = gzip_body(L, 2, lua_istable(L, 6) ? 6 : 0, status, &body, &blen, 7);
   if (send_string(L, s, status, body, blen, lua_istable(L, 6) ? 6 : 0, keep, http10,
-                  head_only) < 0)
+                  head_only, gz) < 0)
     goto general;
   return 1; /* keep */
 general:
@@ -767,25 +840,28 @@ general:
   return 1;
 }
 
-/* respond(stream, req, status, body, headers, keep) -> how: the general
+/* respond(stream, req, status, body, headers, keep, conn) -> how: the general
 ** way a handler's answer leaves (status not an integer: 200).
 ** body a string: the response is sent; how is keep.
 ** body anything else (a function or callable table, streamed): the head is
 ** sent; how is "chunked" (send the chunks, then keep), "raw" (HTTP/1.0:
 ** send the bytes, then close) or "none" (no body may follow: HEAD, 1xx,
 ** 204, 304; then keep).
+** "gzip": as "chunked", the chunks going through gzip_stream(level)
+** (conn: the connection's table: gzmin, the least size of a string body
+** to gzip, nil for none; gzlevel).
 ** nil, message: a bad status or header; nothing was sent. */
 static int l_respond(lua_State *L) {
   stream_t *s = stream_check(L, 1);
-  int isint, keep, http10, head_only, nobody, hidx;
+  int isint, keep, http10, head_only, nobody, hidx, gz = 0, level;
   lua_Integer status;
   hbuf h;
   const char *how;
   uv_buf_t buf;
   luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 6);
+  lua_settop(L, 7);
   request_kind(L, 2, &http10, &head_only);
-  lua_settop(L, 6);
+  lua_settop(L, 7);
   status = lua_tointegerx(L, 3, &isint);
   if (!isint) status = 200;
   keep = lua_toboolean(L, 6);
@@ -795,14 +871,20 @@ static int l_respond(lua_State *L) {
     const char *body = lua_tolstring(L, 4, &blen);
     lua_pushboolean(L, keep);
     lua_replace(L, 1); /* what send_string returns; req holds the stream */
-    if (send_string(L, s, status, body, blen, hidx, keep, http10, head_only) < 0) goto bad;
+    gz = gzip_body(L, 2, hidx, status, &body, &blen, 7);
+    if (send_string(L, s, status, body, blen, hidx, keep, http10, head_only, gz) < 0) goto bad;
     return 1;
   }
   nobody = head_only || http_no_body_status((long)status);
   if (http10 && !nobody) keep = 0; /* no chunked coding: the close ends the body */
   how = nobody ? "none" : http10 ? "raw" : "chunked";
+  if (!nobody && !http10 && gzip_conf(L, 7, &level) >= 0 && want_gzip(L, 2, hidx, status)) {
+    how = "gzip";
+    gz = 1;
+  }
   hb_init(L, &h);
-  if (build_head(L, &h, status, hidx, nobody || http10 ? -2 : -1, connection(keep, http10)))
+  if (build_head(L, &h, status, hidx, nobody || http10 ? -2 : -1, connection(keep, http10),
+                 gz))
     goto bad;
   lua_pushstring(L, how);
   lua_replace(L, 1);
@@ -863,5 +945,6 @@ int luaopen_loom_http_core(lua_State *L) {
   push_keys(L); /* upvalue 1: KEYS */
   luaL_setfuncs(L, fns, 1);
   http_body_open(L);
+  http_gzip_open(L);
   return 1;
 }

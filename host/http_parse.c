@@ -722,3 +722,61 @@ const char *http_reason(int status) {
                  : status < 400 ? "Redirection" : status < 500 ? "Client Error" : "Server Error";
   }
 }
+
+/* ---- response compression: the rules ---- */
+
+/* Whether an Accept-Encoding value allows gzip (RFC 9110 12.5.3): "gzip"
+** (or "x-gzip") or "*" with a q-value above 0; an explicit gzip entry wins
+** over "*". Parameters other than q are ignored. */
+int http_accepts_gzip(const char *v, size_t n) {
+  size_t i = 0;
+  int star = 0, gz = -1;
+  while (i < n) {
+    size_t a, b;
+    int q = 1;
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    a = i;
+    while (i < n && v[i] != ',' && v[i] != ';' && v[i] != ' ' && v[i] != '\t') i++;
+    b = i;
+    while (i < n && v[i] != ',') { /* parameters: find q=0[.000] */
+      if (v[i] == ';') {
+        size_t j = i + 1;
+        while (j < n && (v[j] == ' ' || v[j] == '\t')) j++;
+        if (j + 1 < n && (v[j] == 'q' || v[j] == 'Q') && v[j + 1] == '=') {
+          j += 2;
+          q = 0;
+          if (j < n && v[j] == '1') q = 1;
+          else if (j < n && v[j] == '0') {
+            for (j++; j < n && (v[j] == '.' || (v[j] >= '0' && v[j] <= '9')); j++)
+              if (v[j] >= '1' && v[j] <= '9') q = 1;
+          }
+        }
+      }
+      i++;
+    }
+    if (http_ieq(v + a, b - a, "gzip") || http_ieq(v + a, b - a, "x-gzip")) gz = q;
+    else if (b - a == 1 && v[a] == '*') star = q;
+  }
+  return gz >= 0 ? gz : star;
+}
+
+/* Whether a media type is worth compressing: text/ types, JSON, JavaScript,
+** XML, SVG and the like (a "+json"/"+xml" suffix too); never an event
+** stream (its events must leave at once). */
+int http_compressible_type(const char *t, size_t n) {
+  size_t e = 0;
+  static const char *const apps[] = {"json", "javascript", "xml", "x-javascript",
+                                     "ecmascript", "wasm", "x-www-form-urlencoded",
+                                     "graphql", NULL};
+  while (e < n && t[e] != ';' && t[e] != ' ') e++;
+  if (e >= 5 && http_ieq(t, 5, "text/"))
+    return !http_ieq(t, e, "text/event-stream");
+  if (e >= 5 && http_ieq(t + e - 5, 5, "+json")) return 1;
+  if (e >= 4 && http_ieq(t + e - 4, 4, "+xml")) return 1;
+  if (e > 12 && http_ieq(t, 12, "application/")) {
+    int i;
+    for (i = 0; apps[i]; i++)
+      if (http_ieq(t + 12, e - 12, apps[i])) return 1;
+  }
+  return http_ieq(t, e, "image/svg+xml") || http_ieq(t, e, "image/x-icon");
+}

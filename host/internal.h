@@ -374,6 +374,8 @@ const char *http_reason(int status);
 int http_no_body_status(long status);
 int http_valid_name(const char *p, size_t n);
 int http_valid_value(const char *p, size_t n);
+int http_accepts_gzip(const char *v, size_t n);
+int http_compressible_type(const char *t, size_t n);
 enum { HEAD_FOUND, HEAD_MORE, HEAD_LONG };
 int http_find_head(const char *p, size_t have, size_t from, size_t max, size_t *skip,
                    size_t *n);
@@ -430,6 +432,8 @@ void *http_body_new(lua_State *L, int mode, uint64_t length, int te, int ce, uin
                     double timeout, int response);
 void http_body_expect(void *body);
 void http_body_open(lua_State *L);
+void http_gzip_open(lua_State *L);
+int http_gzip_push(lua_State *L, const char *s, size_t n, int level);
 
 /* websocket.c: the RFC 6455 frame decoder, kept free of Lua so that the
 ** fuzz target (tests/fuzz/fuzz_websocket.c) drives it directly. */

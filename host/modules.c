@@ -22,7 +22,7 @@ static unsigned lib_of(const char *name) {
   static const libbit_t bits[] = {
       {"loom.net", LOOM_LIB_NET},         {"loom.http", LOOM_LIB_HTTP},
       {"loom.http_client", LOOM_LIB_HTTP}, {"loom.websocket", LOOM_LIB_HTTP},
-      {"loom.http_static", LOOM_LIB_HTTP},
+      {"loom.http_static", LOOM_LIB_HTTP}, {"loom.http_web", LOOM_LIB_HTTP},
       {"loom.tls", LOOM_LIB_NET},
       {"loom.fs", LOOM_LIB_FS},           {"loom.process", LOOM_LIB_PROCESS},
       {"loom.json", LOOM_LIB_JSON},       {"loom.sqlite", LOOM_LIB_SQLITE},

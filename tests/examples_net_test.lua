@@ -106,3 +106,45 @@ t.test("crud_api.lua with crud_client.lua: concurrent adds, deletes, reads", fun
     r.stdout)
   stop(p)
 end)
+
+t.test("upload_server.lua: login cookie, multipart upload, events, middleware", function()
+  local http = require "loom.http"
+  local fs = require "loom.fs"
+  local dir = fs.mkdtemp()
+  local p = process.spawn({ LOOM, "examples/upload_server.lua", "0", dir },
+    { stdout = "pipe", stderr = "pipe" })
+  local line = loom.timeout(10, p.stdout.read_line, p.stdout)
+  local port = tonumber(line and line:match("listening on (%d+)"))
+  local ok, err = pcall(function()
+    t.ok(port, tostring(line))
+    local base = ("http://127.0.0.1:%d"):format(port)
+    t.eq(http.get(base .. "/").status, 401)
+    local login = http.post(base .. "/login", "name=ada", { follow_redirects = false,
+      headers = { ["content-type"] = "application/x-www-form-urlencoded" } })
+    t.eq(login.status, 303)
+    local cookie = login.headers["set-cookie"]:match("^[^;]+")
+    local events = http.get(base .. "/events", { stream = true, headers = { cookie = cookie } })
+    t.eq(events.headers["content-type"], "text/event-stream")
+    local res = http.post(base .. "/upload", nil, { headers = { cookie = cookie },
+      multipart = { note = "hi", file = { data = ("x"):rep(2000), filename = "../a b.txt" } } })
+    t.eq(res.status, 200, res.body)
+    t.eq(res:json(), { stored = { "1-.._a_b.txt" }, note = "hi" })
+    t.eq(fs.read_file(dir .. "/1-.._a_b.txt"), ("x"):rep(2000))
+    local got = ""
+    while not got:find("\n\n") do got = got .. events:read() end
+    t.ok(got:find("event: upload\ndata: 1-.._a_b.txt (2000 bytes, by ada)", 1, true), got)
+    events:close()
+    res = http.get(base .. "/", { headers = { cookie = cookie } })
+    t.ok(res.body:find("1-.._a_b.txt (2000 bytes, by ada)", 1, true), res.body)
+    t.eq(res.headers["x-request-id"] ~= nil, true)
+    http.close_idle()
+  end)
+  p:kill()
+  p:wait()
+  p.stdout:close()
+  local log = p.stderr:read_all()
+  p.stderr:close()
+  fs.remove(dir, { recursive = true })
+  if not ok then error(err, 0) end
+  t.ok(log:find('"POST /upload HTTP/1.1" 200', 1, true), log)
+end)

@@ -820,3 +820,62 @@ srv.serve_forever()
   os.execute("rm -rf " .. dir)
   if not ok then error(err, 0) end
 end)
+
+-- ---- streamed request bodies, multipart uploads, download progress ----
+
+t.test("body: a function (chunked), a File (Content-Length), multipart, progress", function()
+  local fs = require "loom.fs"
+  local dir = fs.mkdtemp("/tmp/loom-client-")
+  local path = dir .. "/up.bin"
+  local content = {}
+  for i = 1, 150000 do content[i] = string.char(i % 256) end
+  content = table.concat(content)
+  fs.write_file(path, content)
+  with_server(function(req)
+    if req.path == "/form" then
+      local f = req:form()
+      return 200, ("%s|%s|%s|%s|%d|%s|%s"):format(f.a, table.concat(f.b, "+"), f.doc.filename,
+        f.doc.content_type, f.doc.size, tostring(fs.read_file(f.doc.path) == content),
+        fs.read_file(f.note.path))
+    end
+    local body = req:body()
+    return 200, ("%s cl=%s te=%s n=%d same=%s"):format(req.method,
+      tostring(req.headers["content-length"]), tostring(req.headers["transfer-encoding"]),
+      #body, tostring(body == content))
+  end, function(base)
+    local i = 0
+    local res = http.post(base .. "/", function()
+      i = i + 1
+      if i <= 3 then return content:sub((i - 1) * 50000 + 1, i * 50000) end
+    end)
+    t.eq(res.body, "POST cl=nil te=chunked n=150000 same=true")
+    local f = fs.open(path)
+    res = http.put(base .. "/", f)
+    f:close()
+    t.eq(res.body, "PUT cl=150000 te=nil n=150000 same=true")
+    f = fs.open(path)
+    f:seek("set", 149990) -- from where the File is
+    res = http.put(base .. "/", f)
+    f:close()
+    t.eq(res.body, "PUT cl=10 te=nil n=10 same=false")
+    res = http.post(base .. "/form", nil, { multipart = { a = "1", b = { "x", "y" },
+      doc = { path = path, content_type = "application/x-bin" },
+      note = { data = "inline", filename = "n.txt" } } })
+    t.eq(res.body, "1|x+y|up.bin|application/x-bin|150000|true|inline")
+    -- a failing body function fails the request
+    t.raises(function()
+      http.post(base .. "/", function() error("no more") end)
+    end)
+    local seen = {}
+    res = http.get(base .. "/", { stream = true, on_progress = function(n, total)
+      seen[#seen + 1] = { n, total }
+    end })
+    local got = {}
+    for d in function() return res:read() end do got[#got + 1] = d end
+    t.eq(#seen >= 1, true)
+    local body = table.concat(got)
+    t.eq(seen[#seen], { #body, #body })
+  end)
+  os.remove(path)
+  os.remove(dir)
+end)

@@ -303,10 +303,14 @@ t.test("a request cancelled in the middle of a download closes its file", functi
     s:write("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
     s:read(65536) -- the download is under way, the client reads no more
     started:wait()
-    t.eq(open_fds(), base + 3, "the download holds the client's and the server's sockets, a file")
+    -- the download holds the client's and the server's sockets and a file
+    -- (base may count a descriptor another test was still closing: the
+    -- checks are against the count in the middle of the download)
+    local mid = open_fds()
+    t.ok(mid >= base + 2, "the download holds its sockets and a file")
     srv:shutdown(0) -- cancels the request in the middle of the body
     -- left: the client's socket; gone: the listener, the server's socket, the file
-    t.eq(fds_down_to(base), base, "the file is closed")
+    t.eq(fds_down_to(mid - 3), mid - 3, "the file is closed")
   end)
   collectgarbage("restart")
   pcall(srv.shutdown, srv)

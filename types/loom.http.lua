@@ -9,6 +9,7 @@
 ---@field version "1.0"|"1.1"
 ---@field peer string?
 ---@field params table<string, string>
+---@field cookies table<string, string>
 local Request = {}
 ---@param name string
 ---@return string?
@@ -19,6 +20,16 @@ function Request:body() end
 function Request:json() end
 ---@return string?
 function Request:read() end
+---@class loom.FormFile
+---@field name string
+---@field filename string
+---@field content_type string
+---@field path string
+---@field size integer
+---The fields of an urlencoded or multipart form body; files in temp files.
+---@param opts {max_files: integer?, max_file_bytes: integer?, max_fields: integer?, max_field_bytes: integer?, max_part_header_bytes: integer?, dir: string?}?
+---@return table<string, string|string[]|loom.FormFile|loom.FormFile[]>
+function Request:form(opts) end
 
 ---@alias loom.Handler fun(req: loom.Request): integer?, (string|table|fun(): string?)?, table<string, string|string[]>?
 
@@ -38,6 +49,10 @@ function Router:patch(pattern, fn) end
 function Router:delete(pattern, fn) end
 ---@return loom.Router
 function Router:route(method, pattern, fn) end
+---Middleware: fn(req, next) returns what next(req) returned, or answers.
+---@param fn fun(req: loom.Request, next: loom.Handler): integer?, any?, table?
+---@return loom.Router
+function Router:use(fn) end
 
 ---@class loom.Response
 ---@field status integer
@@ -59,7 +74,9 @@ function Response:close() end
 ---@field method string?
 ---@field url string
 ---@field headers table<string, string>?
----@field body string?
+---@field body (string|fun(): string?|userdata)?
+---@field multipart table<string, string|table>?
+---@field on_progress fun(received: integer, total: integer?)?
 ---@field json any?
 ---@field timeout number?
 ---@field follow_redirects boolean?
@@ -117,7 +134,7 @@ function http.websocket(url, opts) end
 ---@param host string
 ---@param port integer
 ---@param handler loom.Handler|loom.Router
----@param opts {max_header_bytes: integer?, max_headers: integer?, max_body_bytes: integer?, header_timeout: number?, idle_timeout: number?, backlog: integer?, reuseport: boolean?, tls: table?}?
+---@param opts {max_header_bytes: integer?, max_headers: integer?, max_body_bytes: integer?, header_timeout: number?, idle_timeout: number?, backlog: integer?, reuseport: boolean?, tls: table?, compress: boolean?, compress_min: integer?, compress_level: integer?, access_log: (boolean|string|fun(line: string))?}?
 ---@return loom.Server
 function http.listen(host, port, handler, opts) end
 ---@return loom.Router
@@ -128,4 +145,16 @@ function http.router() end
 ---@param opts {prefix: string?, index: string?}?
 ---@return loom.Handler
 function http.static(dir, opts) end
+---A Set-Cookie value.
+---@param name string
+---@param value string|number
+---@param opts {path: string?, domain: string?, max_age: number?, expires: number?, secure: boolean?, http_only: boolean?, same_site: ("Strict"|"Lax"|"None")?}?
+---@return string
+function http.cookie(name, value, opts) end
+---Server: `return 200, http.sse(fn)` (fn(send) sends events). Client:
+---http.sse(url) iterates over the events of a stream, reconnecting.
+---@param fn_or_url (fun(send: fun(ev: string|{data: any?, event: string?, id: any?, retry: number?, comment: string?}))|string)
+---@param opts {heartbeat: number?, buffer: integer?, retry: number?, reconnects: integer?, last_event_id: string?, headers: table?, timeout: number?}?
+---@return any body_or_iterator, any headers
+function http.sse(fn_or_url, opts) end
 return http

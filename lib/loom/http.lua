@@ -18,6 +18,7 @@ end
 local DEFAULTS = {
   max_header_bytes = 16384, max_headers = 100, max_body_bytes = 8 * 1024 * 1024,
   header_timeout = 10, idle_timeout = 60, accept_transfer_codings = false,
+  compress = true, compress_min = 1024, compress_level = 1,
 }
 
 -- ---- requests ----
@@ -26,6 +27,9 @@ local Request = {}
 -- the errors of refused WebSocket handshakes (weak keys), which the
 -- handler's error handling passes through untouched
 local refused = setmetatable({}, { __mode = "k" })
+-- req -> the temporary files of its req:form() (lib/loom/http_web.lua),
+-- removed when its handler returns
+local temps = setmetatable({}, { __mode = "k" })
 local request_fields = {}
 
 function request_fields.query(req)
@@ -168,6 +172,23 @@ local function has_field(headers, name)
 end
 
 local respond_core = core.respond
+local gzip_stream, gzip_chunk = core.gzip_stream, core.gzip_chunk
+
+-- A streamed body's chunks through gzip (the end of the gzip stream once
+-- body() has ended).
+local function gzipped(body, level)
+  local gz = gzip_stream(level)
+  return function()
+    if not gz then return nil end
+    local chunk = body()
+    if chunk == nil then
+      local tail = gzip_chunk(gz, nil)
+      gz = nil
+      return tail
+    end
+    return gzip_chunk(gz, tostring(chunk))
+  end
+end
 
 -- The handler's body as what respond_core takes: a string, or a function
 -- or callable table (streamed); a table becomes JSON, with its content type
@@ -191,10 +212,13 @@ end
 -- Send the answer the general way (C decides the framing and the
 -- Connection field); returns whether the connection is kept, or nil, why
 -- for a bad status or header (nothing was sent then).
-local function send_answer(stream, req, status, body, headers, keep)
-  local how, why = respond_core(stream, req, status, body, headers, keep)
+local function send_answer(stream, req, status, body, headers, keep, conn)
+  local how, why = respond_core(stream, req, status, body, headers, keep, conn)
   if how == nil then return nil, why end
   if how == "none" then return keep end -- a streamed answer without a body (HEAD, 304)
+  if how == "gzip" then
+    how, body = "chunked", gzipped(body, conn.gzlevel)
+  end
   if how == "chunked" or how == "raw" then -- a streamed body follows its head
     if not send_stream(stream, req, body, how == "chunked") then return false end
     return how == "chunked" and keep
@@ -237,8 +261,10 @@ end
 -- may carry another request, and whether a WebSocket took it over.
 local function respond(stream, req, handler, conn)
   local ok, status, body, headers = xpcall(handler, handler_msgh, req)
+  local temp = temps[req] -- req:form()'s files: gone with the handler
+  if temp then temps[req] = nil; temp:remove() end
   if ok then -- the common case in one C call; nil when it is not that
-    local keep = finish(stream, req, conn.open, status, body, headers)
+    local keep = finish(stream, req, conn.open, status, body, headers, conn)
     if keep ~= nil then return keep end
   end
   -- whatever happens below, a body that holds a resource lets it go
@@ -273,10 +299,10 @@ local function respond(stream, req, handler, conn)
     log_error(req, pbody, " (its response)")
     status, pbody, pheaders = 500, "internal server error\n", nil
   end
-  local kept, why = send_answer(stream, req, status, pbody, pheaders, keep)
+  local kept, why = send_answer(stream, req, status, pbody, pheaders, keep, conn)
   if kept ~= nil then return kept end
   log_error(req, why, " (its response)") -- e.g. a header value with CR/LF, a status of 42
-  return send_answer(stream, req, 500, "internal server error\n", nil, keep)
+  return send_answer(stream, req, 500, "internal server error\n", nil, keep, conn)
 end
 
 -- ---- connections ----
@@ -352,11 +378,14 @@ function http.listen(host, port, handler, opts)
   opts = {}
   for k, v in pairs(DEFAULTS) do opts[k] = v end
   for k, v in pairs(given) do opts[k] = v end
+  local gzmin = opts.compress and math.tointeger(opts.compress_min) or nil
+  handler = http._access_logged(handler, opts.access_log)
   local conns, closing = {}, false
   local srv
   srv = net.listen(host, port, function(stream)
     if closing then return end -- accepted just before shutdown
-    local conn = { open = true, task = loom.current(), done = loom.event() }
+    local conn = { open = true, task = loom.current(), done = loom.event(), gzmin = gzmin,
+      gzlevel = opts.compress_level }
     conns[conn] = true
     local ok, err = pcall(serve_connection, stream, handler, opts, conn)
     conns[conn] = nil
@@ -499,4 +528,5 @@ require("loom.websocket")(http, Request, {
   refused = function(err) refused[err] = true end,
 })
 require("loom.http_static")(http)
+require("loom.http_web")(http, Request, request_fields, Router, temps)
 return http

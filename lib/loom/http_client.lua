@@ -224,6 +224,8 @@ local function pool_key(u, verify, ca)
   return u.origin
 end
 
+local file_body, multipart_body -- defined below
+
 local function connect(req)
   local u = req.url
   local tls
@@ -243,6 +245,9 @@ local function build_head(req)
   if not has.connection then t[#t + 1] = "Connection: keep-alive\r\n" end
   if req.body then
     t[#t + 1] = "Content-Length: " .. #req.body .. "\r\n"
+  elseif req.body_fn then -- streamed: its length when known, else chunked
+    t[#t + 1] = req.body_len and ("Content-Length: %d\r\n"):format(req.body_len)
+      or "Transfer-Encoding: chunked\r\n"
   elseif req.method == "POST" or req.method == "PUT" or req.method == "PATCH" then
     t[#t + 1] = "Content-Length: 0\r\n"
   end
@@ -253,11 +258,36 @@ local function build_head(req)
   return table.concat(t)
 end
 
+-- Send the head and a streamed body: the chunks body_fn() gives until nil,
+-- chunked unless the length is known (then exactly that many bytes).
+local function send_body(s, req)
+  s:write(req.head)
+  local fn, sent, chunked = req.body_fn, 0, not req.body_len
+  req.body_fn = nil -- it can be read only once
+  while true do
+    local d = fn()
+    if d == nil then break end
+    d = tostring(d)
+    if #d > 0 then
+      sent = sent + #d
+      if chunked then s:write(("%x\r\n"):format(#d), d, "\r\n")
+      else
+        if sent > req.body_len then http_error("the request body is longer than its length") end
+        s:write(d)
+      end
+    end
+  end
+  if chunked then s:write("0\r\n\r\n")
+  elseif sent ~= req.body_len then http_error("the request body is shorter than its length") end
+end
+
 -- Send the request on s and read the response head, skipping 1xx. Returns
 -- the parsed head, or nil when the connection ended before any byte of a
 -- response (what a pooled connection the server closed looks like).
 local function roundtrip(s, req)
-  if req.body then s:write(req.head, req.body) else s:write(req.head) end
+  if req.body then s:write(req.head, req.body)
+  elseif req.body_fn then send_body(s, req)
+  else s:write(req.head) end
   local informational = 0
   while true do
     local ok, text = pcall(core.read_head, s, MAX_HEAD)
@@ -284,7 +314,7 @@ end
 -- One request on a pooled or new connection -> stream, head. A pooled
 -- connection that turns out closed is replaced once for idempotent methods.
 local function exchange(req)
-  local s = checkout(req.key)
+  local s = not req.body_fn and checkout(req.key) or nil -- a streamed body is sent once
   local reused = s ~= nil
   if not s then s = connect(req) end
   local ok, h = pcall(roundtrip, s, req)
@@ -334,6 +364,10 @@ function Response:read()
     error(d, 0)
   end
   if d == nil then release(b) end -- the end: the connection goes back
+  if b.progress and d then
+    b.received = b.received + #d
+    b.progress(b.received, b.total)
+  end
   return d
 end
 
@@ -386,6 +420,10 @@ local function new_response(s, h, req)
   local coding = ce and req.decode and CODINGS[ce:lower():match("^%s*(.-)%s*$")]
   if coding then -- decoded for the caller: these fields no longer apply
     headers["content-encoding"], headers["content-length"] = nil, nil
+  end
+  if req.on_progress then
+    b.progress, b.received = req.on_progress, 0
+    b.total = not coding and h.content_length or nil
   end
   b.body = core.body(b.mode, h.content_length, h.te_coding, coding or nil, req.max_body)
   if core.body_status(b.body) then release(b) end -- an empty body
@@ -445,6 +483,7 @@ local function follow(req, status, location)
     or ((status == 301 or status == 302) and req.method == "POST")
   if to_get then
     new.method, new.body = "GET", nil
+    new.body_fn, new.body_len, new.streamed = nil, nil, false
     filter_fields(new, DROP_WITH_BODY)
   end
   if u.origin ~= req.url.origin then filter_fields(new, DROP_ACROSS_ORIGINS) end
@@ -459,7 +498,9 @@ local function perform(req)
     local s, h = exchange(req)
     local res = new_response(s, h, req)
     local location = h.headers.location
-    if not (req.follow and REDIRECT[h.status] and location) then
+    local replay = req.streamed and not (h.status == 303 or
+      ((h.status == 301 or h.status == 302) and req.method == "POST"))
+    if not (req.follow and REDIRECT[h.status] and location) or replay then
       if not req.stream then res.body = read_rest(res) end
       return res
     end
@@ -499,6 +540,101 @@ local function caller_fields(headers)
   return fields, has
 end
 
+local FILE_CHUNK = 65536
+
+-- A File (loom.fs) as a streamed body: from where it is to its end, with
+-- that length.
+file_body = function(f)
+  local at = f:seek("cur")
+  local size = f:seek("end")
+  f:seek("set", at)
+  local left = size - at
+  return function()
+    if left <= 0 then return nil end
+    local d = f:read(math.min(FILE_CHUNK, left))
+    if not d then http_error("the file body ended early") end
+    left = left - #d
+    return d
+  end, size - at
+end
+
+-- A multipart/form-data body (RFC 7578) for fields = {name = value}: a
+-- value is a string, or a file {path= or data=, filename=, content_type=}
+-- (a file read as it is sent), or a list of those. Returns the body's
+-- function, its length and its Content-Type.
+multipart_body = function(fields)
+  local boundary = ("loom-%08x%08x"):format(math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+  local names = {}
+  for k in pairs(fields) do
+    if type(k) ~= "string" or k:find('[%c"]') then value_error("bad multipart field name") end
+    names[#names + 1] = k
+  end
+  table.sort(names) -- a stable order
+  local parts, total = {}, 0
+  local function add(name, v)
+    local head, src, len
+    if type(v) == "table" then
+      local filename = tostring(v.filename or (v.path and v.path:match("[^/]*$")) or name)
+      if filename:find('[%c"]') then value_error("bad multipart filename") end
+      head = ('--%s\r\nContent-Disposition: form-data; name="%s"; filename="%s"\r\n'
+        .. "Content-Type: %s\r\n\r\n"):format(boundary, name, filename,
+        v.content_type or "application/octet-stream")
+      if v.path then
+        src = v.path
+        len = require("loom.fs").stat(v.path).size
+      else
+        src = { tostring(v.data or "") }
+        len = #src[1]
+      end
+    else
+      head = ('--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n'):format(boundary, name)
+      src = { tostring(v) }
+      len = #src[1]
+    end
+    parts[#parts + 1] = { head = head, src = src, len = len }
+    total = total + #head + len + 2
+  end
+  for _, name in ipairs(names) do
+    local v = fields[name]
+    if type(v) == "table" and v[1] ~= nil then
+      for _, x in ipairs(v) do add(name, x) end
+    else add(name, v) end
+  end
+  local tail = "--" .. boundary .. "--\r\n"
+  total = total + #tail
+  local i, state, f, left = 0, "next", nil, 0
+  local function gen()
+    while true do
+      if state == "next" then
+        i = i + 1
+        local p = parts[i]
+        if not p then state = "done"; return tail end
+        if type(p.src) == "table" then
+          state = "next"
+          return p.head .. p.src[1] .. "\r\n"
+        end
+        f = require("loom.fs").open(p.src, "rb")
+        left = p.len
+        state = "file"
+        return p.head
+      elseif state == "file" then
+        if left <= 0 then
+          f:close()
+          f, state = nil, "next"
+          return "\r\n"
+        end
+        local d = f:read(math.min(FILE_CHUNK, left))
+        if not d then http_error("a multipart file ended early") end
+        left = left - #d
+        return d
+      else
+        return nil
+      end
+    end
+  end
+  return gen, total, "multipart/form-data; boundary=" .. boundary
+end
+
 local function new_request(opts)
   local method = opts.method or "GET"
   if type(method) ~= "string" or core.field_error(method, "") then
@@ -509,8 +645,26 @@ local function new_request(opts)
   local u, why = parse_url(opts.url)
   if not u then value_error("bad URL " .. opts.url .. ": " .. why) end
   local body = opts.body
-  if body ~= nil and type(body) ~= "string" then argerror(1, "request", "body must be a string") end
   local fields, has = caller_fields(opts.headers)
+  local body_fn, body_len
+  if opts.multipart ~= nil then
+    if type(opts.multipart) ~= "table" then argerror(1, "request", "multipart must be a table") end
+    local ctype
+    body_fn, body_len, ctype = multipart_body(opts.multipart)
+    body = nil
+    if not has["content-type"] then
+      fields[#fields + 1] = { "content-type", "Content-Type", ctype }
+      has["content-type"] = true
+    end
+  elseif type(body) == "function"
+      or (type(body) == "table" and (getmetatable(body) or {}).__call) then
+    body_fn, body = body, nil
+  elseif type(body) == "userdata" and (getmetatable(body) or {}).__name == "loom.File" then
+    body_fn, body_len = file_body(body)
+    body = nil
+  elseif body ~= nil and type(body) ~= "string" then
+    argerror(1, "request", "body must be a string, a function or a File")
+  end
   if opts.json ~= nil then
     body = get_json().encode(opts.json)
     if not has["content-type"] then
@@ -531,7 +685,8 @@ local function new_request(opts)
   local req = { method = method, url = u, body = body, fields = fields, has = has,
     key = pool_key(u, verify, opts.ca), verify = verify, ca = opts.ca, stream = opts.stream and true or false,
     follow = opts.follow_redirects ~= false, decode = not has["accept-encoding"],
-    keep_alive = keep_alive, max_body = opts.max_body_bytes }
+    keep_alive = keep_alive, max_body = opts.max_body_bytes, body_fn = body_fn,
+    body_len = body_len, streamed = body_fn ~= nil, on_progress = opts.on_progress }
   add_userinfo(req)
   req.head = build_head(req)
   return req
