@@ -143,6 +143,7 @@ path() {
 hz=$(getconf CLK_TCK)
 ticks() { awk '{ s += $14 + $15 } END { print s }' "$@" 2>/dev/null; }
 pgticks() { ticks /proc/$pgpid/stat $(pgrep -P $pgpid | sed 's|.*|/proc/&/stat|'); }
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for s in $servers; do start $s; check $s; done
 # the tests in turn, each server in turn within a test (the machine's load
 # drifts alike for all three)
@@ -151,12 +152,12 @@ for t in $tests; do
     u="http://127.0.0.1:${PORT[$s]}$(path $t)"
     extra=()
     [ $t = plaintext ] && extra=(-s bench/tfb_pipeline.lua)
-    w() { taskset -c 0 wrk -t1 -c256 -d$1 -H "Accept: */*" "${extra[@]}" "$u" ${extra:+-- 16}; }
+    w() { taskset -c 0 wrk -t1 -c256 -d$1 --timeout 10s -H "Accept: */*" "${extra[@]}" "$u" ${extra:+-- 16}; }
     w 1s >/dev/null
     a=$(ticks /proc/${PID[$s]}/stat); pa=$(pgticks)
     w ${secs}s >"$dir/wrk"
     b=$(ticks /proc/${PID[$s]}/stat); pb=$(pgticks)
-    if grep -q "Non-2xx\|Socket errors" "$dir/wrk"; then echo "$s $t:" >&2; cat "$dir/wrk" >&2; fi
+    { grep -h "Non-2xx\|Socket errors" "$dir/wrk" || true; } | sed "s/^ */note: $s $t: /" >&2
     n=$(awk '/requests in/ { print $1 }' "$dir/wrk")
     RPS[$s.$t]=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' "$dir/wrk")
     CPU[$s.$t]=$(awk -v a=$a -v b=$b -v hz=$hz -v n=$n 'BEGIN { printf "%.1f", (b - a) / hz / n * 1e6 }')
@@ -167,7 +168,14 @@ done
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 echo
 echo "TechEmpower-style tests, PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1, pool of 10;"
-echo "server on CPU 1, wrk -t1 -c256 -d${secs}s on CPU 0 (plaintext pipelined 16 deep); load average $load"
+echo "server on CPU 1, wrk -t1 -c256 -d${secs}s --timeout 10s on CPU 0 (plaintext pipelined 16 deep)"
+echo "load average before: $load0, after: $load ($(nproc) CPUs)"
+echo "peers: node $(node --version), pg $(node -p 'require("pg/package.json").version'), python $($py -c 'import sys, aiohttp, asyncpg
+try:
+    import uvloop; u = " uvloop " + uvloop.__version__
+except ImportError:
+    u = ", no uvloop"
+print(sys.version.split()[0], "aiohttp", aiohttp.__version__, "asyncpg", asyncpg.__version__ + u)')"
 printf '%-22s' "req/s"
 for s in $servers; do printf '%12s' "$s"; done
 for s in $servers; do [ $s = loom ] || printf '%14s' "loom/$s"; done
