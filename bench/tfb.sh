@@ -147,6 +147,9 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for s in $servers; do start $s; check $s; done
 # the tests in turn, each server in turn within a test (the machine's load
 # drifts alike for all three)
+# ROUNDS=n: each figure is the median of n runs (rounds interleaved)
+rounds=${ROUNDS:-1}
+for r in $(seq $rounds); do
 for t in $tests; do
   for s in $servers; do
     u="http://127.0.0.1:${PORT[$s]}$(path $t)"
@@ -159,16 +162,23 @@ for t in $tests; do
     b=$(ticks /proc/${PID[$s]}/stat); pb=$(pgticks)
     { grep -h "Non-2xx\|Socket errors" "$dir/wrk" || true; } | sed "s/^ */note: $s $t: /" >&2
     n=$(awk '/requests in/ { print $1 }' "$dir/wrk")
-    RPS[$s.$t]=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' "$dir/wrk")
-    CPU[$s.$t]=$(awk -v a=$a -v b=$b -v hz=$hz -v n=$n 'BEGIN { printf "%.1f", (b - a) / hz / n * 1e6 }')
-    PGC[$s.$t]=$(awk -v a=$pa -v b=$pb -v hz=$hz -v n=$n 'BEGIN { printf "%.1f", (b - a) / hz / n * 1e6 }')
+    RPS[$s.$t]+=" $(awk '/Requests\/sec/ { printf "%.0f", $2 }' "$dir/wrk")"
+    CPU[$s.$t]+=" $(awk -v a=$a -v b=$b -v hz=$hz -v n=$n 'BEGIN { printf "%.1f", (b - a) / hz / n * 1e6 }')"
+    PGC[$s.$t]+=" $(awk -v a=$pa -v b=$pb -v hz=$hz -v n=$n 'BEGIN { printf "%.1f", (b - a) / hz / n * 1e6 }')"
   done
+done
+done
+# the median of each list of figures
+med() { echo $1 | tr ' ' '\n' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+for k in "${!RPS[@]}"; do
+  RPS[$k]=$(med "${RPS[$k]}"); CPU[$k]=$(med "${CPU[$k]}"); PGC[$k]=$(med "${PGC[$k]}")
 done
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 echo
 echo "TechEmpower-style tests, PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1, pool of 10;"
-echo "server on CPU 1, wrk -t1 -c256 -d${secs}s --timeout 10s on CPU 0 (plaintext pipelined 16 deep)"
+echo "server on CPU 1, wrk -t1 -c256 -d${secs}s --timeout 10s on CPU 0 (plaintext pipelined 16 deep);"
+echo "median of $rounds run(s)"
 echo "load average before: $load0, after: $load ($(nproc) CPUs)"
 echo "peers: node $(node --version), pg $(node -p 'require("pg/package.json").version'), python $($py -c 'import sys, aiohttp, asyncpg
 try:
