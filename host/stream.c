@@ -230,11 +230,15 @@ void stream_close(stream_t *s) {
   wake_all_error(s, &s->flushers, 0);
   if (s->filter && s->filter->free) s->filter->free(s);
   s->filter = NULL;
+  stream_send_stop(s);
   if (s->kind == STREAM_FILE) {
     close(s->fd);
     s->handle_closed = 1;
     return; /* s is freed by __gc */
   }
+  /* an abort resets the connection: the kernel drops what it still holds */
+  if (s->reset && s->kind == STREAM_TCP && uv_tcp_close_reset(&s->h.tcp, close_cb) == 0)
+    return;
   uv_close(&s->h.handle, close_cb);
 }
 
@@ -715,6 +719,7 @@ static void write_cb(uv_write_t *req, int status) {
   stream_t *s = (stream_t *)req->handle->data;
   s->wqueued -= w->n;
   rt_free(s->rt, w, sizeof *w + w->n);
+  if (s->wtm.idx) stream_send_progress(s);
   if (status < 0 && !s->werr && status != UV_ECANCELED) s->werr = status;
   if (s->closed) return;
   if (s->werr) {
@@ -767,6 +772,7 @@ static int stream_sendv(stream_t *s, const uv_buf_t *bufs, int nbufs) {
     return s->werr = r;
   }
   s->wqueued += off;
+  if (s->wtimeout > 0) stream_send_queued(s);
   return 0;
 }
 
@@ -782,6 +788,9 @@ static int raise_write_error(lua_State *L, stream_t *s) {
     return lua_error(L);
   }
   if (s->emsg) return err_raise(L, s->ekind, NULL, "write: %s", s->emsg);
+  if (s->werr == UV_ETIMEDOUT) /* the send timeout aborted the connection */
+    return err_raise(L, "timeout", "ETIMEDOUT", "send timed out: no write progress for %f s",
+                     s->wtimeout);
   return err_raise(L, "io", uv_err_name(s->werr), "write failed: %s",
                    uv_strerror(s->werr));
 }
@@ -922,8 +931,10 @@ static int s_close(lua_State *L) {
   stream_t *s = *check_box(L, 1);
   task_t *t = task_current(L);
   if (s->closed) return 0;
-  if (s->wqueued && !s->werr && t && task_can_wait(L) && !task_interrupted(t))
+  if (s->wqueued && !s->werr && t && task_can_wait(L) && !task_interrupted(t)) {
+    stream_send_linger(s); /* a peer that stops reading: no endless wait */
     return wait_flushed(L, s, close_k);
+  }
   stream_close(s);
   return 0;
 }
@@ -941,6 +952,7 @@ static int s_gc(lua_State *L) {
   }
   if (!s->closed && s->rt->closing) { /* the runtime is going: no waiters */
     s->closed = 1;
+    stream_send_stop(s);
     if (s->filter && s->filter->free) s->filter->free(s);
     if (!uv_is_closing(&s->h.handle)) {
       uv_close(&s->h.handle, close_cb);
@@ -1038,6 +1050,7 @@ void stream_open(lua_State *L) {
       {"close", s_close},       {"peer", s_peer},
       {"local_address", s_local}, {"set_nodelay", s_set_nodelay},
       {"set_keepalive", s_set_keepalive}, {"set_limit", s_set_limit},
+      {"set_send_timeout", stream_set_send_timeout},
       {NULL, NULL}};
   if (luaL_newmetatable(L, STREAM_MT)) {
     lua_newtable(L);

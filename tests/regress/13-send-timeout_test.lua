@@ -1,0 +1,99 @@
+-- Issue 13: a client that asks for a large file and never reads must not
+-- hold its connection and the open file forever: with send_timeout, no write
+-- progress for that long closes the connection and the file.
+local t = require "loom.test"
+local loom = require "loom"
+local http = require "loom.http"
+local net = require "loom.net"
+local fs = require "loom.fs"
+
+local function nfds() return #fs.readdir("/proc/self/fd") end
+
+-- Wait (bounded) until cond() holds; returns whether it did.
+local function eventually(secs, cond)
+  local deadline = loom.now() + secs
+  while not cond() do
+    if loom.now() > deadline then return false end
+    loom.sleep(0.05)
+  end
+  return true
+end
+
+local function sparse_site(size)
+  local dir = fs.mkdtemp()
+  local f = fs.open(dir .. "/big.bin", "wb")
+  f:seek("set", size - 1)
+  f:write("x")
+  f:close()
+  return dir
+end
+
+t.test("a client that never reads is closed after send_timeout, its file too", function()
+  local dir = sparse_site(256 * 1024 * 1024)
+  local before = nfds()
+  local srv = http.listen("127.0.0.1", 0, http.static(dir), { send_timeout = 0.5 })
+  local base = nfds()
+  local c = net.connect("127.0.0.1", srv.port)
+  c:write("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+  local started = loom.now()
+  -- the server opens the file and fills the socket: client, its peer, the file
+  t.ok(eventually(5, function() return nfds() >= base + 3 end), "file opened")
+  t.ok(eventually(5, function() return nfds() == base + 1 end), "connection and file closed")
+  t.ok(loom.now() - started < 3, "closed within a few seconds")
+  -- the client sees the response's start, then the reset
+  local ok, err = pcall(function() while c:read() do end end)
+  t.ok(ok or err.kind == "io", err)
+  c:close()
+  srv:shutdown()
+  fs.remove(dir, { recursive = true })
+  t.ok(eventually(2, function() return nfds() == before end), "back to the baseline")
+end)
+
+t.test("a slow reader that makes progress is not cut", function()
+  local dir = sparse_site(2 * 1024 * 1024)
+  local srv = http.listen("127.0.0.1", 0, http.static(dir), { send_timeout = 0.5 })
+  local c = net.connect("127.0.0.1", srv.port)
+  c:write("GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+  local n, started = 0, loom.now()
+  while true do -- about 2 s in all: longer than send_timeout, never idle that long
+    local d = c:read(65536)
+    if not d then break end
+    n = n + #d
+    loom.sleep(0.06)
+  end
+  t.ok(loom.now() - started > 0.5, "the transfer outlived send_timeout")
+  t.ok(n > 2 * 1024 * 1024, "the whole response arrived: " .. n)
+  c:close()
+  srv:shutdown()
+  fs.remove(dir, { recursive = true })
+end)
+
+t.test("a handler's pending write raises timeout; the stream is closed", function()
+  local got = loom.event()
+  local err
+  local srv = net.listen("127.0.0.1", 0, function(s)
+    s:set_send_timeout(0.3)
+    local chunk = ("x"):rep(1024 * 1024)
+    local ok, e = pcall(function() while true do s:write(chunk) end end)
+    err = not ok and e
+    got:set()
+  end)
+  local c = net.connect("127.0.0.1", srv.port)
+  got:wait()
+  t.eq({ err.kind, err.code }, { "timeout", "ETIMEDOUT" })
+  local ok2, e2 = pcall(function() while c:read() do end end)
+  t.ok(ok2 or e2.kind == "io")
+  c:close()
+  srv:shutdown()
+end)
+
+t.test("s:set_send_timeout checks its argument", function()
+  local srv = net.listen("127.0.0.1", 0, function(s) s:read() end)
+  local c = net.connect("127.0.0.1", srv.port)
+  t.raises(function() c:set_send_timeout(-1) end)
+  t.raises(function() c:set_send_timeout("x") end)
+  c:set_send_timeout(nil)
+  c:set_send_timeout(0)
+  c:close()
+  srv:shutdown()
+end)
