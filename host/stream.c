@@ -651,6 +651,17 @@ int stream_try_read(lua_State *L, stream_t *s, int mode, size_t arg) {
   return r;
 }
 
+/* A read is about to wait with nothing buffered: give the buffer back, so
+** that an idle connection (a keep-alive client between requests) holds
+** none; the next bytes arrive through the shared buffer and are handed out
+** or copied into a new one. */
+static void release_rbuf(stream_t *s) {
+  if (!s->rbuf || buffered(s) != 0) return;
+  rt_free(s->rt, s->rbuf, s->rcap);
+  s->rbuf = NULL;
+  s->rpos = s->rlen = s->rcap = s->scan = 0;
+}
+
 /* Wait for a read of this mode that stream_try_read could not serve: k
 ** continues on L after the wake, with the values on top (or the error, as
 ** t->wake tells). Must be the return expression of a C function. */
@@ -661,6 +672,7 @@ int stream_wait_read(lua_State *L, stream_t *s, int mode, size_t arg, double sec
     return err_raise(L, "busy", NULL, "another task is reading this stream");
   t = task_check_current(L, "stream:read");
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  release_rbuf(s);
   s->reader = t;
   s->rmode = mode;
   s->rarg = arg;
