@@ -132,6 +132,9 @@ local function send_stream(stream, req, body, chunked)
     if #chunk > 0 then
       if chunked then stream:write(("%x\r\n"):format(#chunk), chunk, "\r\n")
       else stream:write(chunk) end
+      -- the next chunk only once this one is with the kernel: a client that
+      -- reads slowly holds one chunk here, not two (slowhttptest -X)
+      stream:flush()
     end
   end
   if chunked then stream:write("0\r\n\r\n") end
