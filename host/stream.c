@@ -323,7 +323,7 @@ static int take_line(lua_State *L, stream_t *s) {
 ** (NULL when there is no buffer yet). Valid until the stream runs again. */
 const char *stream_peek(stream_t *s, size_t *n) {
   *n = buffered(s);
-  return s->rbuf ? s->rbuf + s->rpos : NULL;
+  return s->rbuf ? s->rbuf + s->rpos : ""; /* never NULL: callers add offsets */
 }
 
 /* Drop the first n buffered bytes (a protocol layer took them in place);
