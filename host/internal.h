@@ -31,8 +31,9 @@ typedef struct tentry {
 
 /* TE_SLEEP: a task's loom.sleep (the tentry is task.w.tm); TE_SCOPE: a
 ** timeout scope (scope_t starts with its tentry); TE_DEADLINE: the deadline
-** of one wait (task.w.tm too, with TF_DEADLINE; see task_set_deadline). */
-enum { TE_SLEEP = 1, TE_SCOPE, TE_DEADLINE };
+** of one wait (task.w.tm too, with TF_DEADLINE; see task_set_deadline);
+** TE_SEND: a stream's send timeout (stream_timeout.c). */
+enum { TE_SLEEP = 1, TE_SCOPE, TE_DEADLINE, TE_SEND };
 
 /* Task states, as task:status() reports them (T_NEW, T_READY, T_WAIT are
 ** "pending"/"running" to scripts). */
@@ -337,6 +338,10 @@ struct stream {
                             handshake): read and keep the loop alive */
   const char *ekind;     /* a filter's fatal error (static kind, message) */
   char *emsg;            /* raised by reads once the buffer is drained */
+  tentry_t wtm;          /* TE_SEND: the send timeout's entry in the heap */
+  double wtimeout;       /* seconds without write progress before an abort; 0: none */
+  uint64_t wlast;        /* uv_hrtime() of the last write progress */
+  int reset;             /* close with a reset (SO_LINGER 0), dropping unsent bytes */
 };
 
 stream_t *stream_new(lua_State *L, uv_loop_t *loop, int kind);
@@ -352,6 +357,14 @@ void stream_update(stream_t *s);
 int stream_send(stream_t *s, const char *data, size_t n);
 void stream_close(stream_t *s);
 int stream_abort(lua_State *L); /* lua_CFunction: close at once, drop unsent bytes */
+/* The send timeout (stream_timeout.c): arm when a write is queued, note
+** progress from write callbacks, stop on close; the heap calls fired. */
+void stream_send_queued(stream_t *s);
+void stream_send_progress(stream_t *s);
+void stream_send_stop(stream_t *s);
+void stream_send_fired(loom_t *rt, stream_t *s);
+int stream_set_send_timeout(lua_State *L);
+void stream_send_linger(stream_t *s);
 int stream_push_address(lua_State *L, const struct sockaddr *sa);
 void stream_open(lua_State *L);
 /* tls.c: the Stream's TLS methods (nil on a plain stream), part of the

@@ -230,9 +230,17 @@ void stream_close(stream_t *s) {
   wake_all_error(s, &s->flushers, 0);
   if (s->filter && s->filter->free) s->filter->free(s);
   s->filter = NULL;
+  stream_send_stop(s);
   if (s->kind == STREAM_FILE) {
     close(s->fd);
     return; /* s is freed by __gc */
+  }
+  /* an abort resets the connection: the kernel drops what it still holds */
+  if (s->reset && s->kind == STREAM_TCP && !s->life.closing && s->h.handle.loop &&
+      !uv_is_closing(&s->h.handle)) {
+    s->life.closing = 1;
+    if (uv_tcp_close_reset(&s->h.tcp, close_cb) == 0) return;
+    s->life.closing = 0;
   }
   hlife_close(&s->life, (uv_handle_t *[]){&s->h.handle}, 1, close_cb);
 }
@@ -318,7 +326,7 @@ static int take_line(lua_State *L, stream_t *s) {
 ** (NULL when there is no buffer yet). Valid until the stream runs again. */
 const char *stream_peek(stream_t *s, size_t *n) {
   *n = buffered(s);
-  return s->rbuf ? s->rbuf + s->rpos : NULL;
+  return s->rbuf ? s->rbuf + s->rpos : ""; /* never NULL: callers add offsets */
 }
 
 /* Drop the first n buffered bytes (a protocol layer took them in place);
@@ -661,6 +669,17 @@ int stream_try_read(lua_State *L, stream_t *s, int mode, size_t arg) {
   return r;
 }
 
+/* A read is about to wait with nothing buffered: give the buffer back, so
+** that an idle connection (a keep-alive client between requests) holds
+** none; the next bytes arrive through the shared buffer and are handed out
+** or copied into a new one. */
+static void release_rbuf(stream_t *s) {
+  if (!s->rbuf || buffered(s) != 0) return;
+  rt_free(s->rt, s->rbuf, s->rcap);
+  s->rbuf = NULL;
+  s->rpos = s->rlen = s->rcap = s->scan = 0;
+}
+
 /* Wait for a read of this mode that stream_try_read could not serve: k
 ** continues on L after the wake, with the values on top (or the error, as
 ** t->wake tells). Must be the return expression of a C function. */
@@ -671,6 +690,7 @@ int stream_wait_read(lua_State *L, stream_t *s, int mode, size_t arg, double sec
     return err_raise(L, "busy", NULL, "another task is reading this stream");
   t = task_check_current(L, "stream:read");
   if (task_interrupted(t)) return task_raise_interrupt(L, t);
+  release_rbuf(s);
   s->reader = t;
   s->rmode = mode;
   s->rarg = arg;
@@ -729,6 +749,7 @@ static void write_cb(uv_write_t *req, int status) {
   stream_t *s = (stream_t *)req->handle->data;
   s->wqueued -= w->n;
   rt_free(s->rt, w, sizeof *w + w->n);
+  if (s->wtm.idx) stream_send_progress(s);
   if (status < 0 && !s->werr && status != UV_ECANCELED) s->werr = status;
   if (s->closed) return;
   if (s->werr) {
@@ -781,6 +802,7 @@ static int stream_sendv(stream_t *s, const uv_buf_t *bufs, int nbufs) {
     return s->werr = r;
   }
   s->wqueued += off;
+  if (s->wtimeout > 0) stream_send_queued(s);
   return 0;
 }
 
@@ -796,6 +818,9 @@ static int raise_write_error(lua_State *L, stream_t *s) {
     return lua_error(L);
   }
   if (s->emsg) return err_raise(L, s->ekind, NULL, "write: %s", s->emsg);
+  if (s->werr == UV_ETIMEDOUT) /* the send timeout aborted the connection */
+    return err_raise(L, "timeout", "ETIMEDOUT", "send timed out: no write progress for %f s",
+                     s->wtimeout);
   return err_raise(L, "io", uv_err_name(s->werr), "write failed: %s",
                    uv_strerror(s->werr));
 }
@@ -936,8 +961,10 @@ static int s_close(lua_State *L) {
   stream_t *s = *check_box(L, 1);
   task_t *t = task_current(L);
   if (s->closed) return 0;
-  if (s->wqueued && !s->werr && t && task_can_wait(L) && !task_interrupted(t))
+  if (s->wqueued && !s->werr && t && task_can_wait(L) && !task_interrupted(t)) {
+    stream_send_linger(s); /* a peer that stops reading: no endless wait */
     return wait_flushed(L, s, close_k);
+  }
   stream_close(s);
   return 0;
 }
@@ -947,6 +974,7 @@ static int s_gc(lua_State *L) {
   if (!s) return 0;
   if (!s->closed && s->rt->closing) { /* the runtime is going: no waiters */
     s->closed = 1;
+    stream_send_stop(s);
     if (s->filter && s->filter->free) s->filter->free(s);
     if (s->kind == STREAM_FILE) close(s->fd);
     else hlife_close(&s->life, (uv_handle_t *[]){&s->h.handle}, 1, close_cb);
@@ -1040,6 +1068,7 @@ void stream_open(lua_State *L) {
       {"close", s_close},       {"peer", s_peer},
       {"local_address", s_local}, {"set_nodelay", s_set_nodelay},
       {"set_keepalive", s_set_keepalive}, {"set_limit", s_set_limit},
+      {"set_send_timeout", stream_set_send_timeout},
       {NULL, NULL}};
   if (class_new(L, STREAM_MT, m, s_gc)) {
     class_add(L, STREAM_MT, tls_stream_methods);

@@ -128,6 +128,9 @@ static void timer_cb(uv_timer_t *h) {
     } else if (e->kind == TE_DEADLINE) {
       heap_pop(rt);
       task_deadline_fired(rt, (task_t *)((char *)e - offsetof(task_t, w.tm)));
+    } else if (e->kind == TE_SEND) {
+      heap_pop(rt);
+      stream_send_fired(rt, (stream_t *)((char *)e - offsetof(stream_t, wtm)));
     } else {
       heap_pop(rt);
       scope_expire(rt, (scope_t *)e);

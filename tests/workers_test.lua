@@ -268,10 +268,14 @@ local function client_loop(port, keepalive, stats, stop)
         local ok, c = pcall(net.connect, "127.0.0.1", port)
         s = ok and c or nil
       end
-      local seen
+      -- a connection refused or reset before any byte counts as closed in
+      -- that instant: a draining worker's listener resets what still waits
+      -- in its accept queue (each worker has its own SO_REUSEPORT socket;
+      -- see docs/guide/deploying.md)
+      local seen = 0
       if s then status, body, keep = exchange(s, "/", not keepalive) end
       if not status then
-        seen = body
+        seen = body or 0 -- nil: no connection was made
         body = nil
       end
       if not keepalive or not status or not keep then

@@ -18,7 +18,7 @@ end
 local DEFAULTS = {
   max_header_bytes = 16384, max_headers = 100, max_body_bytes = 8 * 1024 * 1024,
   header_timeout = 10, idle_timeout = 60, accept_transfer_codings = false,
-  compress = true, compress_min = 1024, compress_level = 1,
+  compress = true, compress_min = 1024, compress_level = 1, send_timeout = 60,
 }
 
 -- ---- requests ----
@@ -136,6 +136,9 @@ local function send_stream(stream, req, body, chunked)
     if #chunk > 0 then
       if chunked then stream:write(("%x\r\n"):format(#chunk), chunk, "\r\n")
       else stream:write(chunk) end
+      -- the next chunk only once this one is with the kernel: a client that
+      -- reads slowly holds one chunk here, not two (slowhttptest -X)
+      stream:flush()
     end
   end
   if chunked then stream:write("0\r\n\r\n") end
@@ -354,11 +357,15 @@ local function serve_requests(stream, handler, opts, conn)
   end
 end
 
--- A connection's requests, in order. The peer going away while we write
--- is how connections end, not an error worth a log line.
+-- A connection's requests, in order. The peer going away while we write,
+-- or no longer reading (send_timeout), is how connections end, not an
+-- error worth a log line.
+local ends = { io = true, closed = true, timeout = true }
+
 local function serve_connection(stream, handler, opts, conn)
+  if opts.send_timeout and opts.send_timeout > 0 then stream:set_send_timeout(opts.send_timeout) end
   local ok, err = pcall(serve_requests, stream, handler, opts, conn)
-  if not ok and not (type(err) == "table" and (err.kind == "io" or err.kind == "closed")) then
+  if not ok and not (type(err) == "table" and ends[err.kind]) then
     error(err, 0)
   end
 end

@@ -18,7 +18,7 @@ local TYPES = {
   wav = "audio/wav", webm = "video/webm",
 }
 local BIG = 8 * 1024 * 1024 -- larger files (and ranges) are streamed
-local CHUNK = 65536 -- bytes per read of a streamed file
+local CHUNK = 16384 -- bytes per read of a streamed file (held per slow client)
 
 local function http_date(t) return os.date("!%a, %d %b %Y %H:%M:%S GMT", math.floor(t)) end
 

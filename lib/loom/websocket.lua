@@ -227,13 +227,13 @@ end
 
 -- Wait for the peer's close frame after ours, bounded; a receive() running
 -- in another task reads it, else we read (and drop data) ourselves.
-local function await_peer_close(ws)
+local function await_peer_close(ws, secs)
   local ok, done
   if ws._receiving then
-    ok, done = pcall(within, ws._close_timeout, ws._done.wait, ws._done)
+    ok, done = pcall(within, secs, ws._done.wait, ws._done)
   else
     ws._receiving = true
-    ok, done = pcall(within, ws._close_timeout, receive_loop, ws)
+    ok, done = pcall(within, secs, receive_loop, ws)
     ws._receiving = false
   end
   if not ok then
@@ -244,7 +244,9 @@ local function await_peer_close(ws)
 end
 
 -- ws:close([code [, reason]]): the close handshake: send our close frame,
--- wait (at most close_timeout seconds) for the peer's, close the stream.
+-- wait for the peer's, close the stream; all in at most close_timeout
+-- seconds. A close frame that cannot even be sent in that time (the peer
+-- stopped reading and the queue is full) aborts the connection.
 function WebSocket:close(code, reason)
   if code ~= nil and not core.valid_close_code(code) then
     bad_arg(1, "close", "1000-1003, 1007-1014 or 3000-4999 expected")
@@ -256,11 +258,22 @@ function WebSocket:close(code, reason)
     end
   end
   if self._state == "closed" then return end
-  if not send_close(self, code or 1000, reason) then
+  local t0, ct = loom.now(), self._close_timeout
+  local sent
+  local ok, err = pcall(within, ct, function() sent = send_close(self, code or 1000, reason) end)
+  if not ok then
+    finish(self, 1006, "interrupted while closing")
+    error(err, 0)
+  end
+  if not err then -- timed out: send_close closed the connection, dropping the queue
+    self.close_reason = "the close frame could not be sent within close_timeout"
+    return
+  end
+  if not sent then
     finish(self, 1006, "connection lost before the close frame was sent")
     return
   end
-  await_peer_close(self)
+  await_peer_close(self, math.max(ct - (loom.now() - t0), 0.001))
 end
 -- <close>: leaving the scope, normally or by an error, closes with 1000.
 function WebSocket:__close() self:close() end
