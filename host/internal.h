@@ -96,6 +96,11 @@ struct scope {
 
 #define BLOCK_CLASSES 16 /* runtime.c keeps freed Lua blocks of 1..256 bytes */
 
+/* Streams give their read buffer back while they wait with nothing
+** buffered; the runtime keeps a few of the smallest for the next reads. */
+#define RT_RBUF 4096
+#define RT_RBUFS 64
+
 struct loom {
   lua_State *L;
   uv_loop_t *loop;
@@ -132,6 +137,8 @@ struct loom {
   char **argv;
   int report_deadlock;  /* loom_run reports waits nothing can wake */
   char *rdbuf;          /* the one buffer every stream reads into */
+  char *rbufs[RT_RBUFS];  /* streams' spare RT_RBUF-byte buffers (rt_rbuf_get) */
+  int nrbufs;
   void *blocks[BLOCK_CLASSES + 1]; /* freed small Lua blocks by size class */
   size_t kept;          /* bytes waiting there */
   int own_closing;      /* the runtime's own handles not yet closed */
@@ -182,6 +189,8 @@ int rt_raise(lua_State *L, int status);
 void *rt_malloc(loom_t *rt, size_t n);
 void *rt_realloc(loom_t *rt, void *ptr, size_t osize, size_t nsize);
 void rt_free(loom_t *rt, void *ptr, size_t size);
+void *rt_rbuf_get(loom_t *rt);
+void rt_rbuf_put(loom_t *rt, void *p);
 
 /* handle.c: C classes and the lifetime of boxed objects with handles. */
 typedef struct hlife {

@@ -164,6 +164,27 @@ void rt_free(loom_t *rt, void *ptr, size_t size) {
   free(ptr);
 }
 
+/* An RT_RBUF-byte read buffer, counted as rt_malloc counts (NULL past
+** memory_limit): a spare one when there is, so that a keep-alive
+** connection that gives its buffer back between requests does not pay a
+** malloc and a free for each. */
+void *rt_rbuf_get(loom_t *rt) {
+  if (rt->nrbufs == 0) return rt_malloc(rt, RT_RBUF);
+  if (rt->mem_limit && rt->mem_used + RT_RBUF > rt->mem_limit) return NULL;
+  rt->mem_used += RT_RBUF;
+  return rt->rbufs[--rt->nrbufs];
+}
+
+/* Give back a buffer of rt_rbuf_get: kept as a spare, or freed. */
+void rt_rbuf_put(loom_t *rt, void *p) {
+  if (rt->nrbufs == RT_RBUFS) {
+    rt_free(rt, p, RT_RBUF);
+    return;
+  }
+  rt->mem_used -= RT_RBUF;
+  rt->rbufs[rt->nrbufs++] = (char *)p;
+}
+
 /* ---- running out of memory outside a protected call ---- */
 
 static char memory_key; /* registry[&memory_key]: the memory error object */
@@ -651,6 +672,7 @@ void loom_free(loom_t *rt) {
   assert(rt->mem_used == 0 || !rt->own);
   free(rt->heap);
   free(rt->rdbuf);
+  while (rt->nrbufs > 0) free(rt->rbufs[--rt->nrbufs]);
   free(rt->errmsg);
   free(rt->warnbuf);
   free(rt->module_dir);

@@ -471,10 +471,11 @@ static int append(stream_t *s, const char *data, size_t n) {
     s->rpos = 0;
   }
   if (s->rlen + n > s->rcap) {
-    size_t cap = s->rcap ? s->rcap : 4096;
+    size_t cap = s->rcap ? s->rcap : RT_RBUF;
     char *b;
     while (cap < s->rlen + n) cap *= 2;
-    b = (char *)rt_realloc(s->rt, s->rbuf, s->rcap, cap);
+    if (!s->rbuf && cap == RT_RBUF) b = (char *)rt_rbuf_get(s->rt);
+    else b = (char *)rt_realloc(s->rt, s->rbuf, s->rcap, cap);
     if (!b && cap > s->rlen + n) { /* doubling is too much near the limit: */
       cap = s->rcap + s->rcap / 4;  /* a quarter more (not just enough, or */
       if (cap < s->rlen + n) cap = s->rlen + n; /* each read would copy all) */
@@ -675,7 +676,8 @@ int stream_try_read(lua_State *L, stream_t *s, int mode, size_t arg) {
 ** or copied into a new one. */
 static void release_rbuf(stream_t *s) {
   if (!s->rbuf || buffered(s) != 0) return;
-  rt_free(s->rt, s->rbuf, s->rcap);
+  if (s->rcap == RT_RBUF) rt_rbuf_put(s->rt, s->rbuf); /* a spare for the next read */
+  else rt_free(s->rt, s->rbuf, s->rcap);
   s->rbuf = NULL;
   s->rpos = s->rlen = s->rcap = s->scan = 0;
 }
