@@ -1067,17 +1067,11 @@ int luaopen_loom_pg_core(lua_State *L) {
       {"copy_end", conn_copy_end}, {"copy_get", conn_copy_get},
       {"copy_abort", conn_copy_abort}, {"notification", conn_notification},
       {NULL, NULL}};
-  static const luaL_Reg meta[] = {{"__gc", conn_gc}, {"__close", conn_close_l},
-                                  {"__tostring", conn_tostring}, {NULL, NULL}};
   static const luaL_Reg fns[] = {{"connect", l_connect}, {"parse", l_parse},
                                  {"setup", pgp_setup}, {NULL, NULL}};
-  if (luaL_newmetatable(L, CONN_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, methods, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushvalue(L, -1);
-    luaL_setfuncs(L, meta, 1);
+  if (class_new(L, CONN_MT, methods, conn_gc)) { /* __close is close */
+    lua_pushcfunction(L, conn_tostring);
+    lua_setfield(L, -2, "__tostring");
   }
   luaL_newlib(L, fns);
   lua_getfield(L, -2, "__index");

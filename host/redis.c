@@ -147,12 +147,7 @@ int luaopen_loom_redis_core(lua_State *L) {
                                      {"close", reader_gc}, {NULL, NULL}};
   static const luaL_Reg fns[] = {{"command", l_command}, {"reader", l_reader},
                                  {NULL, NULL}};
-  if (luaL_newmetatable(L, READER_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, reader_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  class_new(L, READER_MT, methods, reader_gc); /* close is also __close */
   lua_pop(L, 1);
   luaL_newlib(L, fns);
   return 1;
