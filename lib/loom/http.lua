@@ -362,7 +362,6 @@ end
 -- error worth a log line.
 local ends = { io = true, closed = true, timeout = true }
 
-
 -- Wait until every connection in conns has ended. A connection's event is
 -- made only here, when something waits on it: an idle connection costs
 -- less without one (issue 13).
@@ -392,10 +391,10 @@ function http.listen(host, port, handler, opts)
   local srv
   srv = net.listen(host, port, function(stream)
     if closing then return end -- accepted just before shutdown
+    if send_timeout then stream:set_send_timeout(send_timeout) end
     local conn = { open = true, task = loom.current(), gzmin = gzmin,
       gzlevel = opts.compress_level }
     conns[conn] = true
-    if send_timeout then stream:set_send_timeout(send_timeout) end
     -- one protected call around the whole connection: fewer frames held
     -- by every idle connection's task (issue 13)
     local ok, err = pcall(serve_requests, stream, handler, opts, conn)
