@@ -362,20 +362,19 @@ end
 -- error worth a log line.
 local ends = { io = true, closed = true, timeout = true }
 
-local function serve_connection(stream, handler, opts, conn)
-  if opts.send_timeout and opts.send_timeout > 0 then stream:set_send_timeout(opts.send_timeout) end
-  local ok, err = pcall(serve_requests, stream, handler, opts, conn)
-  if not ok and not (type(err) == "table" and ends[err.kind]) then
-    error(err, 0)
-  end
-end
-
--- Wait until every connection in conns has ended.
+-- Wait until every connection in conns has ended. A connection's event is
+-- made only here, when something waits on it: an idle connection costs
+-- less without one (issue 13).
 local function wait_conns(conns)
   while true do
     local conn = next(conns)
     if not conn then return end
-    conn.done:wait()
+    local done = conn.done
+    if not done then
+      done = loom.event()
+      conn.done = done
+    end
+    done:wait()
   end
 end
 
@@ -386,18 +385,22 @@ function http.listen(host, port, handler, opts)
   for k, v in pairs(DEFAULTS) do opts[k] = v end
   for k, v in pairs(given) do opts[k] = v end
   local gzmin = opts.compress and math.tointeger(opts.compress_min) or nil
+  local send_timeout = opts.send_timeout and opts.send_timeout > 0 and opts.send_timeout or nil
   handler = http._access_logged(handler, opts.access_log)
   local conns, closing = {}, false
   local srv
   srv = net.listen(host, port, function(stream)
     if closing then return end -- accepted just before shutdown
-    local conn = { open = true, task = loom.current(), done = loom.event(), gzmin = gzmin,
+    if send_timeout then stream:set_send_timeout(send_timeout) end
+    local conn = { open = true, task = loom.current(), gzmin = gzmin,
       gzlevel = opts.compress_level }
     conns[conn] = true
-    local ok, err = pcall(serve_connection, stream, handler, opts, conn)
+    -- one protected call around the whole connection: fewer frames held
+    -- by every idle connection's task (issue 13)
+    local ok, err = pcall(serve_requests, stream, handler, opts, conn)
     conns[conn] = nil
-    conn.done:set()
-    if not ok then error(err, 0) end
+    if conn.done then conn.done:set() end
+    if not ok and not (type(err) == "table" and ends[err.kind]) then error(err, 0) end
   end, { backlog = opts.backlog, reuseport = opts.reuseport, tls = opts.tls })
   -- shutdown(grace): stop accepting; idle connections close now; requests
   -- in flight get up to grace seconds to finish, then are cancelled.
