@@ -9,16 +9,7 @@
 #include <lauxlib.h>
 #include "loom.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                       \
-  do {                                                                    \
-    if (cond) passed++;                                                   \
-    else {                                                                \
-      failed++;                                                           \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                     \
-  } while (0)
+#include "check.h"
 
 static loom_future_t *pending_future;
 

@@ -13,16 +13,7 @@
 #include <lauxlib.h>
 #include "loom.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                       \
-  do {                                                                    \
-    if (cond) passed++;                                                   \
-    else {                                                                \
-      failed++;                                                           \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                     \
-  } while (0)
+#include "check.h"
 
 static const char *global_string(loom_t *rt, const char *name) {
   lua_State *L = loom_state(rt);

@@ -11,16 +11,7 @@
 #include <uv.h>
 #include "loom.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                       \
-  do {                                                                    \
-    if (cond) passed++;                                                   \
-    else {                                                                \
-      failed++;                                                           \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                     \
-  } while (0)
+#include "check.h"
 
 /* A runtime with only the core and loom.worker, as a sandboxing host makes. */
 static loom_t *new_runtime(void) {
