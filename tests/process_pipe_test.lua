@@ -5,29 +5,8 @@ local loom = require "loom"
 local fs = require "loom.fs"
 local process = require "loom.process"
 
-local function pids(cmd)
-  local r = process.run({ "pgrep", "-x", "-f", cmd })
-  local out = {}
-  for pid in r.stdout:gmatch("%d+") do out[#out + 1] = tonumber(pid) end
-  return out
-end
-
--- Wait (at most 3 s) until no process runs cmd: a killed process needs a
--- moment to go; this polls for that, it does not stand in for an event.
-local function gone(cmd)
-  local deadline = loom.now() + 3
-  repeat
-    if #pids(cmd) == 0 then return true end
-    loom.sleep(0.02)
-  until loom.now() > deadline
-  return false
-end
-
-local function reap(cmd)
-  for _, pid in ipairs(pids(cmd)) do process.run({ "kill", "-KILL", tostring(pid) }) end
-end
-
-local function fd_count() return #fs.readdir("/proc/self/fd") end
+local procs = require "helpers.procs"
+local pids, gone, reap, fd_count = procs.pids, procs.gone, procs.reap, procs.fd_count
 
 t.test("pipe connects stdout to stdin and returns the last result", function()
   local r = process.pipe({ "printf", "a\\nxb\\nxc\\n" }, { "grep", "x" }, { "wc", "-l" })

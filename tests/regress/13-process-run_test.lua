@@ -11,32 +11,9 @@ local process = require "loom.process"
 local LOOM = os.getenv("LOOM_BIN") or "build/loom"
 local BIG = string.rep("x", 50 * 1024 * 1024) -- far more than a pipe holds
 
--- pids of the processes whose command line is exactly cmd (pgrep -x -f).
-local function pids(cmd)
-  local r = process.run({ "pgrep", "-x", "-f", cmd })
-  local out = {}
-  for pid in r.stdout:gmatch("%d+") do out[#out + 1] = tonumber(pid) end
-  return out
-end
-
--- Wait (at most 3 s) until no process runs cmd; true when none does. A
--- killed process needs a moment to go; this polls for that, it does not
--- stand in for an event.
-local function gone(cmd)
-  local deadline = loom.now() + 3
-  repeat
-    if #pids(cmd) == 0 then return true end
-    loom.sleep(0.02)
-  until loom.now() > deadline
-  return false
-end
-
--- End what a failing test left behind, by pid.
-local function reap(cmd)
-  for _, pid in ipairs(pids(cmd)) do process.run({ "kill", "-KILL", tostring(pid) }) end
-end
-
-local function fd_count() return #fs.readdir("/proc/self/fd") end
+package.path = "tests/?.lua;" .. package.path -- tests/helpers, from tests/regress
+local procs = require "helpers.procs"
+local pids, gone, reap, fd_count = procs.pids, procs.gone, procs.reap, procs.fd_count
 
 -- The process group and session of the process whose /proc stat is text.
 local function pgrp_sid(stat)
