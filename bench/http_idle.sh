@@ -22,7 +22,7 @@ fi
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$tmp/nginx.pid" ] && kill $(cat "$tmp/nginx.pid") 2>/dev/null; rm -rf "$tmp"' EXIT
 cc -O2 -o "$tmp/client" bench/echo_client.c -luv
-ulimit -n $((conns + 1024))
+ulimit -n $((2 * conns + 1024)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 port=18500
 
 nginx_conf() {
@@ -31,11 +31,11 @@ nginx_conf() {
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
 worker_processes 1;
-worker_rlimit_nofile $((conns + 1024));
+worker_rlimit_nofile $((2 * conns + 1024));
 daemon on;
 pid $tmp/nginx.pid;
 error_log $tmp/nginx/logs/error.log crit;
-events { worker_connections $((conns + 512)); }
+events { worker_connections $((2 * conns + 512)); } # nginx 1.22 warned "not enough, reusing connections" at conns + 512
 http {
   access_log off;
   keepalive_timeout 300s;
@@ -70,7 +70,7 @@ stop() {
 }
 rss_kib() { awk '/VmRSS/ { print $2 }' /proc/$1/status; }
 
-declare -A PER BASE HELD
+declare -A PER BASE HELD SERIES
 for s in loom nginx node; do
   start $s
   # a few requests first so that every server has warmed its code paths
@@ -87,7 +87,15 @@ for s in loom nginx node; do
     BASE[$s]=0 HELD[$s]=0 PER[$s]=n/a
     continue
   fi
-  sleep 1 # the measured thing: the server has answered and settled
+  # the measured thing: the server has answered and settled. RSS is read
+  # every second for 5 s (loom parks a connection idle for 1 s and gives the
+  # freed memory back a second after the last one); the last is the figure
+  series=""
+  for _ in 1 2 3 4 5; do
+    sleep 1
+    series="$series $(( ($(rss_kib $pid) - base) * 1024 / conns ))"
+  done
+  SERIES[$s]=$series
   held=$(rss_kib $pid)
   kill $cli 2>/dev/null || true; wait $cli 2>/dev/null || true
   stop $s
@@ -101,7 +109,8 @@ printf '%-32s %12s %14s\n' "" "B per conn" "RSS MiB"
 for s in loom nginx node; do
   case $s in loom) n="loom (router route)" ;; nginx) n="nginx + content_by_lua_block" ;;
     node) n="node http" ;; esac
-  printf '%-32s %12s %8s -> %s\n' "$n" "${PER[$s]}" "$((BASE[$s] / 1024))" "$((HELD[$s] / 1024))"
+  printf '%-32s %12s %8s -> %s   (B/conn at 1..5 s:%s)\n' "$n" "${PER[$s]}" "$((BASE[$s] / 1024))" \
+    "$((HELD[$s] / 1024))" "${SERIES[$s]:-}"
 done
 ok() { awk "BEGIN { exit !($1) }" && echo "MET   " || echo "MISSED"; }
 echo

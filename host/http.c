@@ -377,8 +377,8 @@ static int l_read_head(lua_State *L) {
 /* ---- the server's request loop ----
 **
 ** next_request(stream, Request, max_header_bytes, max_headers, wait,
-**              header_timeout, max_body_bytes, idle_timeout, codings)
-**   -> request, or nil [, status, reason]
+**              header_timeout, max_body_bytes, idle_timeout, codings, park)
+**   -> request, or nil [, status, reason], or false
 ** Waits up to `wait` seconds for the first byte of the next request, then up
 ** to header_timeout for its whole head; parses it and returns the request
 ** table (metatable Request): the parse_request fields plus path, _qs,
@@ -386,11 +386,15 @@ static int l_read_head(lua_State *L) {
 ** Request:read reads). codings: gzip and deflate under chunked are taken
 ** (and undone); else such a request is refused with 501. nil alone: the
 ** connection is over (closed, idle, a read failed); nil, status, reason:
-** refuse the request with that status. */
+** refuse the request with that status. park > 0 (less than wait, or wait
+** none): after that long with no byte, a stream that can be parked (see
+** stream_park.c) is not waited on any longer: false, park it. */
 
 enum { NR_STREAM = 1, NR_MT, NR_MAXHB, NR_MAXH, NR_WAIT, NR_HTIMEOUT, NR_MAXBODY, NR_IDLE,
-       NR_CODINGS, NR_DEADLINE };
-enum { NR_MORE = 0, NR_HEAD = 1 }; /* what a wait was for (the low bit of its ctx) */
+       NR_CODINGS, NR_PARK, NR_DEADLINE };
+/* what a wait was for: the low bit of its ctx (a head's waits keep the
+** bytes searched above it); a first byte's wait that may end in parking */
+enum { NR_MORE = 0, NR_HEAD = 1, NR_PARKWAIT = 2 };
 
 static int refuse(lua_State *L, int status, const char *why) {
   lua_pushnil(L);
@@ -476,12 +480,18 @@ static int next_head(lua_State *L, stream_t *s, size_t from) {
   return 1;
 }
 
+static int first_byte(lua_State *L, stream_t *s, int parked);
+
 static int next_k(lua_State *L, int status, lua_KContext ctx) {
   task_t *t = task_current(L);
   int wake = t->wake;
   (void)status;
   if (wake == WAKE_INTERRUPT) return task_resumed(L, t); /* cancelled: raise */
   t->wake = WAKE_VALUES;
+  if (ctx == NR_PARKWAIT && wake == WAKE_ERROR && err_is_kind(L, -1, "timeout")) {
+    lua_settop(L, NR_DEADLINE); /* the time to park came: look again */
+    return first_byte(L, *(stream_t **)lua_touserdata(L, NR_STREAM), 1);
+  }
   if (wake == WAKE_ERROR || !lua_toboolean(L, -1)) { /* timed out, failed, or the end */
     lua_pushnil(L);
     return 1;
@@ -490,20 +500,36 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   return next_head(L, stream_check(L, NR_STREAM), (size_t)(ctx >> 1));
 }
 
-static int l_next_request(lua_State *L) {
-  stream_t *s = stream_check(L, NR_STREAM);
-  int r;
-  luaL_checktype(L, NR_MT, LUA_TTABLE);
-  lua_settop(L, NR_DEADLINE); /* the head's deadline: nil until its first byte */
-  r = stream_try_read(L, s, READ_MORE, 0); /* the first byte (idle wait) */
-  if (r == 0)
-    return stream_wait_read(L, s, READ_MORE, 0, lua_tonumber(L, NR_WAIT), NR_MORE, next_k);
+/* Wait for the first byte of a request (the idle wait), or take it. After
+** the park wait (parked: 1), an idle stream that can be parked is given up
+** (false); one that cannot (a response still draining) is waited on for
+** the rest of `wait`. */
+static int first_byte(lua_State *L, stream_t *s, int parked) {
+  double wait = lua_tonumber(L, NR_WAIT), park = lua_tonumber(L, NR_PARK);
+  int r = s->closed ? -1 : stream_try_read(L, s, READ_MORE, 0);
+  if (r == 0) {
+    int may_park = park > 0 && (wait <= 0 || park < wait) && stream_parkable(s);
+    if (parked && may_park) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    if (may_park) return stream_wait_read(L, s, READ_MORE, 0, park, NR_PARKWAIT, next_k);
+    if (parked && wait > 0) wait = wait > park ? wait - park : 0.001;
+    return stream_wait_read(L, s, READ_MORE, 0, wait, NR_MORE, next_k);
+  }
   if (r < 0 || !lua_toboolean(L, -1)) { /* the end */
     lua_pushnil(L);
     return 1;
   }
   lua_pop(L, 1);
   return next_head(L, s, 0);
+}
+
+static int l_next_request(lua_State *L) {
+  stream_t *s = stream_check(L, NR_STREAM);
+  luaL_checktype(L, NR_MT, LUA_TTABLE);
+  lua_settop(L, NR_DEADLINE); /* the head's deadline: nil until its first byte */
+  return first_byte(L, s, 0);
 }
 
 /* ---- response heads ---- */

@@ -32,8 +32,11 @@ typedef struct tentry {
 /* TE_SLEEP: a task's loom.sleep (the tentry is task.w.tm); TE_SCOPE: a
 ** timeout scope (scope_t starts with its tentry); TE_DEADLINE: the deadline
 ** of one wait (task.w.tm too, with TF_DEADLINE; see task_set_deadline);
-** TE_SEND: a stream's send timeout (stream_timeout.c). */
-enum { TE_SLEEP = 1, TE_SCOPE, TE_DEADLINE, TE_SEND };
+** TE_SEND: a stream's send timeout (stream_timeout.c); TE_PARK: the idle
+** deadline of a parked stream (the same entry, stream.wtm: a parked stream
+** has nothing queued); TE_TRIM: the runtime gives memory back after a burst
+** of parking (rt_trim_soon). */
+enum { TE_SLEEP = 1, TE_SCOPE, TE_DEADLINE, TE_SEND, TE_PARK, TE_TRIM };
 
 /* Task states, as task:status() reports them (T_NEW, T_READY, T_WAIT are
 ** "pending"/"running" to scripts). */
@@ -153,6 +156,11 @@ struct loom {
   void *report_ud;
   char *warnbuf;        /* a warning being assembled (lua_warn pieces) */
   int err_ref;          /* the last error value (loom_push_error) */
+  void *slabs;          /* stream_park.c: chunks of stream_t slots with room */
+  void *slab_spare;     /* one empty chunk kept for the next stream */
+  uint32_t parks;       /* streams parked since the last trim */
+  tentry_t trim_tm;     /* TE_TRIM */
+  uint64_t trim_first;  /* when the pending trim was first asked for */
 };
 
 /* sandbox.c */
@@ -191,6 +199,10 @@ void *rt_realloc(loom_t *rt, void *ptr, size_t osize, size_t nsize);
 void rt_free(loom_t *rt, void *ptr, size_t size);
 void *rt_rbuf_get(loom_t *rt);
 void rt_rbuf_put(loom_t *rt, void *p);
+/* After a burst of parked connections, once things are quiet: a full
+** collection, the small-block lists and the C heap's free pages given back. */
+void rt_trim_soon(loom_t *rt);
+void rt_trim(loom_t *rt);
 
 /* handle.c: C classes and the lifetime of boxed objects with handles. */
 typedef struct hlife {
@@ -351,6 +363,8 @@ struct stream {
   double wtimeout;       /* seconds without write progress before an abort; 0: none */
   uint64_t wlast;        /* uv_hrtime() of the last write progress */
   int reset;             /* close with a reset (SO_LINGER 0), dropping unsent bytes */
+  struct park_group *park; /* parked in this group (stream_park.c); NULL: not */
+  stream_t *pprev, *pnext; /* the group's parked streams */
 };
 
 stream_t *stream_new(lua_State *L, uv_loop_t *loop, int kind);
@@ -375,6 +389,20 @@ void stream_send_fired(loom_t *rt, stream_t *s);
 int stream_set_send_timeout(lua_State *L);
 void stream_send_linger(stream_t *s);
 int stream_push_address(lua_State *L, const struct sockaddr *sa);
+/* stream.c for stream_park.c: the Stream at idx leaves its box (which then
+** reads as closed) and gives its read buffer back; a new box for s. */
+stream_t *stream_unbox(lua_State *L, int idx);
+void stream_rebox(lua_State *L, stream_t *s);
+/* stream_park.c: idle server connections parked without a task, and the
+** slabs every stream_t comes from. */
+int stream_parkable(stream_t *s);
+void stream_park_wake(stream_t *s);  /* bytes arrived */
+void stream_park_end(stream_t *s);   /* the end, an error, the deadline: close */
+int stream_l_park_group(lua_State *L); /* net core: park_group(fn) */
+void stream_park_fired(loom_t *rt, stream_t *s); /* TE_PARK is due */
+stream_t *stream_slab_get(loom_t *rt);
+void stream_slab_put(loom_t *rt, stream_t *s);
+void stream_slab_release(loom_t *rt);
 void stream_open(lua_State *L);
 /* tls.c: the Stream's TLS methods (nil on a plain stream), part of the
 ** class from the start whether or not loom.tls was loaded */

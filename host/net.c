@@ -771,7 +771,8 @@ int luaopen_loom_net_core(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"resolve", l_resolve}, {"connect", l_connect},
       {"connect_unix", l_connect_unix}, {"listen", l_listen},
-      {"listen_unix", l_listen_unix}, {"udp", l_udp}, {NULL, NULL}};
+      {"listen_unix", l_listen_unix}, {"udp", l_udp},
+      {"park_group", stream_l_park_group}, {NULL, NULL}};
   stream_open(L);
   class_new(L, LISTENER_MT, lm, li_gc);
   class_new(L, UDP_MT, um, u_gc);

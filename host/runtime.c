@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <lualib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include "internal.h"
 
 loom_t *rt_get(lua_State *L) { return *(loom_t **)lua_getextraspace(L); }
@@ -129,6 +132,47 @@ static void *rt_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return p;
   }
   return block_malloc(rt, ptr, old, nsize);
+}
+
+/* ---- giving memory back after a burst ---- */
+
+/* Parked connections (stream_park.c) leave their tasks' memory behind as
+** garbage, which a quiet server would not collect (the collector runs as
+** Lua allocates) and glibc would not give back (free pages inside its heap
+** stay mapped). After TRIM_PARKS parkings, once none came for TRIM_QUIET
+** (or TRIM_MAX after the first), the runtime collects in full, empties the
+** small-block lists and has malloc give its free pages back. */
+#define TRIM_PARKS 256
+#define TRIM_QUIET 1000000000ull  /* ns */
+#define TRIM_MAX 10000000000ull   /* ns */
+
+void rt_trim_soon(loom_t *rt) {
+  uint64_t now;
+  if (++rt->parks < TRIM_PARKS) return;
+  now = uv_hrtime();
+  if (rt->trim_tm.idx) {
+    if (now - rt->trim_first > TRIM_MAX) return; /* due soon anyway */
+    heap_remove(rt, &rt->trim_tm);
+  } else {
+    rt->trim_first = now;
+  }
+  rt->trim_tm.kind = TE_TRIM;
+  rt->trim_tm.weak = 1; /* never keeps the program alive */
+  rt->trim_tm.due = now + TRIM_QUIET;
+  heap_push(rt, &rt->trim_tm);
+}
+
+void rt_trim(loom_t *rt) {
+  rt->parks = 0;
+  if (!rt->L || rt->closing || !lua_gc(rt->L, LUA_GCISRUNNING)) return; /* stopped by the script */
+  /* twice: what has a finalizer (a parked stream's old box) is freed by
+  ** the cycle after the one that finalizes it */
+  lua_gc(rt->L, LUA_GCCOLLECT);
+  lua_gc(rt->L, LUA_GCCOLLECT);
+  block_flush(rt);
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
 }
 
 /* ---- the runtime's own buffers, counted with Lua's memory ---- */
@@ -667,6 +711,7 @@ void loom_free(loom_t *rt) {
   }
   if (sigint_rt == rt) loom_catch_sigint(NULL);
   block_flush(rt);
+  stream_slab_release(rt);
   /* every counted byte was given back: Lua's by lua_close, the streams'
   ** buffers by their close callbacks (a loaned state counts only those) */
   assert(rt->mem_used == 0 || !rt->own);
@@ -779,7 +824,7 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "tasks");
   lua_pushinteger(L, ready);
   lua_setfield(L, -2, "ready");
-  lua_pushinteger(L, (lua_Integer)rt->nheap);
+  lua_pushinteger(L, (lua_Integer)(rt->nheap - (rt->trim_tm.idx ? 1 : 0))); /* not the runtime's own */
   lua_setfield(L, -2, "timers");
   lua_pushinteger(L, (lua_Integer)rt->mem_used);
   lua_setfield(L, -2, "memory");

@@ -59,7 +59,7 @@ static void read_cb(uv_stream_t *h, ssize_t n, const uv_buf_t *buf);
 static void stream_free(stream_t *s) {
   rt_free(s->rt, s->rbuf, s->rcap);
   free(s->emsg);
-  free(s);
+  stream_slab_put(s->rt, s);
 }
 
 static void close_cb(uv_handle_t *h) {
@@ -91,16 +91,17 @@ static stream_box *push_box(lua_State *L) {
 /* The open stream at idx, or raise kind "closed". */
 stream_t *stream_check(lua_State *L, int idx) {
   stream_t *s = *check_box(L, idx);
-  if (s->closed) err_raise(L, "closed", NULL, "stream is closed");
+  if (!s || s->closed) err_raise(L, "closed", NULL, "stream is closed"); /* !s: parked */
   return s;
 }
 
 /* A new stream of kind with the fields every kind shares; NULL when memory
 ** is short. No Lua call: its box is pushed first (see push_box). */
 static stream_t *stream_alloc(lua_State *L, int kind) {
-  stream_t *s = (stream_t *)calloc(1, sizeof *s);
+  loom_t *rt = rt_get(L);
+  stream_t *s = stream_slab_get(rt);
   if (!s) return NULL;
-  s->rt = rt_get(L);
+  s->rt = rt;
   s->kind = kind;
   s->limit = 64 * 1024;
   s->life.boxed = 1;
@@ -128,7 +129,7 @@ stream_t *stream_new_raw(lua_State *L, uv_loop_t *loop, int kind, int *err) {
   r = kind == STREAM_TCP ? uv_tcp_init(loop, &s->h.tcp)
       : kind == STREAM_TTY ? UV_EINVAL : uv_pipe_init(loop, &s->h.pipe, 0);
   if (r < 0) {
-    free(s);
+    stream_slab_put(s->rt, s);
     lua_pop(L, 1);
     *err = r;
     return NULL;
@@ -147,7 +148,7 @@ static stream_t *fill_fd_box(lua_State *L, uv_loop_t *loop, int fd, int kind, in
   if (s && kind == STREAM_TTY && (r = uv_tty_init(loop, &s->h.tty, fd, 0)) == 0)
     s->h.handle.data = s;
   if (r < 0) {
-    free(s);
+    if (s) stream_slab_put(s->rt, s);
     close(fd);
     lua_pop(L, 1);
     *err = r;
@@ -250,7 +251,8 @@ void stream_close(stream_t *s) {
 ** to be sent. For an owner that must not wait on a peer that stopped
 ** reading, such as process.run giving up on a child. Idempotent. */
 int stream_abort(lua_State *L) {
-  stream_close(*check_box(L, 1));
+  stream_t *s = *check_box(L, 1);
+  if (s) stream_close(s);
   return 0;
 }
 
@@ -260,7 +262,7 @@ int stream_abort(lua_State *L) {
 static void update_reading(stream_t *s) {
   int waiting, want;
   if (s->kind == STREAM_FILE) return;
-  waiting = s->reader || s->hold;
+  waiting = s->reader || s->hold || s->park; /* a parked stream waits for its next request */
   want = !s->eof && !s->closed && (waiting || buffered(s) < RHWM);
   if (want && !s->reading && uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0)
     s->reading = 1;
@@ -533,6 +535,7 @@ void stream_deliver(stream_t *s, const char *data, size_t n) {
   }
   if (n && append(s, data, n) < 0) buffer_full(s);
   if (s->reader) serve_reader(s);
+  else if (s->park) stream_park_wake(s); /* its next request: a task again */
   update_reading(s);
 }
 
@@ -540,6 +543,10 @@ void stream_deliver(stream_t *s, const char *data, size_t n) {
 void stream_deliver_eof(stream_t *s, int err) {
   s->eof = 1;
   if (err && !s->rerr) s->rerr = err;
+  if (s->park) { /* an idle connection ended: nothing to tell anyone */
+    stream_park_end(s);
+    return;
+  }
   serve_reader(s);
   update_reading(s);
 }
@@ -680,6 +687,25 @@ static void release_rbuf(stream_t *s) {
   else rt_free(s->rt, s->rbuf, s->rcap);
   s->rbuf = NULL;
   s->rpos = s->rlen = s->rcap = s->scan = 0;
+}
+
+/* The Stream at idx leaves its box for a park group (stream_park.c): the
+** box reads as closed from now on, its collection frees nothing, and the
+** read buffer (empty: the stream is idle) is given back. */
+stream_t *stream_unbox(lua_State *L, int idx) {
+  stream_t **box = check_box(L, idx), *s = *box;
+  *box = NULL;
+  s->life.boxed = 0;
+  release_rbuf(s);
+  return s;
+}
+
+/* Push a new box for s, which has none (a parked stream going back to a
+** task). Raises for want of memory with s still boxless. */
+void stream_rebox(lua_State *L, stream_t *s) {
+  stream_box *b = push_box(L);
+  b->s = s;
+  s->life.boxed = 1;
 }
 
 /* Wait for a read of this mode that stream_try_read could not serve: k
@@ -962,7 +988,7 @@ static int close_k(lua_State *L, int status, lua_KContext ctx) {
 static int s_close(lua_State *L) {
   stream_t *s = *check_box(L, 1);
   task_t *t = task_current(L);
-  if (s->closed) return 0;
+  if (!s || s->closed) return 0;
   if (s->wqueued && !s->werr && t && task_can_wait(L) && !task_interrupted(t)) {
     stream_send_linger(s); /* a peer that stops reading: no endless wait */
     return wait_flushed(L, s, close_k);

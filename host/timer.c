@@ -131,6 +131,12 @@ static void timer_cb(uv_timer_t *h) {
     } else if (e->kind == TE_SEND) {
       heap_pop(rt);
       stream_send_fired(rt, (stream_t *)((char *)e - offsetof(stream_t, wtm)));
+    } else if (e->kind == TE_PARK) {
+      heap_pop(rt);
+      stream_park_fired(rt, (stream_t *)((char *)e - offsetof(stream_t, wtm)));
+    } else if (e->kind == TE_TRIM) {
+      heap_pop(rt);
+      rt_trim(rt);
     } else {
       heap_pop(rt);
       scope_expire(rt, (scope_t *)e);

@@ -608,6 +608,24 @@ test("curl refuses the loom server's certificate without the CA", function()
   end)
 end, { skip = not HAVE_CURL and "the curl command is missing" or nil })
 
+test("an idle TLS keep-alive connection is not parked and goes on (issue 13)", function()
+  local http = require "loom.http"
+  local srv <close> = http.listen("127.0.0.1", 0, function(req) return 200, "hi " .. req.path end,
+    { tls = server_tls(), _park_after = 0.05 })
+  local s <close> = net.connect("127.0.0.1", srv.port, { tls = { verify = false } })
+  local function get(path)
+    s:write("GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+    local head = s:read_until("\r\n\r\n")
+    local n = tonumber(head:match("[Cc]ontent%-[Ll]ength: (%d+)"))
+    return head:match("^HTTP/1%.1 (%d+)"), s:read_exactly(n)
+  end
+  t.eq({ get("/a") }, { "200", "hi /a" })
+  loom.sleep(0.3) -- past _park_after: a TLS stream keeps its task
+  t.eq(srv.parked:count(), 0)
+  t.eq({ get("/b") }, { "200", "hi /b" })
+  srv:shutdown()
+end)
+
 -- ---- end ----
 
 -- (LOOM_KEEP_CERTS=1 keeps them, to reproduce a failure by hand)

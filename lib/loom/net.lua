@@ -109,19 +109,32 @@ debug.getregistry()["loom.servers"] = servers
 -- (shared with loom.http's handlers, which are reported the same way)
 local error_text, handler_traceback = loom._error_text, loom._handler_traceback
 
--- One connection: the TLS handshake if any, then the handler; close the
--- stream, log a failure (a failed handshake is logged as such, as Go does:
--- the handler never saw the connection).
-local function serve(srv, handler, s)
+-- A handler that returns PARK, secs leaves its idle connection to the
+-- server's park group (loom.http does, for a keep-alive connection idle for
+-- a while): the task ends, the stream waits without one, and its next bytes
+-- start the handler again in a new task with the same stream (a new
+-- object: the old one reads as closed); nothing for secs (> 0) closes it.
+local PARK = setmetatable({}, { __name = "loom.net.PARK" })
+net._PARK = PARK
+
+-- One connection: the TLS handshake if any (not when a parked connection
+-- comes back), then the handler; close the stream, log a failure (a failed
+-- handshake is logged as such, as Go does: the handler never saw the
+-- connection).
+local function serve(srv, handler, s, resumed)
   local me = loom.current()
-  local ok, err, what = true, nil, "error in connection handler"
-  if srv.tls then
+  local ok, err, what, secs = true, nil, "error in connection handler", nil
+  if srv.tls and not resumed then
     ok, err = pcall(srv.tls, s)
     if ok then s = err else what = "TLS handshake failed" end
   end
-  if ok then ok, err = xpcall(handler, handler_traceback, s) end
-  pcall(s.close, s)
+  if ok then ok, err, secs = xpcall(handler, handler_traceback, s) end
   srv.conns[me] = nil
+  if ok and err == PARK then
+    local pok, parked = pcall(srv.parked.park, srv.parked, s, secs)
+    if pok and parked then return end
+  end
+  pcall(s.close, s)
   if not ok and not (type(err) == "table" and err.kind == "cancelled") then
     io.stderr:write("loom: ", what, ": ", error_text(err), "\n")
   end
@@ -163,6 +176,10 @@ end
 local function start_server(listener, handler, server_handshake)
   local srv = setmetatable({ listener = listener, conns = {}, closed = loom.event(),
     tls = server_handshake }, Server)
+  srv.parked = core.park_group(function(s)
+    srv.conns[loom.current()] = s
+    return serve(srv, handler, s, true)
+  end)
   servers[srv] = true
   srv.acceptor = loom.spawn(function()
     while true do
@@ -230,6 +247,7 @@ end
 -- then cancel the rest and wait for them.
 function Server:shutdown(grace)
   self:close()
+  self.parked:close() -- idle connections go at once
   -- the acceptor may hold a connection accepted just before the close
   local interrupt = await_end(self.acceptor)
   if not interrupt and grace and grace > 0 then
@@ -244,6 +262,7 @@ function Server:shutdown(grace)
     end)
     if not ok and type(err) == "table" and err.kind == "cancelled" then interrupt = err end
   end
+  self.parked:close() -- idle connections (and any parked during the grace)
   for t in pairs(self.conns) do t:cancel() end
   for t, s in pairs(self.conns) do
     local e = await_end(t) -- once each: a timeout of ours raises at once
@@ -251,6 +270,7 @@ function Server:shutdown(grace)
     pcall(s.close, s) -- a handler cancelled before it started never closed its stream
     self.conns[t] = nil
   end
+  self.parked:close()
   if interrupt then error(interrupt, 0) end
 end
 
