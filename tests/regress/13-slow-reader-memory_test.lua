@@ -48,11 +48,12 @@ t.test("a streamed chunk is not kept as a string while it waits for the client",
 end)
 
 -- http.static: a client that never reads gets the first chunks, then the
--- server waits; a client that reads gets every byte. The files' 16 KiB reads
--- (no read-ahead) cover a range that ends inside a chunk and at the end.
+-- server waits; a client that reads gets every byte. Chunks are 16 KiB
+-- until the client has taken 8 MiB, then grow while it keeps up, to at most
+-- 64 KiB. The range ends at the end of the file, inside a chunk.
 t.test("http.static streams in exact parts to a slow and a reading client", function()
   local dir = fs.mkdtemp()
-  local size = 9 * 1024 * 1024 + 12345 -- streamed (over 8 MiB), not a multiple of 16 KiB
+  local size = 12 * 1024 * 1024 + 12345 -- streamed (over 8 MiB), not a multiple of 16 KiB
   do
     local f <close> = fs.open(dir .. "/big.bin", "wb")
     for i = 0, size // 65536 do
@@ -60,29 +61,34 @@ t.test("http.static streams in exact parts to a slow and a reading client", func
     end
   end
   local srv = http.listen("127.0.0.1", 0, http.static(dir))
-  local slow = net.connect("127.0.0.1", srv.port)
-  slow:write("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-  t.ok(slow:read_until("\r\n\r\n"):find("^HTTP/1.1 200"), "the slow client's answer began")
-  local s = net.connect("127.0.0.1", srv.port)
-  local first, last = 17, size - 1
-  s:write(("GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-\r\n\r\n"):format(first))
-  local head = s:read_until("\r\n\r\n")
-  t.ok(head:find("^HTTP/1.1 206"), head)
-  local parts, got = {}, 0
-  while true do -- chunked
-    local n = tonumber(s:read_line(), 16)
-    if n == 0 then break end
-    parts[#parts + 1] = s:read_exactly(n)
-    got = got + n
-    s:read_line()
-  end
-  local body = table.concat(parts)
-  t.eq(#body, last - first + 1)
-  t.ok(body == fs.read_file(dir .. "/big.bin"):sub(first + 1), "the same bytes")
-  s:close()
-  slow:close()
+  local ok, err = pcall(function()
+    local slow <close> = net.connect("127.0.0.1", srv.port)
+    slow:write("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    t.ok(slow:read_until("\r\n\r\n"):find("^HTTP/1.1 200"), "the slow client's answer began")
+    local s <close> = net.connect("127.0.0.1", srv.port)
+    local first, last = 17, size - 1
+    s:write(("GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-\r\n\r\n"):format(first))
+    local head = s:read_until("\r\n\r\n")
+    t.ok(head:find("^HTTP/1.1 206"), head)
+    local parts, got, early, most = {}, 0, 0, 0
+    while true do -- chunked
+      local n = tonumber(s:read_line(), 16)
+      if n == 0 then break end
+      if got < 8 * 1024 * 1024 then early = math.max(early, n) end
+      most = math.max(most, n)
+      parts[#parts + 1] = s:read_exactly(n)
+      got = got + n
+      s:read_line()
+    end
+    local body = table.concat(parts)
+    t.eq(#body, last - first + 1)
+    t.ok(body == fs.read_file(dir .. "/big.bin"):sub(first + 1), "the same bytes")
+    t.eq(early, 16384, "the largest chunk of the first 8 MiB")
+    t.ok(most > 16384 and most <= 65536, "the largest chunk: " .. most)
+  end)
   srv:shutdown(2)
   fs.remove(dir, { recursive = true })
+  if not ok then error(err, 0) end
 end)
 
 -- A file cut short while it is streamed: the answer ends without its last
