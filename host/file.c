@@ -291,7 +291,6 @@ static int read_more(fsreq_t *r) {
   size_t a = avail(f), want = FILE_CHUNK, size;
   uv_buf_t iov;
   int rc;
-  if (r->op == OP_READ && r->n > a && r->n - a > want) want = r->n - a;
   if (r->op == OP_READ && r->n >= FILE_DIRECT) want = r->n - a; /* and no more */
   if (r->op == OP_ALL && a > want) want = a < FILE_MAXREQ ? a : FILE_MAXREQ;
   if ((rc = buf_room(f, want)) < 0) return rc;
