@@ -20,6 +20,7 @@
 
 #define FILE_CHUNK (64 * 1024)     /* a read when no size is asked for */
 #define FILE_MAXREQ (1024 * 1024)  /* largest single request */
+#define FILE_DIRECT (16 * 1024)    /* a read(n) of this many or more: no read-ahead */
 
 static const char *FILE_MT = "loom.File";
 
@@ -96,7 +97,8 @@ static int buf_room(file_t *f, size_t want) {
   /* a huge read(n), or a line that never ends, fails here */
   most = fs_mem_limit(f->st);
   if (want > most || f->len > most - want) return UV_ENOMEM;
-  for (cap = f->cap ? f->cap : FILE_CHUNK; cap - f->len < want; cap *= 2) {}
+  cap = f->cap ? f->cap : want >= FILE_DIRECT ? want : FILE_CHUNK;
+  while (cap - f->len < want) cap *= 2;
   if (cap > most) cap = f->len + want;
   if (!(b = (char *)realloc(f->buf, cap))) return UV_ENOMEM;
   f->buf = b;
@@ -165,6 +167,7 @@ static int op_result(lua_State *L, file_t *f, const fop_t *p, int64_t size) {
   case OP_ALL:
     lua_pushlstring(L, s, k);
     buf_take(f, k);
+    if (p->op == OP_READ && p->n >= FILE_DIRECT && f->len == 0) buf_free(f);
     return 1;
   case OP_LINE:
     if ((nl = find_nl(f)) != NULL) {
@@ -279,16 +282,20 @@ static void file_req_end(fsreq_t *r) {
 /* ---- requests ---- */
 
 /* Read more into the buffer: what p still needs, in requests of at most
-** FILE_MAXREQ, so that a cancel takes effect between them. */
+** FILE_MAXREQ, so that a cancel takes effect between them. Small reads
+** read ahead (FILE_CHUNK); a read(n) of FILE_DIRECT or more reads just its
+** bytes, and op_result gives the emptied buffer back: a file streamed in
+** parts (http.static to a slow client) holds no buffer between reads. */
 static int read_more(fsreq_t *r) {
   file_t *f = r->file;
   size_t a = avail(f), want = FILE_CHUNK, size;
   uv_buf_t iov;
   int rc;
-  if (r->op == OP_READ && r->n > a && r->n - a > want) want = r->n - a;
+  if (r->op == OP_READ && r->n >= FILE_DIRECT) want = r->n - a; /* and no more */
   if (r->op == OP_ALL && a > want) want = a < FILE_MAXREQ ? a : FILE_MAXREQ;
   if ((rc = buf_room(f, want)) < 0) return rc;
   size = f->cap - f->len;
+  if (r->op == OP_READ && r->n >= FILE_DIRECT && size > want) size = want;
   iov = uv_buf_init(f->buf + f->len, (unsigned)(size > FILE_MAXREQ ? FILE_MAXREQ : size));
   return uv_fs_read(f->rt->loop, &r->req, f->fd, &iov, 1, f->seekable ? f->pos : -1,
                     fsreq_cb);

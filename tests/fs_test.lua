@@ -375,6 +375,26 @@ test("read sizes, chunks, the end of the file", function(d)
   t.eq(f:read("a"), "abcdefghij")
 end)
 
+-- A read of 16 KiB or more reads just its bytes (a file streamed in parts
+-- to slow clients holds no read-ahead per client); smaller reads read ahead.
+-- What the file holds past a read is therefore read when it is asked for.
+test("read(n) of 16 KiB or more reads no further than n", function(d)
+  local p = d .. "/f"
+  fs.write_file(p, ("a"):rep(100000))
+  local f <close> = fs.open(p)
+  local other <close> = fs.open(p, "r+")
+  t.eq(f:read(16384), ("a"):rep(16384))
+  other:seek("set", 16384)
+  other:write(("b"):rep(100000 - 16384))
+  t.eq(f:read(20000), ("b"):rep(20000), "bytes written after the read are seen")
+  t.eq(f:read(3), "bbb") -- a small read fills the buffer ahead...
+  other:seek("set", 16384 + 20003)
+  other:write(("c"):rep(10))
+  t.eq(f:read(3), "bbb", "...and is served from it")
+  t.eq(#f:read(100000), 100000 - 16384 - 20006, "fewer at the end")
+  t.eq(f:read(16384), nil)
+end)
+
 test("lines: without the newline, \\r kept, last line without one", function(d)
   local p = d .. "/f"
   fs.write_file(p, "one\ntwo\r\n\nlast")

@@ -137,7 +137,9 @@ local function send_stream(stream, req, body, chunked)
       if chunked then stream:write(("%x\r\n"):format(#chunk), chunk, "\r\n")
       else stream:write(chunk) end
       -- the next chunk only once this one is with the kernel: a client that
-      -- reads slowly holds one chunk here, not two (slowhttptest -X)
+      -- reads slowly holds one chunk here, not two (slowhttptest -X); and
+      -- not the string meanwhile: what the kernel did not take is a copy
+      chunk = nil
       stream:flush()
     end
   end
