@@ -866,21 +866,49 @@ general:
   return 1;
 }
 
+/* The Content-Length a handler gave with a streamed body (its headers at
+** hidx, any case): 1 with *n, 0 when none, -1 (message pushed) when it is
+** not a length. */
+static int given_length(lua_State *L, int hidx, lua_Integer *n) {
+  int found = 0;
+  if (!hidx) return 0;
+  lua_pushnil(L);
+  while (lua_next(L, hidx)) {
+    size_t nl;
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nl) : NULL;
+    if (name && http_ieq(name, nl, "content-length")) {
+      int isint = 0;
+      lua_Integer v = lua_tointegerx(L, -1, &isint); /* a number or a numeral */
+      lua_pop(L, 2);
+      if (!isint || v < 0) {
+        lua_pushliteral(L, "bad content-length for a streamed body");
+        return -1;
+      }
+      *n = v;
+      found = 1;
+      break;
+    }
+    lua_pop(L, 1);
+  }
+  return found;
+}
+
 /* respond(stream, req, status, body, headers, keep, conn) -> how: the general
 ** way a handler's answer leaves (status not an integer: 200).
 ** body a string: the response is sent; how is keep.
 ** body anything else (a function or callable table, streamed): the head is
-** sent; how is "chunked" (send the chunks, then keep), "raw" (HTTP/1.0:
-** send the bytes, then close) or "none" (no body may follow: HEAD, 1xx,
-** 204, 304; then keep).
+** sent; how is "chunked" (send the chunks, then keep), "length" (the
+** handler gave a Content-Length: send exactly that many bytes, then keep),
+** "raw" (HTTP/1.0: send the bytes, then close) or "none" (no body may
+** follow: HEAD, 1xx, 204, 304; then keep).
 ** "gzip": as "chunked", the chunks going through gzip_stream(level)
 ** (conn: the connection's table: gzmin, the least size of a string body
 ** to gzip, nil for none; gzlevel).
 ** nil, message: a bad status or header; nothing was sent. */
 static int l_respond(lua_State *L) {
   stream_t *s = stream_check(L, 1);
-  int isint, keep, http10, head_only, nobody, hidx, gz = 0, level;
-  lua_Integer status;
+  int isint, keep, http10, head_only, nobody, hidx, gz = 0, level, sized;
+  lua_Integer status, length = -1;
   hbuf h;
   const char *how;
   uv_buf_t buf;
@@ -902,15 +930,19 @@ static int l_respond(lua_State *L) {
     return 1;
   }
   nobody = head_only || http_no_body_status((long)status);
+  if ((sized = given_length(L, hidx, &length)) < 0) goto bad;
   if (http10 && !nobody) keep = 0; /* no chunked coding: the close ends the body */
-  how = nobody ? "none" : http10 ? "raw" : "chunked";
+  how = nobody ? "none" : http10 ? "raw" : sized ? "length" : "chunked";
   if (!nobody && !http10 && gzip_conf(L, 7, &level) >= 0 && want_gzip(L, 2, hidx, status)) {
-    how = "gzip";
+    how = "gzip"; /* the length was of the identity body: chunked gzip instead */
     gz = 1;
+    sized = 0;
   }
   hb_init(L, &h);
-  if (build_head(L, &h, status, hidx, nobody || http10 ? -2 : -1, connection(keep, http10),
-                 gz))
+  if (build_head(L, &h, status, hidx,
+                 sized && !http_no_body_status((long)status) && !http10 ? length
+                 : nobody || http10 ? -2 : -1,
+                 connection(keep, http10), gz))
     goto bad;
   lua_pushstring(L, how);
   lua_replace(L, 1);

@@ -122,8 +122,11 @@ end
 
 -- Send a streamed body, chunk by chunk as body() gives them: chunked in
 -- HTTP/1.1; raw in HTTP/1.0 (it has no chunked coding: the close ends the
--- body). Returns false when body() failed and the response is cut short.
-local function send_stream(stream, req, body, chunked)
+-- body) and when the handler gave a Content-Length (length: then the body
+-- must be exactly that long). Returns false when body() failed or gave
+-- another length, and the response is cut short.
+local function send_stream(stream, req, body, chunked, length)
+  local left = length
   while true do
     local ok, chunk = xpcall(body, traceback)
     if not ok then
@@ -133,6 +136,14 @@ local function send_stream(stream, req, body, chunked)
     end
     if chunk == nil then break end
     chunk = tostring(chunk)
+    if left then
+      left = left - #chunk
+      if left < 0 then
+        log_error(req, ("the body is longer than its content-length (%d)"):format(length),
+          " (while streaming the body)")
+        return false
+      end
+    end
     if #chunk > 0 then
       if chunked then stream:write(("%x\r\n"):format(#chunk), chunk, "\r\n")
       else stream:write(chunk) end
@@ -144,6 +155,11 @@ local function send_stream(stream, req, body, chunked)
     end
   end
   if chunked then stream:write("0\r\n\r\n") end
+  if left and left > 0 then
+    log_error(req, ("the body ended %d bytes short of its content-length (%d)"):format(left,
+      length), " (while streaming the body)")
+    return false
+  end
   return true
 end
 
@@ -167,6 +183,13 @@ local function discard_body(req)
     n = n + #d
   end
   return false
+end
+
+-- The Content-Length the handler gave (respond_core checked it).
+local function given_length(headers)
+  for k, v in pairs(headers) do
+    if type(k) == "string" and k:lower() == "content-length" then return math.tointeger(v) end
+  end
 end
 
 local function has_field(headers, name)
@@ -224,9 +247,10 @@ local function send_answer(stream, req, status, body, headers, keep, conn)
   if how == "gzip" then
     how, body = "chunked", gzipped(body, conn.gzlevel)
   end
-  if how == "chunked" or how == "raw" then -- a streamed body follows its head
-    if not send_stream(stream, req, body, how == "chunked") then return false end
-    return how == "chunked" and keep
+  if how == "chunked" or how == "raw" or how == "length" then -- a streamed body follows
+    local length = how == "length" and given_length(headers) or nil
+    if not send_stream(stream, req, body, how == "chunked", length) then return false end
+    return how ~= "raw" and keep
   end
   return how
 end

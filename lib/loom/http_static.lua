@@ -17,7 +17,10 @@ local TYPES = {
   woff = "font/woff", woff2 = "font/woff2", mp4 = "video/mp4", mp3 = "audio/mpeg",
   wav = "audio/wav", webm = "video/webm",
 }
-local BIG = 8 * 1024 * 1024 -- larger files (and ranges) are streamed
+-- Larger files (and ranges) are streamed, with their Content-Length: a
+-- whole file read into a string and queued would cost a client that stops
+-- reading twice the file's size (the string and the write queue's copy).
+local BIG = 64 * 1024
 -- A streamed file is read in chunks, each sent before the next is read: a
 -- client that stops reading holds one chunk's copy in the write queue. So a
 -- chunk is small (CHUNK) unless the client has taken TRUST bytes and each
@@ -137,7 +140,10 @@ local function serve_file(req, path, st)
     end
   end
   if last < first then return status, "", headers end
-  if last - first + 1 > BIG then return status, streamer(path, first, last), headers end
+  if last - first + 1 > BIG then
+    headers["content-length"] = last - first + 1 -- the server sends exactly that many
+    return status, streamer(path, first, last), headers
+  end
   return status, read_part(path, first, last), headers
 end
 
