@@ -6,7 +6,9 @@
 # body. Samples the server's RSS and open descriptors every second during the
 # attack and for 15 s after, and prints them with the baseline. LEN=secs sets
 # the attack's length (default 30; slowhttptest's own default is 240);
-# SEND_TIMEOUT=secs the server's send_timeout (default: http.listen's, 60).
+# SEND_TIMEOUT=secs the server's send_timeout (default: http.listen's, 60);
+# SIZE the served file's size (default 1G; e.g. SIZE=4M: one under the old
+# whole-file limit of http.static).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,7 +19,7 @@ command -v slowhttptest >/dev/null || {
 [ -x build/loom ] || scripts/build
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-truncate -s 1G "$tmp/big.bin"
+truncate -s "${SIZE:-1G}" "$tmp/big.bin"
 cat >"$tmp/server.lua" <<LUA
 local http = require "loom.http"
 local opts = { backlog = 1024, send_timeout = tonumber(os.getenv("SEND_TIMEOUT") or "") }
