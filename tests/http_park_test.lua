@@ -34,6 +34,27 @@ local function until_parked(srv, n)
   end)
 end
 
+-- n clients that have each had one answer (path prefix .. i), once the
+-- server has parked all of them.
+local function parked_clients(srv, n, prefix)
+  local clients = {}
+  for i = 1, n do
+    clients[i] = net.connect("127.0.0.1", srv.port)
+    clients[i]:write(GET:format(prefix .. i))
+  end
+  for i = 1, n do t.eq({ response(clients[i]) }, { 200, "hi " .. prefix .. i }) end
+  until_parked(srv, n)
+  return clients
+end
+
+-- Each client sees the server close its connection; then it closes too.
+local function closed_by_server(clients)
+  for _, s in ipairs(clients) do
+    t.eq(loom.timeout(5, s.read, s), nil)
+    s:close()
+  end
+end
+
 local function hello_server(opts)
   local hits = 0
   local srv = http.listen("127.0.0.1", 0, function(req)
@@ -95,14 +116,7 @@ t.test("a parked connection is closed when its client closes, at once", function
   if not require("loom.fs").exists("/proc/self/fd") then t.skip("no /proc/self/fd here") end
   local srv <close> = hello_server { _park_after = 0.05 }
   local before = procs.fd_count()
-  local clients = {}
-  for i = 1, 20 do
-    local s = net.connect("127.0.0.1", srv.port)
-    s:write(GET:format("/c" .. i))
-    t.eq(response(s), 200)
-    clients[i] = s
-  end
-  until_parked(srv, 20)
+  local clients = parked_clients(srv, 20, "/c")
   for _, s in ipairs(clients) do s:close() end
   loom.timeout(5, function()
     while srv.parked:count() > 0 or procs.fd_count() > before do loom.sleep(0.01) end
@@ -127,21 +141,12 @@ end)
 
 t.test("shutdown closes parked connections at once, even with a long grace", function()
   local srv = hello_server { _park_after = 0.05 }
-  local clients = {}
-  for i = 1, 5 do
-    clients[i] = net.connect("127.0.0.1", srv.port)
-    clients[i]:write(GET:format("/s" .. i))
-    t.eq(response(clients[i]), 200)
-  end
-  until_parked(srv, 5)
+  local clients = parked_clients(srv, 5, "/s")
   local t0 = loom.now()
   srv:shutdown(30)
   t.ok(loom.now() - t0 < 1, "shutdown waited for idle connections")
   t.eq(srv.parked:count(), 0)
-  for _, s in ipairs(clients) do
-    t.eq(loom.timeout(5, s.read, s), nil)
-    s:close()
-  end
+  closed_by_server(clients)
 end)
 
 t.test("after srv:close() a parked connection still gets its next answer", function()
@@ -195,24 +200,35 @@ t.test("a stream kept by a handler reads as closed once its connection is parked
   srv:shutdown()
 end)
 
-t.test("a cancelled server task and many parked connections leave nothing behind", function()
+t.test("200 parked connections, half woken and parked again, then shut down", function()
   local srv = hello_server { _park_after = 0.02 }
-  local clients = {}
-  for i = 1, 200 do
-    clients[i] = net.connect("127.0.0.1", srv.port)
-    clients[i]:write(GET:format("/m" .. i))
-  end
-  for i = 1, 200 do t.eq(response(clients[i]), 200) end
-  until_parked(srv, 200)
+  local clients = parked_clients(srv, 200, "/m")
   -- wake half of them at once, park them again
   for i = 1, 100 do clients[i]:write(GET:format("/again" .. i)) end
   for i = 1, 100 do t.eq({ response(clients[i]) }, { 200, "hi /again" .. i }) end
   until_parked(srv, 200)
   srv:shutdown()
-  for _, s in ipairs(clients) do
-    t.eq(loom.timeout(5, s.read, s), nil)
-    s:close()
-  end
+  closed_by_server(clients)
+end)
+
+t.test("a parked connection woken by hostile bytes is refused, the server goes on", function()
+  local srv <close> = hello_server { _park_after = 0.02 }
+  local clients = parked_clients(srv, 3, "/h")
+  -- endless head (no blank line): 431 once max_header_bytes is passed
+  clients[1]:write(("x"):rep(1024 * 1024))
+  t.eq(response(clients[1]), 431)
+  -- a NUL in the request line: 400
+  clients[2]:write("GET /a\0b HTTP/1.1\r\nHost: x\r\n\r\n")
+  t.eq(response(clients[2]), 400)
+  -- the vanishing client: bytes, then gone before the answer
+  clients[3]:write("GET /gone HTTP/1.1\r\nHo")
+  clients[3]:close()
+  -- and a well-behaved client is still served
+  local s <close> = net.connect("127.0.0.1", srv.port)
+  s:write(GET:format("/fine"))
+  t.eq({ response(s) }, { 200, "hi /fine" })
+  for i = 1, 2 do clients[i]:close() end
+  srv:shutdown()
 end)
 
 t.test("a script may end with connections parked (the runtime closes them)", function()
